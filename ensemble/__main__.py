@@ -1,0 +1,6 @@
+"""`python -m ensemble` runs the `ens` command line."""
+
+from ensemble.cli import main
+
+if __name__ == "__main__":
+    main()

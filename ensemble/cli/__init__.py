@@ -1,0 +1,12 @@
+"""The `ens` command line: thin commands over library functions."""
+
+from ensemble.cli import data_cmd  # noqa: F401  (registers commands)
+from ensemble.cli.app import app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]

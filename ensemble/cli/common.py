@@ -1,0 +1,77 @@
+"""Shared pieces of the command line: consoles, error handling and reusable options."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ensemble.errors import EnsError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `message` as a one-line error and return the Exit(1) to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def user_errors(func: F) -> F:
+    """Turn EnsError (and file-system errors) raised by a command into one line + exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except EnsError as exc:
+            raise fail(str(exc)) from None
+        except OSError as exc:
+            where = f" {exc.filename!r}" if exc.filename else ""
+            raise fail(f"cannot access{where}: {exc.strerror or exc}") from None
+        except KeyboardInterrupt:
+            raise fail("interrupted; no partial output was written") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+DEFAULT_DATA = Path("data/mars_demo.npz")
+
+DataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Dataset npz in the course format (training_set, test_set). "
+        "Default: the synthetic demo data, generated on first use.",
+        dir_okay=False,
+    ),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the validation split.")]
+ValFractionOpt = Annotated[
+    float,
+    typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of labelled images held out."),
+]
+ValIdsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--val-ids",
+        exists=True,
+        dir_okay=False,
+        help="File of training-set indices to use as the validation split "
+        "(one per line or comma separated); overrides --seed/--val-fraction.",
+    ),
+]
+DropOutliersOpt = Annotated[
+    bool,
+    typer.Option(
+        "--drop-outliers/--keep-outliers",
+        help="Drop labelled images whose mask is duplicated many times (the 'alien' outliers).",
+    ),
+]

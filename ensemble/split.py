@@ -1,0 +1,94 @@
+"""The validation split: deterministic from (seed, fraction) or an explicit file of indices.
+
+`fit`, `score`, `predict --split val` and `ens train` all resolve the same SplitSpec the same way,
+so a model is never validated on images it was trained on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.errors import EnsError
+
+DEFAULT_SEED = 0
+DEFAULT_VAL_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Split:
+    """Sorted training-set indices of the train and validation parts."""
+
+    train: np.ndarray
+    val: np.ndarray
+    description: str
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How to split the labelled images; `resolve` turns it into indices."""
+
+    seed: int = DEFAULT_SEED
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    val_ids: tuple[int, ...] | None = None
+    drop_outliers: bool = True
+
+    def resolve(self, n_images: int, outliers: np.ndarray | None = None) -> Split:
+        """Return the split of `n_images` labelled images, without `outliers` if asked to drop them."""
+        if self.val_ids is not None:
+            val = _check_ids(np.asarray(self.val_ids, dtype=np.int64), n_images)
+            described = f"{len(val)} explicit validation ids"
+        else:
+            if not 0.0 <= self.val_fraction < 1.0:
+                raise EnsError(
+                    f"--val-fraction {self.val_fraction} is outside [0, 1); use e.g. 0.2"
+                )
+            order = np.random.default_rng(self.seed).permutation(n_images)
+            val = np.sort(order[: int(round(n_images * self.val_fraction))])
+            described = f"seed {self.seed}, val fraction {self.val_fraction}"
+        train = np.setdiff1d(np.arange(n_images), val)
+        if self.drop_outliers and outliers is not None and len(outliers):
+            train = np.setdiff1d(train, outliers)
+            val = np.setdiff1d(val, outliers)
+            described += f", {len(outliers)} outliers dropped"
+        return Split(train, val, described)
+
+    def to_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "val_fraction": self.val_fraction,
+            "val_ids": None if self.val_ids is None else list(self.val_ids),
+            "drop_outliers": self.drop_outliers,
+        }
+
+
+def read_ids_file(path: str | Path) -> tuple[int, ...]:
+    """Read training-set indices separated by commas, spaces or newlines (# starts a comment)."""
+    text = Path(path).read_text()
+    tokens = [t for line in text.splitlines() for t in re.split(r"[,\s]+", line.split("#")[0]) if t]
+    try:
+        return tuple(int(t) for t in tokens)
+    except ValueError:
+        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
+        raise EnsError(
+            f"--val-ids file {str(path)!r} holds {bad!r}; expected integer image indices "
+            "separated by commas or newlines"
+        ) from None
+
+
+def _check_ids(ids: np.ndarray, n_images: int) -> np.ndarray:
+    if len(ids) == 0:
+        raise EnsError("the --val-ids file is empty; list at least one training-set index")
+    out_of_range = ids[(ids < 0) | (ids >= n_images)]
+    if len(out_of_range):
+        raise EnsError(
+            f"validation id {int(out_of_range[0])} is outside 0..{n_images - 1} "
+            f"(the training set has {n_images} images)"
+        )
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise EnsError(f"validation id {int(unique[counts > 1][0])} is listed twice; list each once")
+    return unique
