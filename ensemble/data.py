@@ -173,11 +173,16 @@ def _to_uint8(chunk: np.ndarray, key: str, start: int, part: str, top: int, what
 
 def _raise_bad(chunk, bad, key, start, part, rule) -> None:
     index = np.unravel_index(int(np.argmax(bad)), bad.shape)
-    value = chunk[index]
+    value = chunk[index].item()
     image = start + int(index[0])
+    hint = (
+        "labels must be class indices; check the class count of your members"
+        if "labels" in rule
+        else "pixels must be raw 0..255 values, not rescaled"
+    )
     raise EnsError(
-        f"array {key!r}{part} ({chunk.dtype}): {rule}, found {value!r} in image {image} "
-        f"at pixel {tuple(int(i) for i in index[1:])}; hint: check the file was not rescaled"
+        f"array {key!r}{part} ({chunk.dtype}): {rule}, found {value:g} in image {image} "
+        f"at pixel {tuple(int(i) for i in index[1:])}; hint: {hint}"
     )
 
 
