@@ -154,7 +154,9 @@ def _labels(
     return _to_uint8(chunk, key, start, part, top, "labels")
 
 
-def _to_uint8(chunk: np.ndarray, key: str, start: int, part: str, top: int, what: str) -> np.ndarray:
+def _to_uint8(
+    chunk: np.ndarray, key: str, start: int, part: str, top: int, what: str
+) -> np.ndarray:
     """Validate integral values in 0..top and convert to uint8, naming the first bad value."""
     if chunk.dtype == np.uint8 and top == 255:
         return np.ascontiguousarray(chunk)

@@ -90,5 +90,7 @@ def _check_ids(ids: np.ndarray, n_images: int) -> np.ndarray:
         )
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        raise EnsError(f"validation id {int(unique[counts > 1][0])} is listed twice; list each once")
+        raise EnsError(
+            f"validation id {int(unique[counts > 1][0])} is listed twice; list each once"
+        )
     return unique

@@ -26,8 +26,11 @@ def test_loads_float64_file_as_uint8(tiny_npz):
 def test_any_numeric_dtype_is_accepted(tmp_path, dtype):
     rng = np.random.default_rng(1)
     path = write_npz(
-        tmp_path / "d.npz", rng.integers(0, 256, (3, 4, 5)), rng.integers(0, 3, (3, 4, 5)),
-        rng.integers(0, 256, (2, 4, 5)), dtype=dtype,
+        tmp_path / "d.npz",
+        rng.integers(0, 256, (3, 4, 5)),
+        rng.integers(0, 3, (3, 4, 5)),
+        rng.integers(0, 256, (2, 4, 5)),
+        dtype=dtype,
     )
     images, masks = open_data(path).load_train(3)
     assert images.shape == masks.shape == (3, 4, 5)
@@ -94,7 +97,10 @@ def test_nan_pixel_is_rejected(tmp_path):
     [
         ({"training_set": np.zeros((4, 4, 6))}, r"shape \(4, 4, 6\); expected \(N, 2, H, W\)"),
         ({"training_set": None}, r"no 'training_set'"),
-        ({"test_set": np.zeros((2, 5, 6))}, r"'test_set' has shape \(2, 5, 6\); expected \(M, 4, 6\)"),
+        (
+            {"test_set": np.zeros((2, 5, 6))},
+            r"'test_set' has shape \(2, 5, 6\); expected \(M, 4, 6\)",
+        ),
         ({"test_set": np.array([["a"]])}, r"dtype <U1"),
     ],
 )
