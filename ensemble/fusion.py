@@ -1,0 +1,105 @@
+"""Weighted fusion of member probabilities as a streaming accumulator (append, then result).
+
+Weights are one per member or a (members x classes) matrix; each class column is normalised to
+sum to 1 over members, so every fused class score is a weighted mean of that class's member
+probabilities (with one weight per member the fused map is again a distribution over classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ensemble.errors import EnsError
+
+
+def normalise_weights(weights: np.ndarray | Sequence[float], n_members: int, n_classes: int) -> np.ndarray:
+    """Check and broadcast weights to a (members, classes) float32 matrix whose columns sum to 1."""
+    matrix = np.asarray(weights, dtype=np.float64)
+    if matrix.ndim == 1:
+        matrix = np.repeat(matrix[:, None], n_classes, axis=1)
+    if matrix.shape != (n_members, n_classes):
+        raise EnsError(
+            f"fusion weights have shape {tuple(np.shape(weights))}; expected ({n_members},) or "
+            f"({n_members}, {n_classes}) for {n_members} members and {n_classes} classes"
+        )
+    if not np.isfinite(matrix).all() or (matrix < 0).any():
+        raise EnsError(f"fusion weights must be finite and >= 0, got {matrix.tolist()}")
+    column = matrix.sum(axis=0)
+    if (column <= 0).any():
+        raise EnsError(
+            f"fusion weights of class {int(np.argmax(column <= 0))} are all 0; "
+            "give at least one member a positive weight"
+        )
+    return (matrix / column).astype(np.float32)
+
+
+class WeightedMerger:
+    """Accumulate `weights[m, c] * probs_m` member by member for one batch."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.ndim != 2:
+            raise EnsError(f"WeightedMerger needs a (members, classes) matrix, got shape {weights.shape}")
+        self.weights = weights
+        self._total: np.ndarray | None = None
+        self._seen: set[int] = set()
+
+    def append(self, member: int, probs: np.ndarray) -> None:
+        """Add member `member`'s (B, C, H, W) probabilities."""
+        if member in self._seen:
+            raise EnsError(f"member {member} was added twice to the same batch")
+        if probs.shape[1] != self.weights.shape[1]:
+            raise EnsError(
+                f"member {member} gave {probs.shape[1]} classes, fusion expects {self.weights.shape[1]}"
+            )
+        weighted = probs * self.weights[member][None, :, None, None]
+        if self._total is None:
+            self._total = weighted
+        else:
+            if weighted.shape != self._total.shape:
+                raise EnsError(
+                    f"member {member} gave probabilities of shape {probs.shape}, earlier members "
+                    f"{self._total.shape}; members must predict the same shape"
+                )
+            self._total += weighted
+        self._seen.add(member)
+
+    def result(self) -> np.ndarray:
+        """The fused (B, C, H, W) probabilities; resets the merger for the next batch."""
+        missing = sorted(set(range(len(self.weights))) - self._seen)
+        if self._total is None or missing:
+            raise EnsError(f"fusion is missing members {missing}; every member must be added")
+        total, self._total, self._seen = self._total, None, set()
+        return total
+
+
+def fuse(probs: Sequence[np.ndarray], weights: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
+    """One-call fusion of per-member (B, C, H, W) probabilities; equal weights by default."""
+    n_members, n_classes = len(probs), probs[0].shape[1]
+    matrix = normalise_weights(np.ones(n_members) if weights is None else weights, n_members, n_classes)
+    merger = WeightedMerger(matrix)
+    for index, member_probs in enumerate(probs):
+        merger.append(index, member_probs)
+    return merger.result()
+
+
+def parse_weights(text: str, names: Sequence[str]) -> np.ndarray:
+    """Parse `a=0.5,b=0.3,c=0.2` into per-member weights in the order of `names`."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            weight = float(value) if sep else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if not np.isfinite(weight) or weight < 0:
+            raise EnsError(f"--weights entry {part!r} is not NAME=WEIGHT with WEIGHT >= 0; e.g. a=0.5,b=0.5")
+        if name.strip() not in names:
+            raise EnsError(f"--weights names {name.strip()!r}, which is not among the members {list(names)}")
+        weights[name.strip()] = weight
+    missing = [n for n in names if n not in weights]
+    if missing:
+        raise EnsError(f"--weights gives no weight for {missing}; give one for every member")
+    return np.array([weights[n] for n in names], dtype=np.float64)
