@@ -1,0 +1,115 @@
+"""`ens check`, `ens convert` and `ens score CSV`: validate, convert and score submission CSVs."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ensemble.atomic import write_text
+from ensemble.cli.app import app
+from ensemble.cli.common import DEFAULT_DATA, console, user_errors
+from ensemble.csvcheck import parse_submission
+from ensemble.csvscore import score_submission
+from ensemble.errors import EnsError
+from ensemble.submission import convert_submission
+
+
+class FormatName(str, Enum):
+    flat = "flat"
+    rle = "rle"
+
+
+class SplitName(str, Enum):
+    test = "test"
+    val = "val"
+
+
+class MetricName(str, Enum):
+    course = "course"
+    miou = "miou"
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """'64x128' -> (64, 128).
+
+    >>> parse_shape("64x128")
+    (64, 128)
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match or int(match[1]) < 1 or int(match[2]) < 1:
+        raise EnsError(f"--shape {text!r} is not HxW; give height and width like 64x128")
+    return int(match[1]), int(match[2])
+
+
+CsvArg = Annotated[Path, typer.Argument(help="Submission CSV (flat or rle, detected from the header).")]
+ShapeOpt = Annotated[str, typer.Option("--shape", help="Image size HxW, e.g. 64x128.")]
+NClassesOpt = Annotated[int, typer.Option("--n-classes", min=2, max=256, help="Class count (0..C-1).")]
+
+
+@app.command("check")
+@user_errors
+def check(
+    csv: CsvArg,
+    n_images: Annotated[
+        int | None, typer.Option("--n-images", min=0, help="Expected image count, e.g. 10022.")
+    ] = None,
+    shape: ShapeOpt = "64x128",
+    n_classes: NClassesOpt = 5,
+) -> None:
+    """Validate a submission CSV before upload; exit 1 listing the first problems."""
+    parsed = parse_submission(csv, parse_shape(shape), n_classes, n_images)
+    for problem in parsed.problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if parsed.problems:
+        more = f" ({parsed.n_hidden} more not shown)" if parsed.n_hidden else ""
+        raise EnsError(f"{str(csv)!r} is not a valid submission{more}")
+    height, width = parse_shape(shape)
+    console.print(f"OK: {parsed.format}, {len(parsed.ids)} images, {height}x{width}", highlight=False)
+
+
+@app.command("convert")
+@user_errors
+def convert(
+    source: CsvArg,
+    target: Annotated[Path, typer.Argument(help="CSV to write (atomically).", dir_okay=False)],
+    to: Annotated[FormatName, typer.Option("--to", help="Format to write.")],
+    shape: ShapeOpt = "64x128",
+    n_classes: NClassesOpt = 5,
+) -> None:
+    """Validate a submission and write it in the other format (flat <-> rle)."""
+    source_format, n_images = convert_submission(source, target, to.value, parse_shape(shape), n_classes)
+    console.print(f"wrote {target}: {n_images} images, {source_format} -> {to.value}", highlight=False)
+
+
+@app.command("score")
+@user_errors
+def score(
+    csv: Annotated[Path | None, typer.Argument(help="Submission CSV to score.")] = None,
+    truth: Annotated[
+        Path, typer.Option("--truth", help="Labelled npz (course format).", dir_okay=False)
+    ] = DEFAULT_DATA,
+    split: Annotated[
+        SplitName,
+        typer.Option("--split", help="test: ids index test_masks; val: ids index the training set."),
+    ] = SplitName.test,
+    metric: Annotated[MetricName, typer.Option("--metric", help="Reduction to report.")] = MetricName.course,
+    n_classes: NClassesOpt = 5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the scores here.")] = None,
+) -> None:
+    """Score a submission CSV offline against labelled masks."""
+    if csv is None:
+        raise EnsError("give a submission CSV to score, e.g. `ens score submissions/sub.csv`")
+    result = score_submission(csv, truth, split.value, metric.value, n_classes)
+    table = Table("class", "IoU", "pixels", title=f"{result.submission} ({result.format}, {result.split})")
+    for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):
+        table.add_row(str(cls), "—" if iou != iou else f"{iou:.4f}", f"{pixels:,}")
+    console.print(table)
+    console.print(f"mIoU ({result.metric}): [bold]{result.miou:.4f}[/] over {result.n_images} images")
+    if json_path is not None:
+        write_text(json_path, json.dumps(result.to_json(), indent=2) + "\n")
