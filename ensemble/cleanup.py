@@ -1,0 +1,185 @@
+"""Small-region cleanup: connected components smaller than their class's `min_area` are relabelled
+to the most frequent class on their outer border (never to the ignored class 0).
+
+All decisions read the input map, so the result does not depend on the order components are
+visited. A component whose border holds no eligible class (it fills the image, or touches only
+class 0) is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numba
+import numpy as np
+
+from ensemble.errors import EnsError
+
+IGNORED_CLASS = 0
+MinArea = int | Sequence[int] | Mapping[int, int] | np.ndarray
+_DY = (-1, 1, 0, 0, -1, -1, 1, 1)  # 4-neighbours first, then the diagonals
+_DX = (0, 0, -1, 1, -1, 1, -1, 1)
+
+
+def parse_min_area(text: str, n_classes: int) -> np.ndarray:
+    """Parse `--min-area`: one value for classes 1..C-1 (`20`) or per class (`1=30,2=30,4=5`).
+
+    >>> parse_min_area("20", 5).tolist(), parse_min_area("1=30,4=5", 5).tolist()
+    ([0, 20, 20, 20, 20], [0, 30, 0, 0, 5])
+    """
+    text = text.strip()
+    if text.isdigit():
+        areas = np.full(n_classes, int(text), dtype=np.int64)
+        areas[IGNORED_CLASS] = 0
+        return areas
+    areas = np.zeros(n_classes, dtype=np.int64)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        cls, sep, value = part.partition("=")
+        if not (sep and cls.strip().isdigit() and value.strip().isdigit()):
+            raise EnsError(
+                f"--min-area {text!r} is neither one area (e.g. 20) nor CLASS=AREA pairs "
+                "(e.g. 1=30,2=30,3=30,4=5)"
+            )
+        if not 0 <= int(cls) < n_classes:
+            raise EnsError(f"--min-area names class {int(cls)}; classes are 0..{n_classes - 1}")
+        areas[int(cls)] = int(value)
+    return areas
+
+
+def min_area_array(min_area: MinArea, n_classes: int) -> np.ndarray:
+    """Normalise a min_area given as one int, a per-class sequence or a {class: area} mapping."""
+    if isinstance(min_area, Mapping):
+        areas = np.zeros(n_classes, dtype=np.int64)
+        for cls, area in min_area.items():
+            areas[int(cls)] = int(area)
+    elif np.ndim(min_area) == 0:
+        areas = np.full(n_classes, int(min_area), dtype=np.int64)
+        areas[IGNORED_CLASS] = 0
+    else:
+        areas = np.asarray(min_area, dtype=np.int64)
+    if areas.shape != (n_classes,) or (areas < 0).any():
+        raise EnsError(f"min_area {min_area!r} must give {n_classes} non-negative areas (one per class)")
+    return areas
+
+
+def remove_small_regions(
+    labels: np.ndarray,
+    min_area: MinArea,
+    n_classes: int | None = None,
+    connectivity: int = 4,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Relabel components smaller than `min_area` of their class, for a (H, W) or (N, H, W) uint8 map.
+
+    Parameters
+    ----------
+    labels : uint8 array (H, W) or (N, H, W)
+        Label maps; not modified unless passed again as `out`.
+    min_area : int, sequence or mapping
+        One area for classes 1..C-1, or one per class; 0 disables cleanup for a class.
+    n_classes : int, optional
+        Class count; defaults to the length of a per-class `min_area` or to labels.max() + 1.
+    connectivity : {4, 8}
+        Pixel neighbourhood used for components and their borders.
+    out : uint8 array, optional
+        Where to write the result (may be `labels` itself); a new array by default.
+
+    Examples
+    --------
+    >>> m = np.array([[1, 1, 1], [1, 2, 1], [1, 1, 3]], np.uint8)
+    >>> remove_small_regions(m, min_area=2)
+    array([[1, 1, 1],
+           [1, 1, 1],
+           [1, 1, 1]], dtype=uint8)
+    """
+    if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.ndim not in (2, 3):
+        got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
+        raise EnsError(f"labels must be a uint8 array of shape (H, W) or (N, H, W), got {got}")
+    if connectivity not in (4, 8):
+        raise EnsError(f"connectivity must be 4 or 8, got {connectivity}")
+    if n_classes is None:
+        sized = not isinstance(min_area, Mapping) and np.ndim(min_area) == 1
+        n_classes = len(min_area) if sized else int(labels.max(initial=0)) + 1
+    areas = min_area_array(min_area, n_classes)
+    if labels.size and int(labels.max()) >= n_classes:
+        raise EnsError(f"labels hold class {int(labels.max())} but only {n_classes} classes were given")
+    if out is None:
+        out = labels.copy()
+    elif out.shape != labels.shape or out.dtype != np.uint8:
+        raise EnsError(f"out must be uint8 {labels.shape}, got {out.dtype} {out.shape}")
+    elif out is not labels:
+        out[...] = labels
+    if not areas.any() or labels.size == 0:
+        return out
+    source = labels.copy() if np.shares_memory(out, labels) else np.ascontiguousarray(labels)
+    batch = source.reshape((-1, *source.shape[-2:]))
+    target = out if out.flags.c_contiguous else batch.copy()
+    chunks = 4 * numba.get_num_threads()
+    _cleanup_batch(batch, target.reshape(batch.shape), areas, connectivity == 8, chunks)
+    if target is not out:
+        out[...] = target.reshape(out.shape)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _cleanup_batch(labels, out, min_area, eight, n_chunks):  # pragma: no cover - compiled
+    n, height, width = labels.shape
+    n_chunks = min(n, n_chunks)
+    for chunk in numba.prange(n_chunks):
+        # scratch buffers are allocated once per chunk, not once per image
+        seen = np.empty(height * width, np.bool_)
+        stamp = np.empty(height * width, np.int32)
+        pixels = np.empty(height * width, np.int32)
+        counts = np.empty(min_area.shape[0], np.int64)
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            _cleanup_image(labels[i], out[i], min_area, eight, seen, stamp, pixels, counts)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cleanup_image(img, out, min_area, eight, seen, stamp, pixels, counts):  # pragma: no cover
+    height, width = img.shape
+    size = height * width
+    n_neighbours = 8 if eight else 4
+    seen[:] = False
+    stamp[:] = -1
+    flat = img.reshape(size)
+    for start in range(size):
+        if seen[start]:
+            continue
+        cls = flat[start]
+        seen[start] = True
+        pixels[0] = start
+        head, tail = 0, 1
+        while head < tail:  # breadth-first flood fill of the component
+            p = pixels[head]
+            head += 1
+            y, x = p // width, p % width
+            for k in range(n_neighbours):
+                ny, nx = y + _DY[k], x + _DX[k]
+                if 0 <= ny < height and 0 <= nx < width:
+                    q = ny * width + nx
+                    if not seen[q] and flat[q] == cls:
+                        seen[q] = True
+                        pixels[tail] = q
+                        tail += 1
+        if tail >= min_area[cls]:
+            continue
+        counts[:] = 0
+        for j in range(tail):  # count each outer-border pixel once
+            p = pixels[j]
+            y, x = p // width, p % width
+            for k in range(n_neighbours):
+                ny, nx = y + _DY[k], x + _DX[k]
+                if 0 <= ny < height and 0 <= nx < width:
+                    q = ny * width + nx
+                    other = flat[q]
+                    if other != cls and stamp[q] != start:
+                        stamp[q] = start
+                        counts[other] += 1
+        best, best_count = -1, 0
+        for c in range(counts.shape[0]):
+            if c != IGNORED_CLASS and counts[c] > best_count:
+                best, best_count = c, counts[c]
+        if best >= 0:
+            for j in range(tail):
+                out[pixels[j] // width, pixels[j] % width] = best
