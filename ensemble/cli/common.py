@@ -9,6 +9,16 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from ensemble.errors import EnsError
 
@@ -53,7 +63,9 @@ DataOpt = Annotated[
         dir_okay=False,
     ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the validation split.")]
+SplitSeedOpt = Annotated[
+    int, typer.Option("--split-seed", help="Seed of the validation split; keep it equal for all commands.")
+]
 ValFractionOpt = Annotated[
     float,
     typer.Option("--val-fraction", min=0.0, max=0.9, help="Share of labelled images held out."),
@@ -75,3 +87,46 @@ DropOutliersOpt = Annotated[
         help="Drop labelled images whose mask is duplicated many times (the 'alien' outliers).",
     ),
 ]
+ModelsDirOpt = Annotated[
+    Path,
+    typer.Option("--models-dir", help="Member store: a folder of <name>.onnx members.", file_okay=False),
+]
+
+
+def open_data_option(path: Path):
+    """Open `--data`; the default demo file is generated on first use, a missing user file is an error."""
+    from ensemble.data import open_data
+    from ensemble.synthetic import ensure_demo_data
+
+    if path == DEFAULT_DATA:
+        ensure_demo_data(path, notify=lambda line: err_console.print(line, highlight=False))
+    return open_data(path)
+
+
+def split_spec(split_seed: int, val_fraction: float, val_ids: Path | None, drop_outliers: bool):
+    """The SplitSpec the shared split options describe."""
+    from ensemble.split import SplitSpec, read_ids_file
+
+    ids = read_ids_file(val_ids) if val_ids is not None else None
+    return SplitSpec(split_seed, val_fraction, ids, drop_outliers)
+
+
+class RateColumn(ProgressColumn):
+    """Images per second of a progress task."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} img/s" if speed else "… img/s", style="progress.data.speed")
+
+
+def image_progress() -> Progress:
+    """The progress bar of long image loops: bar, count, images/s, time left."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )

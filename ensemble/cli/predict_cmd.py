@@ -1,0 +1,138 @@
+"""`ens predict`: members -> TTA -> fusion -> decoding -> cleanup -> submission CSV + manifest."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ensemble.cli.app import app
+from ensemble.cli.common import (
+    DEFAULT_DATA,
+    DataOpt,
+    DropOutliersOpt,
+    ModelsDirOpt,
+    SplitSeedOpt,
+    ValFractionOpt,
+    ValIdsOpt,
+    console,
+    err_console,
+    image_progress,
+    open_data_option,
+    split_spec,
+    user_errors,
+)
+from ensemble.member import DEFAULT_STORE
+from ensemble.pipeline import DEFAULT_BATCH, PredictOptions
+from ensemble.predict import PredictOutcome, PredictRequest, predict
+from ensemble.session import Device
+from ensemble.tta import TTA
+
+
+class Format(str, Enum):
+    rle = "rle"
+    flat = "flat"
+
+
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+
+
+class Connectivity(str, Enum):
+    four = "4"
+    eight = "8"
+
+
+@app.command("predict")
+@user_errors
+def predict_cmd(
+    members: Annotated[
+        str | None,
+        typer.Option("--members", help="Comma-separated member names or .onnx paths (default: whole store)."),
+    ] = None,
+    data: DataOpt = DEFAULT_DATA,
+    split: Annotated[Split, typer.Option("--split", help="Images to predict.")] = Split.test,
+    tta: Annotated[TTA, typer.Option("--tta", help="Test-time augmentation views.")] = TTA.flip,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Fusion weights a=0.5,b=0.3,c=0.2 (default: equal).")
+    ] = None,
+    min_area: Annotated[
+        str,
+        typer.Option("--min-area", help="Relabel regions below this area: 20, or 1=30,4=5; 0: off."),
+    ] = "0",
+    connectivity: Annotated[
+        Connectivity, typer.Option("--connectivity", help="Neighbourhood of regions.")
+    ] = Connectivity.four,
+    allow_background: Annotated[
+        bool, typer.Option("--allow-background", help="Let the argmax pick class 0 (costs course mIoU).")
+    ] = False,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="rle (Kaggle RLE) or flat (the course's CSV).")
+    ] = Format.rle,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="CSV to write (default submissions/<timestamp>.csv).", dir_okay=False),
+    ] = None,
+    save_probs: Annotated[
+        Path | None,
+        typer.Option("--save-probs", help="Also keep the fused float16 probabilities here.", file_okay=False),
+    ] = None,
+    device: Annotated[Device, typer.Option("--device", help="Where members run.")] = Device.auto,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = DEFAULT_BATCH,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads (default: physical cores).")
+    ] = None,
+    models_dir: ModelsDirOpt = DEFAULT_STORE,
+    split_seed: SplitSeedOpt = 0,
+    val_fraction: ValFractionOpt = 0.2,
+    val_ids: ValIdsOpt = None,
+    drop_outliers: DropOutliersOpt = True,
+) -> None:
+    """Predict the test set (or the validation split) and write a submission CSV with its manifest."""
+    options = PredictOptions(
+        tta=tta.value,
+        allow_background=allow_background,
+        connectivity=int(connectivity.value),
+        batch_size=batch_size,
+        device=device.value,
+        threads=threads,
+    )
+    request = PredictRequest(
+        data=open_data_option(data),
+        members=members,
+        store=models_dir,
+        split=split.value,
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        weights=weights,
+        min_area=min_area,
+        out=out,
+        fmt=fmt.value,
+        save_probs=save_probs,
+        options=options,
+    )
+    with image_progress() as progress:
+        task = progress.add_task("loading members", total=None)
+
+        def started(ensemble, source):
+            for line in ensemble.fallbacks:
+                err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+            names = ",".join(m.name for m in ensemble.members)
+            progress.update(task, total=source.n_images, description=f"{names} ({source.split})")
+
+        outcome = predict(request, started, lambda n: progress.advance(task, n))
+    _summary(outcome)
+
+
+def _summary(outcome: PredictOutcome) -> None:
+    result, ensemble = outcome.result, outcome.ensemble
+    device = ensemble.runners[0].report.used[0].replace("ExecutionProvider", "")
+    console.print(
+        f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, "
+        f"{len(ensemble.members)} members on {device}) in {result.seconds:.1f} s "
+        f"({outcome.source.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -1,0 +1,101 @@
+"""The JSON manifest written beside every submission: what produced it, with what, how fast."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from ensemble.atomic import write_text
+from ensemble.pipeline import Ensemble, PredictResult
+from ensemble.sources import ImageSource
+
+_PACKAGES = ("ens", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "numba", "pandas")
+
+
+def manifest_path(csv_path: Path) -> Path:
+    """`submissions/x.csv` -> `submissions/x.manifest.json`."""
+    return csv_path.with_name(csv_path.stem + ".manifest.json")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(
+    ensemble: Ensemble, source: ImageSource, result: PredictResult, csv_path: Path, fmt: str
+) -> dict:
+    """Everything needed to reproduce and audit a submission."""
+    options = ensemble.options
+    names = [m.name for m in ensemble.members]
+    inference = result.timings.get("inference", 0.0)
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["ens", *sys.argv[1:]]),
+        "submission": {"path": str(csv_path), "format": fmt, "sha256": file_sha256(csv_path)},
+        "data": {
+            "path": str(source.data.path),
+            "sha256": source.data.sha256,
+            "split": source.split,
+            "split_description": source.description,
+            "n_images": source.n_images,
+            "image_shape": list(source.image_shape),
+        },
+        "members": [
+            {
+                "name": r.member.name,
+                "path": str(r.member.path),
+                "sha256": r.member.sha256,
+                "source_framework": r.member.info.source_framework,
+                "source_sha256": r.member.info.source_sha256,
+                "parity_max_abs_err": r.member.info.parity_max_abs_err,
+                "providers": list(r.report.used),
+                "fallback": r.report.fallback,
+            }
+            for r in ensemble.runners
+        ],
+        "classes": list(ensemble.members[0].info.class_names),
+        "weights": {
+            name: [round(float(w), 6) for w in row]
+            for name, row in zip(names, ensemble.weights, strict=True)
+        },
+        "tta": options.tta,
+        "decode": {"allow_background": options.allow_background},
+        "cleanup": {"min_area": ensemble.min_area.tolist(), "connectivity": options.connectivity},
+        "runtime": {
+            "device": options.device,
+            "threads": ensemble.runners[0].report.threads,
+            "batch_size": options.batch_size,
+        },
+        "versions": package_versions(),
+        "timings": {
+            "total_seconds": round(result.seconds, 3),
+            "images_per_second": round(result.n_images / max(result.seconds, 1e-9), 1),
+            "outside_inference_share": round(1 - inference / max(result.seconds, 1e-9), 4),
+            "stages": result.timings,
+        },
+    }
+
+
+def write_manifest(csv_path: Path, manifest: dict) -> Path:
+    path = manifest_path(csv_path)
+    write_text(path, json.dumps(manifest, indent=2) + "\n")
+    return path

@@ -1,0 +1,88 @@
+"""`ens predict` as a library call: resolve members, data and options, run, write the manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.cleanup import parse_min_area
+from ensemble.data import DataFile
+from ensemble.fusion import parse_weights
+from ensemble.manifest import build_manifest, write_manifest
+from ensemble.member import DEFAULT_STORE
+from ensemble.pipeline import Ensemble, PredictOptions, PredictResult, run
+from ensemble.sources import ImageSource, make_source
+from ensemble.split import SplitSpec
+from ensemble.store import resolve_members
+
+SUBMISSIONS = Path("submissions")
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """The user's choices, as given on the command line (text forms still unparsed)."""
+
+    data: DataFile
+    members: str | None = None
+    store: Path = DEFAULT_STORE
+    split: str = "test"
+    split_spec: SplitSpec = SplitSpec()
+    weights: str | None = None
+    min_area: str = "0"
+    out: Path | None = None
+    fmt: str = "rle"
+    save_probs: Path | None = None
+    options: PredictOptions = PredictOptions()
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    csv: Path
+    manifest: Path
+    result: PredictResult
+    ensemble: Ensemble
+    source: ImageSource
+
+
+def default_out(now: dt.datetime | None = None) -> Path:
+    """`submissions/<timestamp>.csv`."""
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return SUBMISSIONS / f"{stamp}.csv"
+
+
+def prepare(request: PredictRequest) -> tuple[Ensemble, ImageSource]:
+    """Load and check members, options and the image source; builds the sessions once."""
+    members = resolve_members(request.members, request.store)
+    n_classes = members[0].n_classes
+    options = request.options
+    if request.weights:
+        options = replace(options, weights=parse_weights(request.weights, [m.name for m in members]))
+    options = replace(options, min_area=parse_min_area(request.min_area, n_classes))
+    source = make_source(request.data, request.split, request.split_spec)
+    ensemble = Ensemble(members, options)
+    ensemble.check_image_shape(source.image_shape)
+    return ensemble, source
+
+
+def predict(
+    request: PredictRequest,
+    on_start: Callable[[Ensemble, ImageSource], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> PredictOutcome:
+    """Predict the requested split and write the CSV and its manifest; nothing partial on failure."""
+    ensemble, source = prepare(request)
+    if on_start:
+        on_start(ensemble, source)
+    out = request.out or default_out()
+    truth = None
+    if source.split == "val":
+        _, truth = request.data.load_train(ensemble.n_classes)
+    result = run(ensemble, source, out, request.fmt, request.save_probs, truth, on_batch)
+    manifest = build_manifest(ensemble, source, result, out, request.fmt)
+    if result.confusion is not None:
+        manifest["val_confusion"] = np.asarray(result.confusion).tolist()
+    return PredictOutcome(out, write_manifest(out, manifest), result, ensemble, source)
