@@ -1,0 +1,134 @@
+"""`ens export`: turn a PyTorch or Keras model file into a verified member of the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ensemble.cli.app import app
+from ensemble.cli.common import DEFAULT_DATA, console, user_errors
+from ensemble.cli.members_cmd import format_size
+from ensemble.errors import EnsError
+from ensemble.member import DEFAULT_STORE
+
+
+def _exporters():
+    """Import the exporters lazily: they are the only part of ens that needs torch or keras."""
+    try:
+        import exporters
+    except ImportError as exc:
+        raise EnsError(
+            f"the exporters need {exc.name}, which is not installed; pip install 'ens[torch]'"
+        ) from None
+    return exporters
+
+
+SourceArg = Annotated[
+    Path,
+    typer.Argument(
+        help=".pt/.pth/.ckpt/.bin (state_dict, TorchScript or, with --trust, a pickled model), "
+        ".pt2 (torch.export), or .keras/.h5 (Keras 3)."
+    ),
+]
+NameOpt = Annotated[str, typer.Option("--name", help="Member name in the store (letters, digits, _ or -).")]
+FactoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--factory",
+        help="module:callable that builds the net of a state_dict, e.g. monai.networks.nets:UNet.",
+    ),
+]
+FactoryKwargsOpt = Annotated[
+    str | None, typer.Option("--factory-kwargs", help="JSON object of keyword arguments for --factory.")
+]
+ScaleOpt = Annotated[
+    float | None, typer.Option("--scale", help="Divide raw 0..255 pixels by S (e.g. 255) before the net.")
+]
+MeanOpt = Annotated[
+    float | None, typer.Option("--mean", help="Then subtract M (needs --std), e.g. --mean 0.5 --std 0.25.")
+]
+StdOpt = Annotated[float | None, typer.Option("--std", help="Then divide by S.")]
+CustomObjectsOpt = Annotated[
+    Path | None,
+    typer.Option("--custom-objects", dir_okay=False, help="Python file registering custom Keras layers."),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        dir_okay=False,
+        help=f"Course-format npz whose images are used for the parity check (default {DEFAULT_DATA}; "
+        "seeded random images when that is absent).",
+    ),
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option("--trust", help="Allow files that run code when loaded (pickled models, Lambda layers)."),
+]
+ToleranceOpt = Annotated[
+    float, typer.Option("--tolerance", help="Largest allowed abs difference of probabilities, ORT vs source.")
+]
+HeightOpt = Annotated[
+    int | None, typer.Option("--height", min=1, help="Export height (default: the model's, else the data's).")
+]
+WidthOpt = Annotated[int | None, typer.Option("--width", min=1, help="Export width (with --height).")]
+ClassNamesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--class-names", help="Comma-separated class names (default: the AN2DL names for 5 classes)."
+    ),
+]
+ValMiouOpt = Annotated[
+    float | None, typer.Option("--val-miou", help="Validation mIoU (0..1) to record in the member.")
+]
+OutDirOpt = Annotated[Path, typer.Option("--out-dir", file_okay=False, help="Member store folder.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Replace an existing member; skip the store's class check.")
+]
+
+
+@app.command("export")
+@user_errors
+def export(
+    source: SourceArg,
+    name: NameOpt,
+    factory: FactoryOpt = None,
+    factory_kwargs: FactoryKwargsOpt = None,
+    scale: ScaleOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    custom_objects: CustomObjectsOpt = None,
+    data: DataOpt = None,
+    trust: TrustOpt = False,
+    tolerance: ToleranceOpt = 1e-4,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    class_names: ClassNamesOpt = None,
+    val_miou: ValMiouOpt = None,
+    out_dir: OutDirOpt = DEFAULT_STORE,
+    force: ForceOpt = False,
+) -> None:
+    """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
+    ex = _exporters()
+    from exporters.request import parse_class_names, parse_factory_kwargs
+
+    request = ex.ExportRequest(
+        source=source, name=name, factory=factory, factory_kwargs=parse_factory_kwargs(factory_kwargs),
+        normalisation=ex.Normalisation.from_options(scale, mean, std), custom_objects=custom_objects,
+        data=data, trust=trust, tolerance=tolerance, height=height, width=width,
+        class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
+    )  # fmt: skip
+    result = ex.export_member(request, default_data=DEFAULT_DATA)
+    member, info = result.member, result.member.info
+    size = "dynamic H, W" if result.dynamic_hw else f"{info.input_hw[0]}x{info.input_hw[1]} fixed"
+    console.print(
+        f"[green]wrote[/] {member.path} ({format_size(member.size_bytes)}, {size}) "
+        f"in {result.seconds:.1f} s\n"
+        f"  parity max abs error {info.parity_max_abs_err:.2e} | {info.n_classes} classes: "
+        f"{', '.join(info.class_names)} | preprocessing {info.preprocessing}\n"
+        f"  {'; '.join(result.notes)}",
+        highlight=False,
+        soft_wrap=True,
+    )

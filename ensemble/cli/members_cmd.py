@@ -1,0 +1,65 @@
+"""`ens members`: list the member store (or given member files) with their provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ensemble.cli.app import app
+from ensemble.cli.common import console, user_errors
+from ensemble.member import DEFAULT_STORE, load_member
+from ensemble.store import list_member_files
+
+
+def format_size(n_bytes: int) -> str:
+    """Bytes as kB below 1 MB, else MB.
+
+    >>> format_size(3613), format_size(7_900_000)
+    ('3.6 kB', '7.90 MB')
+    """
+    return f"{n_bytes / 1e3:.1f} kB" if n_bytes < 1e6 else f"{n_bytes / 1e6:.2f} MB"
+
+
+@app.command("members")
+@user_errors
+def members(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Member .onnx files (default: every member of the store).")
+    ] = None,
+    models_dir: Annotated[
+        Path, typer.Option("--models-dir", file_okay=False, help="Member store folder.")
+    ] = DEFAULT_STORE,
+) -> None:
+    """Show each member's source framework, classes, parity error, size and validation mIoU."""
+    files = {path.stem: path for path in paths} if paths else list_member_files(models_dir)
+    if not files:
+        console.print(f"no members in {str(models_dir)!r}; export one with `ens export SOURCE --name NAME`")
+        return
+    loaded = [load_member(path, name) for name, path in files.items()]
+    with_miou = any(m.info.val_miou is not None for m in loaded)
+    table = Table("name", "framework", "classes", "input", "parity", "size", "preprocessing")
+    if with_miou:
+        table.add_column("val mIoU")
+    for member in loaded:
+        info = member.info
+        height, width = info.input_hw
+        row = [
+            member.name,
+            info.source_framework,
+            str(info.n_classes),
+            f"{height or 'H'}x{width or 'W'}",
+            f"{info.parity_max_abs_err:.1e}",
+            format_size(member.size_bytes),
+            info.preprocessing,
+        ]
+        table.add_row(
+            *row, *([] if not with_miou else ["" if info.val_miou is None else f"{info.val_miou:.4f}"])
+        )
+    console.print(table)
+    for names in dict.fromkeys(m.info.class_names for m in loaded):
+        users = [m.name for m in loaded if m.info.class_names == names]
+        who = "" if len(users) == len(loaded) else f" ({', '.join(users)})"
+        console.print(f"classes{who}: {', '.join(names)}", highlight=False)

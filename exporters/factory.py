@@ -1,0 +1,87 @@
+"""`--factory module:callable`: import the function or class that builds a network from a state_dict.
+
+The module is imported as Python would from the current directory (so a local `mynets.py`
+works); a path to a .py file is accepted too. Every failure names the spec and says what to fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ensemble.errors import EnsError
+
+HINT = "give it as module:callable, e.g. monai.networks.nets:UNet or mynets:build_unet"
+
+
+def import_factory(spec: str) -> Callable[..., Any]:
+    """Resolve 'package.module:attr.path' (or 'file.py:attr') to a callable."""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise EnsError(f"--factory {spec!r} is not module:callable; {HINT}")
+    module = _import(module_name, spec)
+    target: Any = module
+    for part in attr_path.split("."):
+        if not hasattr(target, part):
+            public = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+            shown = ", ".join(public[:8]) + (", …" if len(public) > 8 else "")
+            raise EnsError(
+                f"--factory {spec!r}: module {module_name!r} has no attribute {attr_path!r}; "
+                f"callables it defines: {shown or 'none'}"
+            )
+        target = getattr(target, part)
+    if not callable(target):
+        raise EnsError(f"--factory {spec!r} is a {type(target).__name__}, not a callable; {HINT}")
+    return target
+
+
+def build_network(spec: str, kwargs: dict) -> Any:
+    """Call the factory with the keyword arguments and return what it builds."""
+    factory = import_factory(spec)
+    try:
+        return factory(**kwargs)
+    except Exception as exc:  # arbitrary user code: report the first line
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise EnsError(
+            f"--factory {spec!r} with --factory-kwargs {kwargs} raised {type(exc).__name__}: {first}; "
+            "check the keyword arguments"
+        ) from None
+
+
+def _import(module_name: str, spec: str):
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise EnsError(f"--factory {spec!r}: file {module_name!r} does not exist; {HINT}")
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules.setdefault(path.stem, module)
+        _run(lambda: module_spec.loader.exec_module(module), spec)
+        return module
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return _run(lambda: importlib.import_module(module_name), spec)
+    finally:
+        if added:
+            sys.path.remove(cwd)
+
+
+def _run(load: Callable[[], Any], spec: str) -> Any:
+    try:
+        return load()
+    except ModuleNotFoundError as exc:
+        raise EnsError(
+            f"--factory {spec!r}: cannot import module {exc.name!r} ({exc}); install it or run from the "
+            "folder that holds it (or set PYTHONPATH)"
+        ) from None
+    except Exception as exc:  # the module's own import-time code failed
+        raise EnsError(
+            f"--factory {spec!r}: importing it raised {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None

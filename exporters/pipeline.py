@@ -1,0 +1,215 @@
+"""One export: load the source, fold the contract in, verify, record provenance, write the member.
+
+Order matters for the user: cheap checks (name, overwrite, file kind) come before loading
+frameworks; the store's class names are checked before the file is written; the file is written
+atomically only after the checker, the contract checks and the parity check have passed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ensemble.atomic import write_bytes
+from ensemble.errors import EnsError
+from ensemble.member import CONTRACT_VERSION, Member, MemberInfo, load_member
+from ensemble.session import build_session
+from ensemble.store import list_member_files
+from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
+from exporters.request import ExportRequest, class_names_for
+from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
+from exporters.source import LoadedSource, check_source_output, detect_framework, file_sha256, pick_output
+from exporters.verify import check_graph, parity_error, probe_size
+
+LOADERS = {
+    "torch": ("exporters.torch_export", "load_torch", "torch"),
+    "torch.export": ("exporters.torch_export", "load_torch", "torch"),
+    "keras": ("exporters.keras_export", "load_keras", "keras,torch"),
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The written member and what the export found out."""
+
+    member: Member
+    seconds: float
+    dynamic_hw: bool
+    notes: tuple[str, ...]
+
+
+def export_member(request: ExportRequest, default_data: Path | None = None) -> ExportResult:
+    """Convert `request.source` into a verified member file; raise EnsError on any user-fixable problem.
+
+    Without request.data, images come from `default_data`, or a seeded random batch when it is absent.
+    """
+    started = time.perf_counter()
+    if request.target.exists() and not request.force:
+        raise EnsError(
+            f"member {str(request.target)!r} already exists; pass --force to replace it "
+            "or choose another --name"
+        )
+    framework = detect_framework(request.source)
+    source = _load(framework, request)
+    data = request.data or default_data
+    samples = load_samples(data, request.data is None, _export_hw(request, source, data))
+    if source.builtin_preprocessing and not request.normalisation.is_identity:
+        raise EnsError(
+            f"the model already normalises raw pixels ({source.builtin_preprocessing}); drop "
+            f"--scale/--mean/--std (they would apply {request.normalisation.describe()} on top)"
+        )
+    check = _Checker(request, source, samples)
+    class_names = class_names_for(check.reference.shape[1], request.class_names)
+    _check_store(request, class_names)
+    info_args = (request, source, class_names, file_sha256(request.source), samples)
+    fixed_reason = "the model declares its input size" if source.fixed_hw else None
+    if fixed_reason is None:
+        model, error, fixed_reason = check.build(True, _info(*info_args, dynamic_hw=True))
+    dynamic_hw = fixed_reason is None
+    if not dynamic_hw:
+        model, error, _ = check.build(False, _info(*info_args, dynamic_hw=False))
+    notes = [
+        source.kind,
+        check.output_note,
+        "softmax appended (the source emits logits)" if check.logits else "the source emits probabilities",
+        *source.notes,
+        f"H, W fixed: {fixed_reason}" if fixed_reason else "H, W dynamic",
+    ]
+    notes = [note for note in notes if note]
+    info = _info(*info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model))
+    attach_metadata(model, info, {"parity_inputs": samples.origin, "export_notes": "; ".join(notes)})
+    write_bytes(request.target, model.SerializeToString())
+    member = load_member(request.target, request.name)
+    return ExportResult(member, time.perf_counter() - started, dynamic_hw, tuple(notes))
+
+
+class _Checker:
+    """Runs the source for reference probabilities and builds + verifies candidate members."""
+
+    def __init__(self, request: ExportRequest, source: LoadedSource, samples: Samples) -> None:
+        self.request, self.source, self.samples = request, source, samples
+        self.pixels = samples.pixels()
+        scores, self.key, self.output_note = self.scores(self.pixels)
+        self.logits = not is_probabilities(scores)
+        self.reference = softmax(scores) if self.logits else scores
+
+    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, object, str]:
+        """The source's chosen output as (N, C, H, W) for raw pixels."""
+        batch = _layout(self.source, self.request.normalisation.apply(pixels))
+        try:
+            raw = self.source.run(np.ascontiguousarray(batch))
+        except EnsError:
+            raise
+        except Exception as exc:  # any framework error while running the user's model
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise EnsError(
+                f"running the {self.source.framework} model on {len(batch)} images of shape "
+                f"{batch.shape[1:]} failed ({type(exc).__name__}: {first})"
+            ) from None
+        out, key, note = pick_output(raw)
+        return check_source_output(out, self.source.channels_last, len(pixels), pixels.shape[2:]), key, note
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        scores = self.scores(pixels)[0]
+        return softmax(scores) if self.logits else scores
+
+    def build(self, dynamic_hw: bool, info: MemberInfo) -> tuple[onnx.ModelProto, float, str | None]:
+        """Export, wrap, check and verify one candidate; return it, its parity error and, when H/W
+        were asked dynamic but are not, why."""
+        example = np.ascontiguousarray(
+            _layout(self.source, self.request.normalisation.apply(self.pixels[:2]))
+        )
+        raw, index = self.source.to_onnx(example, dynamic_hw, self.key)
+        model = wrap_to_contract(
+            raw, channels_last=self.source.channels_last, normalisation=self.request.normalisation,
+            add_softmax=self.logits, output_key=index, n_classes=self.reference.shape[1],
+            hw=self.samples.hw, dynamic_hw=dynamic_hw,
+        )  # fmt: skip
+        check_graph(model)
+        attach_metadata(model, replace(info, opset=opset_of(model)), {})
+        tolerance = self.request.tolerance
+        with tempfile.TemporaryDirectory(prefix="ens_export_") as tmp:
+            path = Path(tmp) / f"{self.request.name}.onnx"
+            onnx.save(model, str(path))
+            session = build_session(load_member(path, self.request.name), "cpu")
+            error = parity_error(session, self.pixels, self.reference, tolerance, self.source.framework)
+            reason = probe_size(session, self.pixels, self.probabilities, tolerance) if dynamic_hw else None
+        return model, error, reason
+
+
+def _load(framework: str, request: ExportRequest) -> LoadedSource:
+    module_name, function, extra = LOADERS[framework]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EnsError(
+            f"exporting a {framework} model needs {exc.name or extra}, which is not installed; "
+            f"pip install 'ens[{extra}]'"
+        ) from None
+    return getattr(module, function)(request, framework)
+
+
+def _export_hw(request: ExportRequest, source: LoadedSource, data: Path) -> tuple[int, int]:
+    """--height/--width, else the size the model declares, else the data file's, else 64x128."""
+    given = (request.height, request.width) if request.height is not None else None
+    if given and source.fixed_hw and given != source.fixed_hw:
+        raise EnsError(
+            f"--height/--width {given[0]}x{given[1]} differ from the model's input size "
+            f"{source.fixed_hw[0]}x{source.fixed_hw[1]}; drop them or pass the model's size"
+        )
+    return given or source.fixed_hw or data_hw(data) or FALLBACK_HW
+
+
+def _layout(source: LoadedSource, batch: np.ndarray) -> np.ndarray:
+    return batch.transpose(0, 2, 3, 1) if source.channels_last else batch
+
+
+def _check_store(request: ExportRequest, class_names: tuple[str, ...]) -> None:
+    """Members of one store are fused together, so they must predict the same classes."""
+    if request.force:
+        return
+    for name, path in list_member_files(request.out_dir).items():
+        if name == request.name:
+            continue
+        try:
+            other = load_member(path, name)
+        except EnsError:
+            continue  # not a member: `ens members` reports it
+        if other.info.class_names != class_names:
+            raise EnsError(
+                f"this model predicts {len(class_names)} classes {list(class_names)} but member {name!r} "
+                f"in {str(request.out_dir)!r} predicts {other.n_classes} {list(other.info.class_names)}; "
+                "pass matching --class-names, another --out-dir, or --force"
+            )
+
+
+def _info(
+    request, source, class_names, sha256, samples: Samples, *, dynamic_hw, error=0.0, opset=0
+) -> MemberInfo:
+    import onnxruntime
+
+    versions = {**source.versions, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    preprocessing = (
+        f"inside the model: {source.builtin_preprocessing}"
+        if source.builtin_preprocessing
+        else request.normalisation.describe()
+    )
+    return MemberInfo(
+        contract_version=CONTRACT_VERSION,
+        class_names=class_names,
+        source_framework=source.framework,
+        source_file=request.source.name,
+        source_sha256=sha256,
+        exporter_versions=tuple(sorted(versions.items())),
+        parity_max_abs_err=float(error),
+        opset=opset,
+        preprocessing=preprocessing,
+        input_hw=(None, None) if dynamic_hw else samples.hw,
+        val_miou=request.val_miou,
+    )

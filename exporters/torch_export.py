@@ -1,0 +1,281 @@
+"""PyTorch sources: a state_dict + `--factory`, TorchScript, a torch.export `.pt2`, or a pickled model.
+
+A state_dict is loaded with `torch.load(weights_only=True)`, which cannot run code; a pickled
+nn.Module can, so it is only unpickled with `--trust`. The graph is traced by the TorchScript
+ONNX exporter (fast, single file, takes TorchScript too); the dynamo exporter is the fallback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from ensemble.errors import EnsError
+from exporters.factory import build_network
+from exporters.quiet import quiet
+from exporters.request import ExportRequest
+from exporters.source import LoadedSource
+
+OPSET = 18
+STATE_DICT_KEYS = ("state_dict", "model_state_dict")
+
+
+def load_torch(request: ExportRequest, framework: str) -> LoadedSource:
+    """Load any supported PyTorch file and describe how to run and convert it."""
+    path = request.source
+    contents = _zip_names(path)
+    if framework == "torch.export" or any(n.endswith("models/model.json") for n in contents):
+        module, kind = _load_program(path), "torch.export program"
+    elif any("/code/" in n or n.endswith("constants.pkl") for n in contents):
+        module, kind = _load_script(path), "TorchScript module"
+    else:
+        module, kind = _load_checkpoint(path, request)
+    if request.factory and not kind.startswith("state_dict"):
+        raise EnsError(
+            f"--factory is only used with a state_dict checkpoint, but {str(path)!r} is a {kind} "
+            "that already holds its network; drop --factory"
+        )
+    with contextlib.suppress(NotImplementedError):  # torch.export modules refuse eval()
+        module.eval()
+
+    def run(batch: np.ndarray) -> Any:
+        with torch.no_grad():
+            return _to_numpy(module(torch.from_numpy(np.ascontiguousarray(batch))))
+
+    def to_onnx(example: np.ndarray, dynamic_hw: bool, key: Any) -> tuple[onnx.ModelProto, int]:
+        model, index, note = _to_onnx(module, example, dynamic_hw, key)
+        if note and note not in source.notes:
+            source.notes.append(note)
+        return model, index
+
+    source = LoadedSource(
+        framework="torch",
+        kind=kind,
+        channels_last=False,
+        run=run,
+        to_onnx=to_onnx,
+        versions={"torch": torch.__version__.split("+")[0]},
+    )
+    return source
+
+
+def _zip_names(path: Path) -> list[str]:
+    if not zipfile.is_zipfile(path):
+        return []
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+def _load_program(path: Path) -> torch.nn.Module:
+    try:
+        with quiet():
+            return torch.export.load(str(path)).module()
+    except Exception as exc:  # torch raises many types for a bad archive
+        raise EnsError(
+            f"cannot load {str(path)!r} with torch.export.load ({type(exc).__name__}: {_first(exc)}); "
+            "save it with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')"
+        ) from None
+
+
+def _load_script(path: Path) -> torch.nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # RuntimeError from the TorchScript loader
+        raise EnsError(
+            f"cannot load {str(path)!r} with torch.jit.load ({_first(exc)}); the file looks like "
+            "TorchScript but is damaged or from a newer torch"
+        ) from None
+
+
+def _load_checkpoint(path: Path, request: ExportRequest) -> tuple[torch.nn.Module, str]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if not blocked:
+            detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+            raise _unloadable(path, detail.group(1) if detail else "its bytes do not unpickle") from None
+        if not request.trust:
+            raise EnsError(
+                f"{str(path)!r} holds a pickled Python object ({blocked.group(1)}), not just weights; "
+                "unpickling it can run code from the file, so pass --trust if you trust its origin, "
+                "or save model.state_dict() and export with --factory"
+            ) from None
+        obj = _load_trusted(path)
+    except Exception as exc:  # RuntimeError/EOFError/ValueError for damaged files
+        raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from None
+    if isinstance(obj, torch.nn.Module):
+        return obj.float(), "pickled nn.Module"
+    state_dict, where = _find_state_dict(obj, path)
+    if not request.factory:
+        raise EnsError(
+            f"{str(path)!r} is a state_dict of {len(state_dict)} tensors{where}; pass --factory "
+            "module:callable that builds the network (and --factory-kwargs JSON for its arguments)"
+        )
+    net = build_network(request.factory, request.factory_kwargs)
+    if not isinstance(net, torch.nn.Module):
+        raise EnsError(
+            f"--factory {request.factory!r} returned a {type(net).__name__}, not a torch.nn.Module; "
+            "point it at the network class or a function returning one"
+        )
+    _load_weights(net, state_dict, path, request.factory)
+    return net.float(), f"state_dict{where} + {request.factory}"
+
+
+def _load_trusted(path: Path) -> Any:
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as exc:
+        raise EnsError(
+            f"{str(path)!r} needs the class it was pickled with ({_first(exc)}); run from the folder "
+            "that holds its module (or set PYTHONPATH), or save a state_dict and use --factory"
+        ) from None
+    except Exception as exc:  # damaged pickle
+        raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from None
+
+
+def _find_state_dict(obj: Any, path: Path) -> tuple[dict, str]:
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, where = obj, ""
+    elif isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in STATE_DICT_KEYS):
+        key = next(k for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict))
+        state, where = obj[key], f" (under {key!r})"
+    else:
+        keys = list(obj)[:6] if isinstance(obj, dict) else None
+        raise EnsError(
+            f"{str(path)!r} holds a {type(obj).__name__}{f' with keys {keys}' if keys else ''}, not a "
+            f"state_dict; expected a dict of tensors, or one under {' or '.join(map(repr, STATE_DICT_KEYS))}"
+        )
+    if state and all(k.startswith("module.") for k in state):
+        state, where = (
+            {k[len("module.") :]: v for k, v in state.items()},
+            where + " (DataParallel prefix removed)",
+        )
+    return state, where
+
+
+def _load_weights(net: torch.nn.Module, state: dict, path: Path, factory: str) -> None:
+    """load_state_dict(strict=True), with a one-line report of missing, unexpected and resized keys."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = [
+        f"{label} {_few(keys)}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatch", resized),
+        )
+        if keys
+    ]
+    if parts:
+        raise EnsError(
+            f"the state_dict in {str(path)!r} does not fit the network built by --factory {factory!r}: "
+            f"{'; '.join(parts)}; check --factory and --factory-kwargs"
+        )
+    net.load_state_dict(state, strict=True)
+
+
+def _few(items: list[str], shown: int = 4) -> str:
+    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def _unloadable(path: Path, reason: str) -> EnsError:
+    return EnsError(
+        f"cannot load {str(path)!r} as a PyTorch checkpoint ({reason}); expected a state_dict saved "
+        "with torch.save, a TorchScript file or a .pt2 program"
+    )
+
+
+def _first(exc: BaseException) -> str:
+    """The first sentence of an exception message, without colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return re.split(r"(?<=[a-z])\. ", line)[0][:160]
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_to_numpy(v) for v in value]
+    return value
+
+
+class _Select(torch.nn.Module):
+    """The source net with its chosen output only (a tuple item or dict entry)."""
+
+    def __init__(self, net: torch.nn.Module, key: Any) -> None:
+        super().__init__()
+        self.net = net
+        self.key = key
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out if self.key is None else out[self.key]
+
+    def train(self, mode: bool = True) -> _Select:
+        self.training = mode
+        with contextlib.suppress(NotImplementedError):  # torch.export modules refuse train()
+            self.net.train(mode)
+        return self
+
+
+def _to_onnx(module: torch.nn.Module, example: np.ndarray, dynamic_hw: bool, key: Any) -> tuple:
+    """Trace to ONNX with a dynamic batch (and H/W when asked); return (model, output index, note
+    naming the exporter when the fallback was needed)."""
+    scripted = isinstance(module, torch.jit.ScriptModule)
+    if scripted and isinstance(key, str):
+        raise EnsError(
+            "this TorchScript model returns a dict, which ONNX cannot carry; script or trace it "
+            "returning the output tensor, or export its state_dict with --factory"
+        )
+    target, index = (module, key or 0) if scripted else (_Select(module, key), 0)
+    x = torch.from_numpy(np.ascontiguousarray(example))
+    axes = {0: "N", 2: "H", 3: "W"} if dynamic_hw else {0: "N"}
+    with quiet() as legacy_log:
+        try:
+            buffer = io.BytesIO()
+            torch.onnx.export(
+                target, (x,), buffer, input_names=["x"], dynamic_axes={"x": axes},
+                opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            )  # fmt: skip
+            return onnx.load_from_string(buffer.getvalue()), index, ""
+        except Exception as exc:  # any tracing failure: try the dynamo exporter
+            legacy_error = f"{type(exc).__name__}: {_first(exc)}"
+    if scripted:
+        raise EnsError(f"torch.onnx cannot export this TorchScript model ({legacy_error})")
+    dim = torch.export.Dim.DYNAMIC
+    shapes = ({0: dim, 2: dim, 3: dim} if dynamic_hw else {0: dim},)
+    with quiet() as dynamo_log:
+        try:
+            program = torch.onnx.export(
+                target, (x,), None, input_names=["x"], dynamic_shapes=shapes,
+                opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+            )  # fmt: skip
+            note = f"ONNX by the dynamo exporter (the TorchScript exporter failed: {legacy_error})"
+            return program.model_proto, index, note
+        except Exception as exc:  # both exporters failed: report both, one line
+            dynamo_error = f"{type(exc).__name__}: {_first(exc)}"
+    detail = legacy_log.last_line() or dynamo_log.last_line()
+    raise EnsError(
+        f"torch.onnx cannot export this model (TorchScript exporter: {legacy_error}; dynamo exporter: "
+        f"{dynamo_error}){f'; last message: {detail}' if detail else ''}"
+    )
