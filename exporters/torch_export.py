@@ -226,6 +226,7 @@ class _Select(torch.nn.Module):
         super().__init__()
         self.net = net
         self.key = key
+        self.training = net.training  # the exporter restores this mode afterwards: keep eval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.net(x)

@@ -103,6 +103,24 @@ def test_logits_or_probabilities_are_detected_from_outputs(tmp_path, data, softm
     assert ("softmax appended" in " ".join(result.notes)) is not softmax_inside
 
 
+def test_batch_norm_is_exported_in_eval_mode(tmp_path, data):
+    net = trained_like(TinyNet(batch_norm=True))
+    with torch.no_grad():
+        net.encode[1].running_mean.fill_(3.0)
+        net.encode[1].running_var.fill_(4.0)
+    torch.save(net.state_dict(), tmp_path / "bn.pt")
+    request = ExportRequest(
+        tmp_path / "bn.pt", "bn", factory="tiny_nets:tiny_net", factory_kwargs={"batch_norm": True},
+        data=data, out_dir=tmp_path,
+    )  # fmt: skip
+    member = export_member(request).member.path
+    pixels = sample_pixels(data)
+    np.testing.assert_allclose(
+        run_member(member, pixels[:1]), softmax(torch_probs(net, pixels[:1])), atol=1e-5
+    )
+    assert_contract(member, pixels)
+
+
 @pytest.mark.parametrize("out", ["tensor", "tuple"])
 def test_torchscript_is_detected_and_exported(tmp_path, data, out):
     net = trained_like(TinyNet(softmax=True, out=out))

@@ -15,10 +15,16 @@ class TinyNet(nn.Module):
     """conv -> pool -> conv -> upsample: per-pixel class scores at input size (H, W even)."""
 
     def __init__(
-        self, n_classes: int = 5, width: int = 8, softmax: bool = False, out: str = "tensor"
+        self,
+        n_classes: int = 5,
+        width: int = 8,
+        softmax: bool = False,
+        out: str = "tensor",
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        self.encode = nn.Conv2d(1, width, 3, padding=1)
+        conv = nn.Conv2d(1, width, 3, padding=1)
+        self.encode = nn.Sequential(conv, nn.BatchNorm2d(width)) if batch_norm else conv
         self.pool = nn.MaxPool2d(2)
         self.head = nn.Conv2d(width, n_classes, 3, padding=1)
         self.up = nn.Upsample(scale_factor=2, mode="nearest")

@@ -1,7 +1,14 @@
 """The `ens` command line: thin commands over library functions."""
 
-from ensemble.cli import data_cmd, submission_cmd, train_cmd  # noqa: F401  (registers commands)
-from ensemble.cli import export_cmd, members_cmd  # noqa: F401  (registers commands)
+# Importing a command module registers its commands on the app.
+from ensemble.cli import (  # noqa: F401
+    data_cmd,
+    export_cmd,
+    members_cmd,
+    predict_cmd,
+    submission_cmd,
+    train_cmd,
+)
 from ensemble.cli.app import app
 
 

@@ -1,4 +1,4 @@
-"""`ens data inspect` (and `ens data demo`, see synthetic): look at a data file before using it."""
+"""`ens data demo`, `inspect` and `grid`: make the synthetic data, look at a data file before using it."""
 
 from __future__ import annotations
 
@@ -6,11 +6,60 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 from rich.table import Table
 
 from ensemble.cli.app import data_app
-from ensemble.cli.common import console, user_errors
+from ensemble.cli.common import DEFAULT_DATA, console, user_errors
+from ensemble.gallery import save_data_grid
 from ensemble.inspect import inspect_data
+from ensemble.synthetic import DemoSpec, write_demo
+
+
+@data_app.command("demo")
+@user_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the npz.", dir_okay=False)] = (
+        DEFAULT_DATA
+    ),
+    seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed gives the same file.")] = 0,
+    n_train: Annotated[int, typer.Option("--n-train", help="Labelled images.")] = 2615,
+    n_test: Annotated[int, typer.Option("--n-test", help="Test images (with test_masks).")] = 10022,
+    height: Annotated[int, typer.Option("--height", help="Image height in pixels.")] = 64,
+    width: Annotated[int, typer.Option("--width", help="Image width in pixels.")] = 128,
+    float64: Annotated[
+        bool, typer.Option("--float64", help="Store uncompressed float64 like the course file.")
+    ] = False,
+) -> None:
+    """Write the synthetic Mars data set (course npz format plus test_masks)."""
+    spec = DemoSpec(seed, n_train, n_test, height, width)
+    spec.check()
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task("generating", total=n_train + n_test)
+        done = write_demo(out, spec, float64, lambda n: progress.advance(task, n))
+    console.print(
+        f"wrote {done.path}: {done.n_train} training images ({done.n_aliens} alien outliers) + "
+        f"{done.n_test} test images of {height}x{width}, {done.n_bytes / 1e6:.1f} MB "
+        f"in {done.seconds:.1f} s",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@data_app.command("grid")
+@user_errors
+def grid(
+    path: Annotated[Path, typer.Argument(help="Course-format npz.", dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write.", dir_okay=False)] = Path(
+        "docs/sample_grid.png"
+    ),
+    count: Annotated[int, typer.Option("--count", help="Training images to show.")] = 6,
+    start: Annotated[int, typer.Option("--start", help="Index of the first image.")] = 0,
+) -> None:
+    """Save a PNG of training images beside their colour-coded masks."""
+    written = save_data_grid(path, out, count, start)
+    size = written.stat().st_size / 1e3
+    console.print(f"wrote {written} ({size:.0f} kB)", highlight=False, soft_wrap=True)
 
 
 @data_app.command("inspect")
