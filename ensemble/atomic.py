@@ -26,8 +26,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except OSError as exc:
         raise EnsError(
-            f"cannot write {str(path)!r}: {exc.strerror or exc}; "
-            "choose a writable location with --out"
+            f"cannot write {str(path)!r}: {exc.strerror or exc}; choose a writable location with --out"
         ) from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())

@@ -130,9 +130,7 @@ def open_data(path: str | Path) -> DataFile:
             f"array {TEST_MASKS_KEY!r} has {masks.shape[0]} masks but {TEST_KEY!r} has "
             f"{n_test} images; they must match one to one"
         )
-    return DataFile(
-        path, train.shape[0], n_test, height, width, TEST_KEY in headers, masks is not None
-    )
+    return DataFile(path, train.shape[0], n_test, height, width, TEST_KEY in headers, masks is not None)
 
 
 def _check_numeric(header: ArrayHeader, path: Path) -> None:
@@ -147,16 +145,12 @@ def _pixels(chunk: np.ndarray, key: str, start: int, part: str) -> np.ndarray:
     return _to_uint8(chunk, key, start, part, 255, "pixel values")
 
 
-def _labels(
-    chunk: np.ndarray, key: str, start: int, part: str, n_classes: int | None
-) -> np.ndarray:
+def _labels(chunk: np.ndarray, key: str, start: int, part: str, n_classes: int | None) -> np.ndarray:
     top = 255 if n_classes is None else n_classes - 1
     return _to_uint8(chunk, key, start, part, top, "labels")
 
 
-def _to_uint8(
-    chunk: np.ndarray, key: str, start: int, part: str, top: int, what: str
-) -> np.ndarray:
+def _to_uint8(chunk: np.ndarray, key: str, start: int, part: str, top: int, what: str) -> np.ndarray:
     """Validate integral values in 0..top and convert to uint8, naming the first bad value."""
     if chunk.dtype == np.uint8 and top == 255:
         return np.ascontiguousarray(chunk)

@@ -41,13 +41,10 @@ def inspect_data(path: str | Path, n_classes: int | None = None) -> DataReport:
     test_masks = data.load_test_masks(n_classes) if data.has_test_masks else None
     classes = (
         n_classes
-        or int(max(masks.max(initial=0), 0 if test_masks is None else test_masks.max(initial=0)))
-        + 1
+        or int(max(masks.max(initial=0), 0 if test_masks is None else test_masks.max(initial=0))) + 1
     )
     outliers = find_duplicate_masks(masks)
-    arrays = tuple(
-        f"{h.key}: shape {h.shape}, dtype {h.dtype}" for h in read_headers(data.path).values()
-    )
+    arrays = tuple(f"{h.key}: shape {h.shape}, dtype {h.dtype}" for h in read_headers(data.path).values())
     return DataReport(
         path=data.path,
         sha256=data.sha256,

@@ -74,8 +74,7 @@ def build_manifest(
         ],
         "classes": list(ensemble.members[0].info.class_names),
         "weights": {
-            name: [round(float(w), 6) for w in row]
-            for name, row in zip(names, ensemble.weights, strict=True)
+            name: [round(float(w), 6) for w in row] for name, row in zip(names, ensemble.weights, strict=True)
         },
         "tta": options.tta,
         "decode": {"allow_background": options.allow_background},

@@ -89,9 +89,7 @@ def load_member(path: str | Path, name: str | None = None) -> Member:
     try:
         model = onnx.load_model_from_string(payload)
     except Exception as exc:  # onnx raises DecodeError and friends
-        raise EnsError(
-            f"{str(path)!r} is not an ONNX model ({type(exc).__name__}); {EXPORT_HINT}"
-        ) from None
+        raise EnsError(f"{str(path)!r} is not an ONNX model ({type(exc).__name__}); {EXPORT_HINT}") from None
     info = _read_info(model, path)
     return Member(
         name=name or path.stem,
@@ -103,14 +101,10 @@ def load_member(path: str | Path, name: str | None = None) -> Member:
 
 
 def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
-    props = {
-        p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)
-    }
+    props = {p.key[len(PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(PREFIX)}
     where = repr(str(path))
     if "contract_version" not in props:
-        raise EnsError(
-            f"{where} is an ONNX model but not an ens member (no ens.* metadata); {EXPORT_HINT}"
-        )
+        raise EnsError(f"{where} is an ONNX model but not an ens member (no ens.* metadata); {EXPORT_HINT}")
     if props["contract_version"] != CONTRACT_VERSION:
         raise EnsError(
             f"{where} follows member contract v{props['contract_version']}; this ens reads "
@@ -129,9 +123,7 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
     class_names = tuple(json.loads(props.get("class_names", "[]")))
     problems = []
     if _elem_type(inputs[0]) != onnx.TensorProto.FLOAT or len(in_dims) != 4 or in_dims[1] != 1:
-        problems.append(
-            f"input {inputs[0].name!r} is {_describe(inputs[0])}, expected float32 (N, 1, H, W)"
-        )
+        problems.append(f"input {inputs[0].name!r} is {_describe(inputs[0])}, expected float32 (N, 1, H, W)")
     if _elem_type(graph.output[0]) != onnx.TensorProto.FLOAT or len(out_dims) != 4:
         problems.append(f"output is {_describe(graph.output[0])}, expected float32 (N, C, H, W)")
     elif isinstance(out_dims[1], int) and out_dims[1] != len(class_names):
@@ -147,9 +139,7 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
             source_framework=props.get("source_framework", "unknown"),
             source_file=props.get("source_file", ""),
             source_sha256=props.get("source_sha256", ""),
-            exporter_versions=tuple(
-                sorted(json.loads(props.get("exporter_versions", "{}")).items())
-            ),
+            exporter_versions=tuple(sorted(json.loads(props.get("exporter_versions", "{}")).items())),
             parity_max_abs_err=float(props.get("parity_max_abs_err", "nan")),
             opset=int(props.get("opset", "0")),
             preprocessing=props.get("preprocessing", ""),

@@ -28,9 +28,7 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, n_classes: int) -> np.
     truth = np.asarray(truth).ravel()
     pred = np.asarray(pred).ravel()
     if truth.shape != pred.shape:
-        raise EnsError(
-            f"truth has {truth.size} pixels but prediction has {pred.size}; they must match"
-        )
+        raise EnsError(f"truth has {truth.size} pixels but prediction has {pred.size}; they must match")
     matrix = np.zeros(n_classes * n_classes, np.int64)
     for start in range(0, truth.size, _PIXELS_PER_CHUNK):
         t = truth[start : start + _PIXELS_PER_CHUNK].astype(np.intp)
@@ -106,9 +104,7 @@ def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except KeyError:
-        raise EnsError(
-            f"unknown metric {name!r}; choose one of {', '.join(list_metrics())}"
-        ) from None
+        raise EnsError(f"unknown metric {name!r}; choose one of {', '.join(list_metrics())}") from None
 
 
 def list_metrics() -> list[str]:

@@ -67,9 +67,7 @@ class Ensemble:
         if self.options.batch_size < 1:
             raise EnsError(f"--batch-size {self.options.batch_size} must be >= 1")
         with self.timings("sessions"):
-            self.runners = [
-                build_session(m, self.options.device, self.options.threads) for m in self.members
-            ]
+            self.runners = [build_session(m, self.options.device, self.options.threads) for m in self.members]
 
     @property
     def n_classes(self) -> int:

@@ -11,15 +11,16 @@ import numpy as np
 
 from ensemble.cleanup import parse_min_area
 from ensemble.data import DataFile
+from ensemble.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.fusion import parse_weights
 from ensemble.manifest import build_manifest, write_manifest
-from ensemble.member import DEFAULT_STORE
+from ensemble.member import DEFAULT_STORE, Member
 from ensemble.pipeline import Ensemble, PredictOptions, PredictResult, run
 from ensemble.sources import ImageSource, make_source
 from ensemble.split import SplitSpec
-from ensemble.store import resolve_members
 
 SUBMISSIONS = Path("submissions")
+DEFAULT_TTA = "flip"
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class PredictRequest:
     split: str = "test"
     split_spec: SplitSpec = SplitSpec()
     weights: str | None = None
-    min_area: str = "0"
+    min_area: str | None = None
+    tta: str | None = None
+    ensemble: Path | None = None
     out: Path | None = None
     fmt: str = "rle"
     save_probs: Path | None = None
@@ -46,6 +49,7 @@ class PredictOutcome:
     result: PredictResult
     ensemble: Ensemble
     source: ImageSource
+    ensemble_file: Path | None = None
 
 
 def default_out(now: dt.datetime | None = None) -> Path:
@@ -54,18 +58,32 @@ def default_out(now: dt.datetime | None = None) -> Path:
     return SUBMISSIONS / f"{stamp}.csv"
 
 
-def prepare(request: PredictRequest) -> tuple[Ensemble, ImageSource]:
-    """Load and check members, options and the image source; builds the sessions once."""
-    members = resolve_members(request.members, request.store)
+def resolve_options(
+    request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
+) -> PredictOptions:
+    """Explicit options win, then the ensemble file, then the defaults (equal weights, flip, no cleanup)."""
     n_classes = members[0].n_classes
     options = request.options
     if request.weights:
         options = replace(options, weights=parse_weights(request.weights, [m.name for m in members]))
-    options = replace(options, min_area=parse_min_area(request.min_area, n_classes))
+    elif spec is not None:
+        options = replace(options, weights=spec.weight_matrix())
+    if request.min_area is not None:
+        min_area = parse_min_area(request.min_area, n_classes)
+    else:
+        min_area = np.asarray(spec.min_area if spec is not None else np.zeros(n_classes), np.int64)
+    tta = request.tta or (spec.tta if spec is not None else DEFAULT_TTA)
+    return replace(options, min_area=min_area, tta=tta)
+
+
+def prepare(request: PredictRequest) -> tuple[Ensemble, ImageSource, Path | None]:
+    """Load and check members, options and the image source; builds the sessions once."""
+    members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
+    options = resolve_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     ensemble = Ensemble(members, options)
     ensemble.check_image_shape(source.image_shape)
-    return ensemble, source
+    return ensemble, source, spec_path
 
 
 def predict(
@@ -74,7 +92,7 @@ def predict(
     on_batch: Callable[[int], None] | None = None,
 ) -> PredictOutcome:
     """Predict the requested split and write the CSV and its manifest; nothing partial on failure."""
-    ensemble, source = prepare(request)
+    ensemble, source, spec_path = prepare(request)
     if on_start:
         on_start(ensemble, source)
     out = request.out or default_out()
@@ -83,6 +101,7 @@ def predict(
         _, truth = request.data.load_train(ensemble.n_classes)
     result = run(ensemble, source, out, request.fmt, request.save_probs, truth, on_batch)
     manifest = build_manifest(ensemble, source, result, out, request.fmt)
+    manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
     if result.confusion is not None:
         manifest["val_confusion"] = np.asarray(result.confusion).tolist()
-    return PredictOutcome(out, write_manifest(out, manifest), result, ensemble, source)
+    return PredictOutcome(out, write_manifest(out, manifest), result, ensemble, source, spec_path)

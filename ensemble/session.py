@@ -106,9 +106,7 @@ def requested_providers(device: Device | str) -> list:
     """Provider list for a device, best first; `auto` asks for CUDA only when a GPU is present."""
     device = Device(device)
     available = set(ort.get_available_providers())
-    if device is Device.cpu or (
-        device is Device.auto and not (gpu_present() and CUDA in available)
-    ):
+    if device is Device.cpu or (device is Device.auto and not (gpu_present() and CUDA in available)):
         return [CPU]
     if device in (Device.cuda, Device.tensorrt) and CUDA not in available:
         raise EnsError(

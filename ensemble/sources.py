@@ -26,6 +26,24 @@ class ImageSource:
     val_ids: np.ndarray | None = None
     description: str = ""
 
+    def ids(self) -> np.ndarray:
+        """Ids of the images in source order: test-set indices, or training-set indices for val."""
+        if self.split == "test":
+            return np.arange(self.n_images, dtype=np.int64)
+        return np.asarray(self.val_ids, np.int64)
+
+    def truth(self, n_classes: int | None = None) -> np.ndarray:
+        """uint8 (N, H, W) true masks in source order: `test_masks`, or the training masks of val."""
+        if self.split == "test":
+            if not self.data.has_test_masks:
+                raise EnsError(
+                    f"{str(self.data.path)!r} has no 'test_masks' to score against; "
+                    "use the validation split (--val) or a labelled test file"
+                )
+            return self.data.load_test_masks(n_classes)
+        _, masks = self.data.load_train(n_classes)
+        return masks[self.val_ids]
+
     def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.split == "test":
             start = 0

@@ -43,9 +43,7 @@ class SplitSpec:
             described = f"{len(val)} explicit validation ids"
         else:
             if not 0.0 <= self.val_fraction < 1.0:
-                raise EnsError(
-                    f"--val-fraction {self.val_fraction} is outside [0, 1); use e.g. 0.2"
-                )
+                raise EnsError(f"--val-fraction {self.val_fraction} is outside [0, 1); use e.g. 0.2")
             order = np.random.default_rng(self.seed).permutation(n_images)
             val = np.sort(order[: int(round(n_images * self.val_fraction))])
             described = f"seed {self.seed}, val fraction {self.val_fraction}"
@@ -90,7 +88,5 @@ def _check_ids(ids: np.ndarray, n_images: int) -> np.ndarray:
         )
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
-        raise EnsError(
-            f"validation id {int(unique[counts > 1][0])} is listed twice; list each once"
-        )
+        raise EnsError(f"validation id {int(unique[counts > 1][0])} is listed twice; list each once")
     return unique

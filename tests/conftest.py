@@ -12,9 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-def write_npz(
-    path: Path, train_images, train_masks, test_images, test_masks=None, dtype=np.float64
-):
+def write_npz(path: Path, train_images, train_masks, test_images, test_masks=None, dtype=np.float64):
     """Write a course-format npz (float64 like the real file unless told otherwise)."""
     arrays = {
         "training_set": np.stack([train_images, train_masks], axis=1).astype(dtype),

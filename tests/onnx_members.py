@@ -41,11 +41,7 @@ def make_member(
         nodes,
         f"tiny_{seed}",
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 1, height, width])],
-        [
-            helper.make_tensor_value_info(
-                OUTPUT_NAME, TensorProto.FLOAT, ["N", n_classes, height, width]
-            )
-        ],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", n_classes, height, width])],
         [
             numpy_helper.from_array(scale, "scale"),
             numpy_helper.from_array(weight, "weight"),

@@ -54,9 +54,9 @@ def test_compressed_archive_streams_too(tmp_path):
 def _bad_file(tmp_path, **override):
     rng = np.random.default_rng(3)
     arrays = {
-        "training_set": np.stack(
-            [rng.integers(0, 256, (4, 4, 6)), rng.integers(0, 5, (4, 4, 6))], 1
-        ).astype(np.float64),
+        "training_set": np.stack([rng.integers(0, 256, (4, 4, 6)), rng.integers(0, 5, (4, 4, 6))], 1).astype(
+            np.float64
+        ),
         "test_set": rng.integers(0, 256, (2, 4, 6)).astype(np.float64),
     }
     arrays.update(override)

@@ -51,11 +51,28 @@ def predict(args):
 @pytest.mark.parametrize("fmt", ["rle", "flat"])
 def test_matches_independent_recomputation(tmp_path, tiny_npz, store, fmt):
     out = tmp_path / "sub.csv"
-    predict([
-        "--members", "a,b,c", "--weights", "a=0.5,b=0.3,c=0.2", "--tta", "flip", "--min-area", "0",
-        "--data", str(tiny_npz), "--models-dir", str(store), "--format", fmt, "--out", str(out),
-        "--batch-size", "4",
-    ])
+    predict(
+        [
+            "--members",
+            "a,b,c",
+            "--weights",
+            "a=0.5,b=0.3,c=0.2",
+            "--tta",
+            "flip",
+            "--min-area",
+            "0",
+            "--data",
+            str(tiny_npz),
+            "--models-dir",
+            str(store),
+            "--format",
+            fmt,
+            "--out",
+            str(out),
+            "--batch-size",
+            "4",
+        ]
+    )
     ids, labels, detected = read_submission(out, (8, 12), 5)
     assert detected == fmt
     images = np.load(tiny_npz)["test_set"]
@@ -76,10 +93,24 @@ def test_rerun_is_byte_identical(tmp_path, tiny_npz, store):
 
 def test_validation_split_and_saved_probabilities(tmp_path, tiny_npz, store):
     out = tmp_path / "val.csv"
-    predict([
-        "--data", str(tiny_npz), "--models-dir", str(store), "--split", "val", "--val-fraction", "0.5",
-        "--tta", "none", "--out", str(out), "--save-probs", str(tmp_path / "probs"),
-    ])
+    predict(
+        [
+            "--data",
+            str(tiny_npz),
+            "--models-dir",
+            str(store),
+            "--split",
+            "val",
+            "--val-fraction",
+            "0.5",
+            "--tta",
+            "none",
+            "--out",
+            str(out),
+            "--save-probs",
+            str(tmp_path / "probs"),
+        ]
+    )
     ids, labels, _ = read_submission(out, (8, 12), 5)
     assert len(ids) == 6 and np.all(np.diff(ids) > 0)
     images = np.load(tiny_npz)["training_set"][ids, 0]
@@ -121,9 +152,18 @@ def test_member_with_incompatible_fixed_shape(tmp_path, tiny_npz, store):
 def test_nan_output_leaves_no_csv(tmp_path, tiny_npz, store):
     make_member(store / "broken.onnx", nan=True)
     out = tmp_path / "sub.csv"
-    line = run_error([
-        "--members", "a,broken", "--data", str(tiny_npz), "--models-dir", str(store), "--out", str(out),
-    ])
+    line = run_error(
+        [
+            "--members",
+            "a,broken",
+            "--data",
+            str(tiny_npz),
+            "--models-dir",
+            str(store),
+            "--out",
+            str(out),
+        ]
+    )
     assert "'broken' produced NaN" in line
     assert not out.exists() and list(tmp_path.glob("*.csv*")) == []
 

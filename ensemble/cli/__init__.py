@@ -4,6 +4,7 @@
 from ensemble.cli import (  # noqa: F401
     data_cmd,
     export_cmd,
+    fit_cmd,
     members_cmd,
     predict_cmd,
     submission_cmd,

@@ -93,6 +93,30 @@ ModelsDirOpt = Annotated[
     typer.Option("--models-dir", help="Member store: a folder of <name>.onnx members.", file_okay=False),
 ]
 
+MembersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--members",
+        help="Comma-separated member names or .onnx paths. Default: the members of "
+        "<models-dir>/ensemble.json when it exists, else the whole store.",
+    ),
+]
+EnsembleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ensemble",
+        help="Ensemble file from `ens fit` (members, weights, TTA, min_area). "
+        "Default: <models-dir>/ensemble.json when --members is not given.",
+        dir_okay=False,
+    ),
+]
+CacheOpt = Annotated[
+    Path,
+    typer.Option(
+        "--cache-dir", help="Where member probabilities on labelled images are cached.", file_okay=False
+    ),
+]
+
 
 def open_data_option(path: Path):
     """Open `--data`; the default demo file is generated on first use, a missing user file is an error."""

@@ -13,6 +13,8 @@ from ensemble.cli.common import (
     DEFAULT_DATA,
     DataOpt,
     DropOutliersOpt,
+    EnsembleOpt,
+    MembersOpt,
     ModelsDirOpt,
     SplitSeedOpt,
     ValFractionOpt,
@@ -49,20 +51,28 @@ class Connectivity(str, Enum):
 @app.command("predict")
 @user_errors
 def predict_cmd(
-    members: Annotated[
-        str | None,
-        typer.Option("--members", help="Comma-separated member names or .onnx paths (default: whole store)."),
-    ] = None,
+    members: MembersOpt = None,
+    ensemble: EnsembleOpt = None,
     data: DataOpt = DEFAULT_DATA,
     split: Annotated[Split, typer.Option("--split", help="Images to predict.")] = Split.test,
-    tta: Annotated[TTA, typer.Option("--tta", help="Test-time augmentation views.")] = TTA.flip,
+    tta: Annotated[
+        TTA | None,
+        typer.Option("--tta", help="Test-time augmentation views. Default: the ensemble file's, else flip."),
+    ] = None,
     weights: Annotated[
-        str | None, typer.Option("--weights", help="Fusion weights a=0.5,b=0.3,c=0.2 (default: equal).")
+        str | None,
+        typer.Option(
+            "--weights", help="Fusion weights a=0.5,b=0.3,c=0.2. Default: the ensemble file's, else equal."
+        ),
     ] = None,
     min_area: Annotated[
-        str,
-        typer.Option("--min-area", help="Relabel regions below this area: 20, or 1=30,4=5; 0: off."),
-    ] = "0",
+        str | None,
+        typer.Option(
+            "--min-area",
+            help="Relabel regions below this area: 20, or 1=30,4=5; 0: off. "
+            "Default: the ensemble file's, else 0.",
+        ),
+    ] = None,
     connectivity: Annotated[
         Connectivity, typer.Option("--connectivity", help="Neighbourhood of regions.")
     ] = Connectivity.four,
@@ -93,7 +103,6 @@ def predict_cmd(
 ) -> None:
     """Predict the test set (or the validation split) and write a submission CSV with its manifest."""
     options = PredictOptions(
-        tta=tta.value,
         allow_background=allow_background,
         connectivity=int(connectivity.value),
         batch_size=batch_size,
@@ -108,6 +117,8 @@ def predict_cmd(
         split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
         weights=weights,
         min_area=min_area,
+        tta=tta.value if tta is not None else None,
+        ensemble=ensemble,
         out=out,
         fmt=fmt.value,
         save_probs=save_probs,
@@ -129,8 +140,9 @@ def predict_cmd(
 def _summary(outcome: PredictOutcome) -> None:
     result, ensemble = outcome.result, outcome.ensemble
     device = ensemble.runners[0].report.used[0].replace("ExecutionProvider", "")
+    fitted = f"weights and min_area of {outcome.ensemble_file}, " if outcome.ensemble_file else ""
     console.print(
-        f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, "
+        f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, {fitted}"
         f"{len(ensemble.members)} members on {device}) in {result.seconds:.1f} s "
         f"({outcome.source.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
         highlight=False,

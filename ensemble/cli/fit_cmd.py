@@ -1,0 +1,132 @@
+"""`ens fit`: learn fusion weights and cleanup thresholds on the validation split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ensemble.cli.app import app
+from ensemble.cli.common import (
+    DEFAULT_DATA,
+    CacheOpt,
+    DataOpt,
+    DropOutliersOpt,
+    MembersOpt,
+    ModelsDirOpt,
+    SplitSeedOpt,
+    ValFractionOpt,
+    ValIdsOpt,
+    console,
+    image_progress,
+    open_data_option,
+    split_spec,
+    user_errors,
+)
+from ensemble.cli.predict_cmd import Connectivity
+from ensemble.fit import DEFAULT_FOLDS, FitSettings
+from ensemble.fitjob import FitOutcome, FitRequest, fit
+from ensemble.member import DEFAULT_STORE
+from ensemble.metrics import list_metrics
+from ensemble.probcache import DEFAULT_CACHE
+from ensemble.session import Device
+from ensemble.tta import TTA
+
+
+@app.command("fit")
+@user_errors
+def fit_cmd(
+    members: MembersOpt = None,
+    tta: Annotated[
+        TTA, typer.Option("--tta", help="TTA views the weights are fitted (and used) with.")
+    ] = TTA.flip,
+    per_class: Annotated[
+        bool, typer.Option("--per-class", help="One weight per member and class instead of per member.")
+    ] = False,
+    metric: Annotated[
+        str, typer.Option("--metric", help=f"Metric to maximise: {', '.join(list_metrics())}.")
+    ] = ("course"),
+    folds: Annotated[int, typer.Option("--folds", min=0, help="Cross-validation folds (0 or 1: none).")] = (
+        DEFAULT_FOLDS
+    ),
+    connectivity: Annotated[
+        Connectivity, typer.Option("--connectivity", help="Neighbourhood of cleanup regions.")
+    ] = Connectivity.four,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Ensemble file to write (default <models-dir>/ensemble.json).", dir_okay=False
+        ),
+    ] = None,
+    data: DataOpt = DEFAULT_DATA,
+    models_dir: ModelsDirOpt = DEFAULT_STORE,
+    split_seed: SplitSeedOpt = 0,
+    val_fraction: ValFractionOpt = 0.2,
+    val_ids: ValIdsOpt = None,
+    drop_outliers: DropOutliersOpt = True,
+    cache_dir: CacheOpt = DEFAULT_CACHE,
+    device: Annotated[Device, typer.Option("--device", help="Where members run.")] = Device.auto,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
+) -> None:
+    """Learn fusion weights and per-class cleanup min_area on the validation split; write an ensemble file."""
+    from ensemble.metrics import get_metric
+
+    get_metric(metric)
+    request = FitRequest(
+        data=open_data_option(data),
+        members=members,
+        store=models_dir,
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        tta=tta.value,
+        settings=FitSettings(per_class, metric, int(connectivity.value), folds),
+        out=out,
+        cache_dir=cache_dir,
+        device=device.value,
+        batch_size=batch_size,
+    )
+    with image_progress() as progress:
+        task = progress.add_task("fit", total=None)
+
+        def total(count, what):
+            progress.update(task, total=count, description=what)
+
+        def step(what):
+            progress.update(task, description=f"fitting: {what}", total=None)
+
+        outcome = fit(request, total, lambda n: progress.advance(task, n), step)
+    _report(outcome)
+
+
+def _report(outcome: FitOutcome) -> None:
+    spec, result = outcome.spec, outcome.result
+    weights = Table("member", *(f"w[{c}]" for c in range(1, len(spec.min_area))), title="fusion weights")
+    for name, row in zip(spec.members, spec.weights, strict=True):
+        weights.add_row(name, *(f"{v:.3f}" for v in row[1:]))
+    console.print(weights)
+    areas = ", ".join(f"{c}={a}" for c, a in enumerate(spec.min_area) if c > 0)
+    console.print(f"cleanup min_area: {areas}", highlight=False)
+    stages = Table("estimate", "equal weights", "learned", "learned + cleanup", title=f"{spec.metric} mIoU")
+    stages.add_row("in-sample", *(f"{v:.4f}" for v in _values(result.in_sample)))
+    if result.cv is not None:
+        stages.add_row(f"{spec.fit['folds']}-fold CV", *(f"{v:.4f}" for v in _values(result.cv)))
+    console.print(stages)
+    if result.cv is not None:
+        console.print(
+            f"CV gain over equal weights: {result.cv.weight_gain:+.4f} (weights), "
+            f"{result.cv.cleanup_gain:+.4f} (cleanup)",
+            highlight=False,
+        )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(
+        f"wrote {outcome.path} ({outcome.n_images} validation images, {outcome.split}); "
+        "`ens predict` and `ens score` use it when --members is not given",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _values(stages):
+    return stages.equal, stages.learned, stages.cleaned

@@ -1,0 +1,106 @@
+"""Cached member probabilities on labelled images, so `ens fit` and `ens score` run each member once.
+
+One float16 (N, C, H, W) .npy per member and TTA view, named by a hash of everything that decides
+it: the member file's sha256, the data file's sha256, the image ids and the view. A changed member
+or data file therefore misses the cache and is recomputed; stale entries are never read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.errors import EnsError
+from ensemble.inference import check_finite, member_probs, to_pixels
+from ensemble.member import Member
+from ensemble.session import MemberSession, build_session
+from ensemble.sources import ImageSource
+from ensemble.tta import View
+
+DEFAULT_CACHE = Path(os.environ.get("ENS_CACHE", ".cache/ens"))
+CACHE_FORMAT = "1"
+
+
+def cache_key(member: Member, data_sha256: str, ids: np.ndarray, view: str) -> str:
+    """Hex digest naming one cache entry; any change of member, data, images or view changes it."""
+    ids_digest = hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()).hexdigest()
+    fields = [CACHE_FORMAT, member.sha256, data_sha256, ids_digest, view]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
+
+
+class ProbCache:
+    """Per-view member probabilities of an image source, computed on a miss and memory-mapped on a hit."""
+
+    def __init__(
+        self,
+        source: ImageSource,
+        directory: Path = DEFAULT_CACHE,
+        device: str = "auto",
+        threads: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.source = source
+        self.directory = Path(directory)
+        self.device, self.threads, self.batch_size = device, threads, batch_size
+        self.data_sha256 = source.data.sha256
+        self.ids = source.ids()
+        self.computed: list[str] = []
+
+    def path(self, member: Member, view: View) -> Path:
+        name = f"{member.name}-{view.name}-{cache_key(member, self.data_sha256, self.ids, view.name)}.npy"
+        return self.directory / name
+
+    def get(self, member: Member, view: View, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Read-only (N, C, H, W) float16 probabilities of `member` under `view`, in source order."""
+        path = self.path(member, view)
+        if not path.is_file():
+            self._compute(member, view, path, on_batch)
+            self.computed.append(path.name)
+        elif on_batch is not None:
+            on_batch(self.source.n_images)
+        return np.load(path, mmap_mode="r")
+
+    def _compute(self, member: Member, view: View, path: Path, on_batch) -> None:
+        runner: MemberSession = build_session(member, self.device, self.threads)
+        shape = (self.source.n_images, member.n_classes, *self.source.image_shape)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        except OSError as exc:
+            raise EnsError(
+                f"cannot write the probability cache in {str(self.directory)!r}: {exc.strerror or exc}; "
+                "set ENS_CACHE to a writable folder"
+            ) from None
+        try:
+            start = 0
+            for ids, images in self.source.batches(self.batch_size):
+                probs = member_probs(runner, to_pixels(images), (view,))
+                check_finite(probs, member.name, ids)
+                array[start : start + len(ids)] = probs
+                start += len(ids)
+                if on_batch is not None:
+                    on_batch(len(ids))
+            array.flush()
+            del array
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def merged_probs(cache: ProbCache, member: Member, views: tuple[View, ...], index=slice(None), on_batch=None):
+    """float32 TTA mean of the cached views of `member` for images `index` (all by default)."""
+    total = None
+    for view in views:
+        probs = np.asarray(cache.get(member, view, on_batch)[index], np.float32)
+        total = probs if total is None else np.add(total, probs, out=total)
+    if len(views) > 1:
+        total *= np.float32(1.0 / len(views))
+    return total
