@@ -14,7 +14,6 @@ from ensemble.cli.common import (
     CacheOpt,
     DataOpt,
     DropOutliersOpt,
-    MembersOpt,
     ModelsDirOpt,
     SplitSeedOpt,
     ValFractionOpt,
@@ -38,7 +37,10 @@ from ensemble.tta import TTA
 @app.command("fit")
 @user_errors
 def fit_cmd(
-    members: MembersOpt = None,
+    members: Annotated[
+        str | None,
+        typer.Option("--members", help="Comma-separated member names or .onnx paths (default: whole store)."),
+    ] = None,
     tta: Annotated[
         TTA, typer.Option("--tta", help="TTA views the weights are fitted (and used) with.")
     ] = TTA.flip,

@@ -1,21 +1,17 @@
-"""`ens check`, `ens convert` and `ens score CSV`: validate, convert and score submission CSVs."""
+"""`ens check` and `ens convert`: validate and convert submission CSVs."""
 
 from __future__ import annotations
 
-import json
 import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ensemble.atomic import write_text
 from ensemble.cli.app import app
-from ensemble.cli.common import DEFAULT_DATA, console, user_errors
+from ensemble.cli.common import console, user_errors
 from ensemble.csvcheck import parse_submission
-from ensemble.csvscore import score_submission
 from ensemble.errors import EnsError
 from ensemble.submission import convert_submission
 
@@ -85,31 +81,3 @@ def convert(
     """Validate a submission and write it in the other format (flat <-> rle)."""
     source_format, n_images = convert_submission(source, target, to.value, parse_shape(shape), n_classes)
     console.print(f"wrote {target}: {n_images} images, {source_format} -> {to.value}", highlight=False)
-
-
-@app.command("score")
-@user_errors
-def score(
-    csv: Annotated[Path | None, typer.Argument(help="Submission CSV to score.")] = None,
-    truth: Annotated[
-        Path, typer.Option("--truth", help="Labelled npz (course format).", dir_okay=False)
-    ] = DEFAULT_DATA,
-    split: Annotated[
-        SplitName,
-        typer.Option("--split", help="test: ids index test_masks; val: ids index the training set."),
-    ] = SplitName.test,
-    metric: Annotated[MetricName, typer.Option("--metric", help="Reduction to report.")] = MetricName.course,
-    n_classes: NClassesOpt = 5,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the scores here.")] = None,
-) -> None:
-    """Score a submission CSV offline against labelled masks."""
-    if csv is None:
-        raise EnsError("give a submission CSV to score, e.g. `ens score submissions/sub.csv`")
-    result = score_submission(csv, truth, split.value, metric.value, n_classes)
-    table = Table("class", "IoU", "pixels", title=f"{result.submission} ({result.format}, {result.split})")
-    for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):
-        table.add_row(str(cls), "—" if iou != iou else f"{iou:.4f}", f"{pixels:,}")
-    console.print(table)
-    console.print(f"mIoU ({result.metric}): [bold]{result.miou:.4f}[/] over {result.n_images} images")
-    if json_path is not None:
-        write_text(json_path, json.dumps(result.to_json(), indent=2) + "\n")

@@ -1,0 +1,166 @@
+"""`ens score`: a submission CSV against labelled masks, or (no CSV) the ablation of every stage."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ensemble.atomic import write_text
+from ensemble.cli.app import app
+from ensemble.cli.common import (
+    DEFAULT_DATA,
+    CacheOpt,
+    DataOpt,
+    DropOutliersOpt,
+    EnsembleOpt,
+    MembersOpt,
+    ModelsDirOpt,
+    SplitSeedOpt,
+    ValFractionOpt,
+    ValIdsOpt,
+    console,
+    image_progress,
+    open_data_option,
+    split_spec,
+    user_errors,
+)
+from ensemble.cli.submission_cmd import MetricName, NClassesOpt, SplitName
+from ensemble.csvscore import score_submission
+from ensemble.errors import EnsError
+from ensemble.member import DEFAULT_STORE
+from ensemble.probcache import DEFAULT_CACHE
+from ensemble.scorejob import ScoreOutcome, ScoreRequest, score_stages
+from ensemble.session import Device
+from ensemble.tta import TTA
+
+
+@app.command("score")
+@user_errors
+def score(
+    csv: Annotated[
+        Path | None, typer.Argument(help="Submission CSV to score. Without it: the ablation of every stage.")
+    ] = None,
+    val: Annotated[
+        bool, typer.Option("--val", help="Ablation on the validation split of --data (no CSV).")
+    ] = False,
+    truth: Annotated[
+        Path | None,
+        typer.Option(
+            "--truth",
+            help="Labelled npz: with a CSV, the masks to score against (default: the demo data); "
+            "without one, run the ablation on its test_set + test_masks.",
+            dir_okay=False,
+        ),
+    ] = None,
+    split: Annotated[
+        SplitName,
+        typer.Option("--split", help="CSV scoring: test (ids index test_masks) or val (training masks)."),
+    ] = SplitName.test,
+    metric: Annotated[MetricName, typer.Option("--metric", help="Reduction to report.")] = MetricName.course,
+    n_classes: NClassesOpt = 5,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the scores here.")] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            "--plots", help="Ablation: write per-class IoU, confusion and gallery PNGs here.", file_okay=False
+        ),
+    ] = None,
+    members: MembersOpt = None,
+    ensemble: EnsembleOpt = None,
+    tta: Annotated[
+        TTA | None, typer.Option("--tta", help="Ablation TTA. Default: the ensemble file's, else flip.")
+    ] = None,
+    data: DataOpt = DEFAULT_DATA,
+    models_dir: ModelsDirOpt = DEFAULT_STORE,
+    split_seed: SplitSeedOpt = 0,
+    val_fraction: ValFractionOpt = 0.2,
+    val_ids: ValIdsOpt = None,
+    drop_outliers: DropOutliersOpt = True,
+    cache_dir: CacheOpt = DEFAULT_CACHE,
+    device: Annotated[Device, typer.Option("--device", help="Where members run.")] = Device.auto,
+) -> None:
+    """Score a submission CSV offline, or (no CSV: --val / --truth NPZ) show what every stage wins."""
+    if csv is not None:
+        if val:
+            raise EnsError("--val runs the ablation and takes no CSV; to score a val CSV use --split val")
+        _score_csv(csv, truth or DEFAULT_DATA, split.value, metric.value, n_classes, json_path)
+        return
+    if not val and truth is None:
+        raise EnsError(
+            "give a submission CSV to score (e.g. `ens score submissions/sub.csv`), or --val / --truth NPZ "
+            "for the ablation of every stage"
+        )
+    if val and truth is not None:
+        raise EnsError("--val scores the validation split of --data; --truth a labelled test set; pick one")
+    request = ScoreRequest(
+        data=open_data_option(data) if val else open_data_option(truth),
+        split="val" if val else "test",
+        members=members,
+        ensemble=ensemble,
+        store=models_dir,
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        tta=tta.value if tta is not None else None,
+        metric=metric.value,
+        cache_dir=cache_dir,
+        device=device.value,
+    )
+    with image_progress() as progress:
+        task = progress.add_task("scoring", total=None)
+        outcome = score_stages(
+            request,
+            lambda count, what: progress.reset(task, total=count, description=what),
+            lambda n: progress.advance(task, n),
+        )
+    _print_ablation(outcome)
+    if json_path is not None:
+        write_text(json_path, json.dumps(outcome.ablation.to_json(), indent=2) + "\n")
+    if plots is not None:
+        from ensemble.plots import save_plots
+
+        written = save_plots(outcome.ablation, plots)
+        console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+
+
+def _print_ablation(outcome: ScoreOutcome) -> None:
+    ablation = outcome.ablation
+    classes = ablation.class_names[1:]
+    title = f"{ablation.metric} mIoU on {ablation.n_images} images ({outcome.description})"
+    table = Table("configuration", "mIoU", *classes, title=title)
+    best_single = max(s.miou for s in ablation.rows if len(s.row.members) == 1)
+    for score in ablation.rows:
+        values = ["—" if math.isnan(v) else f"{v:.4f}" for v in score.iou[1:]]
+        style = "bold" if score is ablation.rows[-1] else None
+        table.add_row(score.row.name, f"{score.miou:.4f}", *values, style=style)
+    console.print(table)
+    final = ablation.rows[-1]
+    console.print(
+        f"{final.row.name}: {final.miou:.4f} ({final.miou - best_single:+.4f} vs the best single member)",
+        highlight=False,
+    )
+    if outcome.ensemble_file is None:
+        console.print(
+            "no ensemble file: run `ens fit` to add learned weights and cleanup rows", highlight=False
+        )
+    confusion = Table("true \\ pred", *ablation.class_names, title=f"confusion matrix: {final.row.name}")
+    for cls, row in enumerate(final.confusion):
+        if cls > 0:
+            confusion.add_row(ablation.class_names[cls], *(f"{v:,}" for v in row))
+    console.print(confusion)
+
+
+def _score_csv(
+    csv: Path, truth: Path, split: str, metric: str, n_classes: int, json_path: Path | None
+) -> None:
+    result = score_submission(csv, truth, split, metric, n_classes)
+    table = Table("class", "IoU", "pixels", title=f"{result.submission} ({result.format}, {result.split})")
+    for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):
+        table.add_row(str(cls), "—" if iou != iou else f"{iou:.4f}", f"{pixels:,}")
+    console.print(table)
+    console.print(f"mIoU ({result.metric}): [bold]{result.miou:.4f}[/] over {result.n_images} images")
+    if json_path is not None:
+        write_text(json_path, json.dumps(result.to_json(), indent=2) + "\n")

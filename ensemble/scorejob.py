@@ -1,0 +1,63 @@
+"""`ens score --val` / `--truth` as a library call: members -> cached probabilities -> ablation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ensemble.ablation import Ablation, build_rows, run_ablation
+from ensemble.data import DataFile
+from ensemble.ensemblefile import resolve_ensemble
+from ensemble.member import DEFAULT_STORE
+from ensemble.probcache import DEFAULT_CACHE, ProbCache
+from ensemble.sources import make_source
+from ensemble.split import SplitSpec
+from ensemble.tta import get_views
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    data: DataFile
+    split: str = "val"
+    members: str | None = None
+    ensemble: Path | None = None
+    store: Path = DEFAULT_STORE
+    split_spec: SplitSpec = SplitSpec()
+    tta: str | None = None
+    metric: str = "course"
+    cache_dir: Path = DEFAULT_CACHE
+    device: str = "auto"
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    ablation: Ablation
+    ensemble_file: Path | None
+    description: str
+
+
+def score_stages(
+    request: ScoreRequest,
+    on_total: Callable[[int, str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ScoreOutcome:
+    """Score each member, equal and learned fusion, + TTA and + cleanup on the labelled images."""
+    members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
+    n_classes = members[0].n_classes
+    source = make_source(request.data, request.split, request.split_spec)
+    truth = source.truth(n_classes)
+    tta = request.tta or (spec.tta if spec is not None else "flip")
+    rows = build_rows(len(members), n_classes, spec, tta, [m.name for m in members])
+    cache = ProbCache(source, request.cache_dir, request.device, None, request.batch_size)
+    views = {view for name in {row.tta for row in rows} for view in get_views(name)}
+    if on_total:
+        on_total(len(members) * len(views) * source.n_images, "member probabilities")
+    for member in members:
+        for view in sorted(views, key=lambda v: v.name):
+            cache.get(member, view, on_batch)
+    if on_total:
+        on_total(source.n_images, f"scoring {len(rows)} configurations")
+    ablation = run_ablation(members, cache, truth, rows, request.metric, on_batch=on_batch)
+    return ScoreOutcome(ablation, spec_path, source.description)
