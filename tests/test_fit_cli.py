@@ -130,13 +130,18 @@ def test_cached_probabilities_equal_a_fresh_run(tmp_path, demo, store):
 def test_errors_are_one_line(tmp_path, demo, store):
     one_line_error(ens("score"), "--val")
     one_line_error(ens("score", "--val", "--truth", demo), "pick one")
-    one_line_error(ens("predict", "--ensemble", tmp_path / "none.json", "--data", demo, "--models-dir", store),
-                   "does not exist", "ens fit")  # fmt: skip
+    missing = tmp_path / "none.json"
+    one_line_error(
+        ens("predict", "--ensemble", missing, "--data", demo, "--models-dir", store),
+        "does not exist",
+        "ens fit",
+    )
     assert ens("fit", *common(demo, store, tmp_path), "--members", "a,b", "--folds", "0").exit_code == 0
-    one_line_error(ens("predict", "--members", "a,c", "--ensemble", store / "ensemble.json", "--data", demo,
-                       "--models-dir", store), "differs from the members")  # fmt: skip
+    spec = store / "ensemble.json"
+    mismatch = ens("predict", "--members", "a,c", "--ensemble", spec, "--data", demo, "--models-dir", store)
+    one_line_error(mismatch, "differs from the members")
     make_member(store / "b.onnx", seed=42)
     one_line_error(ens("predict", "--data", demo, "--models-dir", store), "changed since", "re-run `ens fit`")
-    (store / "ensemble.json").write_text("{}")
+    spec.write_text("{}")
     one_line_error(ens("score", "--val", "--data", demo, "--models-dir", store), "not an ens ensemble file")
     one_line_error(ens("fit", "--data", demo, "--models-dir", store, "--metric", "nope"), "unknown metric")
