@@ -128,6 +128,13 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
         problems.append(f"output is {_describe(graph.output[0])}, expected float32 (N, C, H, W)")
     elif isinstance(out_dims[1], int) and out_dims[1] != len(class_names):
         problems.append(f"output has {out_dims[1]} channels but {len(class_names)} class names")
+    if inputs[0].name != INPUT_NAME or graph.output[0].name != OUTPUT_NAME:
+        problems.append(
+            f"its input/output are named {inputs[0].name!r}/{graph.output[0].name!r}, "
+            f"expected {INPUT_NAME!r}/{OUTPUT_NAME!r}"
+        )
+    if in_dims and isinstance(in_dims[0], int) and in_dims[0] > 0:
+        problems.append(f"its batch axis is fixed to {in_dims[0]}, a member's batch is dynamic")
     if len(class_names) < 2:
         problems.append(f"it records {len(class_names)} class names, at least 2 are needed")
     if problems:

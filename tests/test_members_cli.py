@@ -61,3 +61,20 @@ def test_empty_store_says_how_to_export(tmp_path):
     result = ens("members", "--models-dir", tmp_path / "empty")
     assert result.exit_code == 0
     assert "no members" in result.output and "ens export" in result.output
+
+
+def test_wrong_io_names_or_fixed_batch_break_the_contract(tmp_path):
+    import onnx
+
+    model = onnx.load(make_member(tmp_path / "m.onnx"))
+    model.graph.input[0].name = "x"
+    model.graph.node[0].input[0] = "x"
+    onnx.save(model, tmp_path / "renamed.onnx")
+    model = onnx.load(tmp_path / "m.onnx")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 8
+    onnx.save(model, tmp_path / "fixed.onnx")
+    for name, fragment in (("renamed", "expected 'pixels'/'probs'"), ("fixed", "batch axis is fixed to 8")):
+        result = ens("members", tmp_path / f"{name}.onnx")
+        assert result.exit_code == 1
+        (line,) = result.output.strip().splitlines()
+        assert "breaks the member contract" in line and fragment in line, line
