@@ -64,10 +64,13 @@ class KerasTrainer:
         return probs.transpose(0, 3, 1, 2)
 
     def save(self, path: Path) -> None:
-        """Save to a scratch directory, then copy the bytes into place atomically."""
+        """Save architecture and weights (no optimizer state, a third of the size) to a scratch
+        directory, then copy the bytes into place atomically."""
+        inference = keras.models.clone_model(self.model)
+        inference.set_weights(self.model.get_weights())
         with tempfile.TemporaryDirectory() as scratch:
             staged = Path(scratch) / Path(path).name
-            self.model.save(staged)
+            inference.save(staged)
             write_bytes(path, staged.read_bytes())
 
 
