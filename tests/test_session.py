@@ -1,0 +1,28 @@
+"""ONNX Runtime sessions: CPU sessions share one memory arena and give the same outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+from onnx_members import make_member
+
+from ensemble.member import load_member
+from ensemble.session import CPU, build_session, session_options
+
+
+def test_cpu_sessions_on_the_shared_arena_match_plain_ort(tmp_path):
+    members = [
+        load_member(make_member(tmp_path / f"{name}.onnx", seed=seed)) for seed, name in enumerate("ab")
+    ]
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 1, 8, 12)).astype(np.float32)
+    for member in members:
+        runner = build_session(member, "cpu", threads=1)
+        assert runner.report.used[0] == CPU and runner.report.fallback is None
+        plain = ort.InferenceSession(str(member.path), providers=[CPU])
+        expected = plain.run(None, {plain.get_inputs()[0].name: pixels})[0]
+        np.testing.assert_array_equal(runner.run(pixels), expected)
+
+
+def test_shared_arena_is_a_session_option():
+    assert session_options(1, shared_arena=True).get_session_config_entry("session.use_env_allocators") == "1"
+    assert session_options(1).intra_op_num_threads == 1
