@@ -38,7 +38,7 @@ def member_probs(
             f"{tuple(batch.shape)}; the contract expects {expected}"
         )
     with timings("tta"):
-        return merge(out, views)
+        return merge(out, views, overwrite=True)  # `out` is this call's own ORT output
 
 
 def check_finite(probs: np.ndarray, member: str, ids: np.ndarray) -> None:

@@ -86,13 +86,19 @@ def augment(batch: np.ndarray, views: tuple[View, ...]) -> np.ndarray:
     return np.concatenate([view.apply(batch) for view in views])
 
 
-def merge(predictions: np.ndarray, views: tuple[View, ...]) -> np.ndarray:
-    """Invert each view's slice of a (V*B, C, H, W) prediction and average them to (B, C, H, W)."""
+def merge(predictions: np.ndarray, views: tuple[View, ...], overwrite: bool = False) -> np.ndarray:
+    """Invert each view's slice of a (V*B, C, H, W) prediction and average them to (B, C, H, W).
+
+    With `overwrite=True` a writable float32 `predictions` is reused: the mean is accumulated in
+    its first slice (no batch-sized copy), so the caller must not read `predictions` afterwards.
+    """
     if len(views) == 1 and views[0] is IDENTITY:
         return predictions
     parts = np.split(predictions, len(views))
-    total = np.array(views[0].invert(parts[0]), dtype=np.float32, copy=True)
+    first = views[0].invert(parts[0])
+    reuse = overwrite and first is parts[0] and first.dtype == np.float32 and first.flags.writeable
+    total = first if reuse else np.array(first, dtype=np.float32, copy=True)
     for view, part in zip(views[1:], parts[1:], strict=True):
-        total += view.invert(part)
+        np.add(total, view.invert(part), out=total)
     total *= np.float32(1.0 / len(views))
     return total

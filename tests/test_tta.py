@@ -58,3 +58,16 @@ def hflip_of(a):
 def test_unknown_tta_lists_choices():
     with pytest.raises(EnsError, match="choose one of none, flip, hv"):
         get_views("rot90")
+
+
+@pytest.mark.parametrize("name", list(TTA_VIEWS))
+def test_merge_in_place_equals_merge_of_a_copy(name):
+    views = get_views(name)
+    predictions = np.random.default_rng(3).random((2 * len(views), 3, 4, 5), dtype=np.float32)
+    expected = merge(predictions.copy(), views)
+    merged = merge(predictions, views, overwrite=True)
+    np.testing.assert_array_equal(merged.view(np.uint32), expected.view(np.uint32))
+    if len(views) > 1:  # float32 is reused in place, other dtypes are copied to float32
+        assert np.shares_memory(merged, predictions)
+        wide = predictions.astype(np.float64)
+        assert not np.shares_memory(merge(wide, views, overwrite=True), wide)
