@@ -44,6 +44,7 @@ class WeightedMerger:
             raise EnsError(f"WeightedMerger needs a (members, classes) matrix, got shape {weights.shape}")
         self.weights = weights
         self._total: np.ndarray | None = None
+        self._scratch: np.ndarray | None = None
         self._seen: set[int] = set()
 
     def append(self, member: int, probs: np.ndarray) -> None:
@@ -54,16 +55,22 @@ class WeightedMerger:
             raise EnsError(
                 f"member {member} gave {probs.shape[1]} classes, fusion expects {self.weights.shape[1]}"
             )
-        weighted = probs * self.weights[member][None, :, None, None]
+        column = self.weights[member][None, :, None, None]
         if self._total is None:
-            self._total = weighted
+            self._total = probs * column
+        elif probs.shape != self._total.shape:
+            raise EnsError(
+                f"member {member} gave probabilities of shape {probs.shape}, earlier members "
+                f"{self._total.shape}; members must predict the same shape"
+            )
+        elif probs.dtype == self._total.dtype:
+            # one reused product buffer instead of a fresh batch-sized temporary per member
+            scratch = self._scratch
+            if scratch is None or (scratch.shape, scratch.dtype) != (probs.shape, probs.dtype):
+                scratch = self._scratch = np.empty_like(self._total)
+            self._total += np.multiply(probs, column, out=scratch)
         else:
-            if weighted.shape != self._total.shape:
-                raise EnsError(
-                    f"member {member} gave probabilities of shape {probs.shape}, earlier members "
-                    f"{self._total.shape}; members must predict the same shape"
-                )
-            self._total += weighted
+            self._total += probs * column
         self._seen.add(member)
 
     def result(self) -> np.ndarray:

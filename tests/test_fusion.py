@@ -74,3 +74,28 @@ def test_decode_skips_background_unless_allowed():
     np.testing.assert_array_equal(decode(probs), np.argmax(probs[:, 1:], axis=1) + 1)
     np.testing.assert_array_equal(decode(probs, allow_background=True), np.argmax(probs, axis=1))
     assert decode(probs).min() >= 1
+
+
+def test_streaming_fusion_rounds_like_numpy_float32():
+    """The in-place accumulation gives bit for bit the float32 `sum of w * p` numpy computes."""
+    rng = np.random.default_rng(4)
+    members = [_probs(rng, (3, 5, 6, 7)) for _ in range(3)]
+    weights = normalise_weights(rng.random((3, 5)) + 0.1, 3, 5)
+    expected = members[0] * weights[0][None, :, None, None]
+    for member, row in zip(members[1:], weights[1:], strict=True):
+        expected = expected + member * row[None, :, None, None]
+    fused = fuse(members, weights)
+    assert fused.dtype == np.float32
+    np.testing.assert_array_equal(fused.view(np.uint32), expected.view(np.uint32))
+    wide = fuse([m.astype(np.float64) for m in members], weights)
+    np.testing.assert_allclose(wide, expected, rtol=1e-6)
+
+
+def test_merger_reused_over_batches_of_other_sizes():
+    rng = np.random.default_rng(5)
+    merger = WeightedMerger(normalise_weights([1, 2, 3], 3, 4))
+    for batch in (4, 1, 4):
+        members = [_probs(rng, (batch, 4, 3, 5)) for _ in range(3)]
+        for index, probs in enumerate(members):
+            merger.append(index, probs)
+        np.testing.assert_array_equal(merger.result(), fuse(members, [1, 2, 3]))
