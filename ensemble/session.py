@@ -94,17 +94,22 @@ def gpu_present() -> bool:
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
-def session_options(threads: int | None = None, shared_arena: bool = False) -> ort.SessionOptions:
-    """ORT_ENABLE_ALL, `threads` intra-op threads (default: physical cores), quiet logs;
-    `shared_arena` makes the session allocate from the process-wide CPU arena (`share_cpu_arena`)."""
+def session_options(threads: int | None = None, cpu_only: bool = False) -> ort.SessionOptions:
+    """ORT_ENABLE_ALL, `threads` intra-op threads (default: physical cores), quiet logs.
+
+    `cpu_only` sessions allocate from the process-wide arena (`share_cpu_arena`) and let idle
+    worker threads sleep instead of spin, so they do not starve the pipeline's own numpy work or
+    other processes of the cores between operators.
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    if shared_arena:
+    if cpu_only:
         share_cpu_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
@@ -145,7 +150,7 @@ def build_session(
     device = Device(device)
     providers = requested_providers(device)
     names = tuple(p if isinstance(p, str) else p[0] for p in providers)
-    options = session_options(threads, shared_arena=names == (CPU,))
+    options = session_options(threads, cpu_only=names == (CPU,))
     with _captured_output() as captured:
         if names[0] != CPU and hasattr(ort, "preload_dlls"):
             with contextlib.suppress(Exception):

@@ -23,6 +23,8 @@ def test_cpu_sessions_on_the_shared_arena_match_plain_ort(tmp_path):
         np.testing.assert_array_equal(runner.run(pixels), expected)
 
 
-def test_shared_arena_is_a_session_option():
-    assert session_options(1, shared_arena=True).get_session_config_entry("session.use_env_allocators") == "1"
+def test_cpu_only_sessions_share_the_arena_and_do_not_spin():
+    options = session_options(1, cpu_only=True)
+    assert options.get_session_config_entry("session.use_env_allocators") == "1"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert session_options(1).intra_op_num_threads == 1
