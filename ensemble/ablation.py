@@ -1,5 +1,5 @@
 """`ens score --val`: what each stage wins — every member alone, equal fusion, learned fusion, + TTA,
-+ cleanup — scored on labelled images from cached member probabilities, batch by batch."""
++ class gains, + cleanup — scored on labelled images from cached member probabilities, batch by batch."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 from ensemble.cleanup import remove_small_regions
 from ensemble.decode import decode
 from ensemble.ensemblefile import EnsembleSpec
-from ensemble.fusion import fuse, normalise_weights
+from ensemble.fusion import WeightedMerger, normalise_weights
+from ensemble.gains import scaled_weights
 from ensemble.member import Member
 from ensemble.metrics import ConfusionAccumulator, get_metric, iou_per_class
 from ensemble.probcache import ProbCache
@@ -22,13 +23,15 @@ GALLERY_IMAGES = 6
 
 @dataclass(frozen=True)
 class Row:
-    """One ablation configuration: which members, their (M, C) weights, TTA and (C,) min_area."""
+    """One ablation configuration: which members, their (M, C) weights, TTA, (C,) decoding gains
+    and (C,) min_area."""
 
     name: str
     members: tuple[int, ...]
     weights: np.ndarray
     tta: str
     min_area: np.ndarray
+    gain: np.ndarray | None = None
     connectivity: int = 4
 
 
@@ -60,7 +63,7 @@ class Ablation:
 
 
 def build_rows(n_members: int, n_classes: int, spec: EnsembleSpec | None, tta: str, names) -> list[Row]:
-    """Members alone (no TTA), equal fusion, learned fusion (with a spec), + TTA, + cleanup."""
+    """Members alone (no TTA), equal fusion, learned fusion (with a spec), + TTA, + class gains, + cleanup."""
     zeros = np.zeros(n_classes, np.int64)
     every = tuple(range(n_members))
     rows = [Row(name, (m,), np.ones((1, n_classes)), "none", zeros) for m, name in enumerate(names)]
@@ -72,11 +75,18 @@ def build_rows(n_members: int, n_classes: int, spec: EnsembleSpec | None, tta: s
         weights = normalise_weights(spec.weight_matrix(), n_members, n_classes)
         rows.append(Row("learned fusion", every, weights, "none", zeros))
     fused = "learned" if spec is not None and n_members > 1 else ("equal" if n_members > 1 else "member")
+    name = fused
     if tta != "none":
-        rows.append(Row(f"{fused} + TTA {tta}", every, weights, tta, zeros))
+        name = f"{name} + TTA {tta}"
+        rows.append(Row(name, every, weights, tta, zeros))
+    gain = None
+    if spec is not None and (spec.gain_vector() != 1).any():
+        gain = spec.gain_vector()
+        name = f"{name} + class gains"
+        rows.append(Row(name, every, weights, tta, zeros, gain))
     if spec is not None and any(spec.min_area):
         areas = np.asarray(spec.min_area, np.int64)
-        rows.append(Row(f"{fused} + TTA {tta} + cleanup", every, weights, tta, areas, spec.connectivity))
+        rows.append(Row(f"{name} + cleanup", every, weights, tta, areas, gain, spec.connectivity))
     return rows
 
 
@@ -105,7 +115,12 @@ def run_ablation(
             probs = [
                 _member_batch(arrays, merged, m, row.tta, views[row.tta], start, stop) for m in row.members
             ]
-            labels = decode(fuse(probs, row.weights))
+            merger = WeightedMerger(
+                scaled_weights(normalise_weights(row.weights, len(probs), n_classes), row.gain)
+            )
+            for m, member_probs in enumerate(probs):
+                merger.append(m, member_probs)
+            labels = decode(merger.result())
             if row.min_area.any():
                 labels = remove_small_regions(labels, row.min_area, n_classes, row.connectivity, out=labels)
             accumulators[row_index].update(truth[start:stop], labels)
@@ -152,6 +167,7 @@ def _row_json(score: RowScore, names: tuple[str, ...], class_names: tuple[str, .
     else:
         weight_json = {n: [round(float(v), 6) for v in w] for n, w in zip(used, weights, strict=True)}
     cleanup = None
+    gain = None if row.gain is None else {class_names[c]: float(g) for c, g in enumerate(row.gain) if c > 0}
     if row.min_area.any():
         cleanup = {
             "min_area": {class_names[c]: int(a) for c, a in enumerate(row.min_area) if c > 0},
@@ -162,6 +178,7 @@ def _row_json(score: RowScore, names: tuple[str, ...], class_names: tuple[str, .
         "members": used,
         "tta": row.tta,
         "weights": weight_json,
+        "class_gain": gain,
         "cleanup": cleanup,
         "miou": score.miou,
         "per_class": {

@@ -22,19 +22,24 @@ FORMAT = "ens-ensemble/1"
 
 @dataclass(frozen=True)
 class EnsembleSpec:
-    """What to run: member names and hashes, (M, C) weights, TTA, (C,) min_area, connectivity."""
+    """What to run: member names and hashes, (M, C) weights, TTA, (C,) min_area and decoding gains."""
 
     members: tuple[str, ...]
     member_sha256: tuple[str, ...]
     weights: tuple[tuple[float, ...], ...]
     tta: str
     min_area: tuple[int, ...]
+    class_gain: tuple[float, ...] = ()
     connectivity: int = 4
     metric: str = "course"
     fit: dict = field(default_factory=dict)
 
     def weight_matrix(self) -> np.ndarray:
         return np.asarray(self.weights, np.float64)
+
+    def gain_vector(self) -> np.ndarray:
+        """(C,) decoding gains; all ones for files without gains."""
+        return np.asarray(self.class_gain, np.float64) if self.class_gain else np.ones(len(self.min_area))
 
     def check_members(self, members: list[Member], path: Path) -> None:
         """Refuse members whose files changed since the fit: the weights belong to those exact files."""
@@ -79,6 +84,7 @@ def read_spec(path: Path) -> EnsembleSpec:
             weights=tuple(tuple(float(v) for v in row) for row in raw["weights"]),
             tta=str(raw["tta"]),
             min_area=tuple(int(v) for v in raw["min_area"]),
+            class_gain=tuple(float(v) for v in raw.get("class_gain", ())),
             connectivity=int(raw.get("connectivity", 4)),
             metric=str(raw.get("metric", "course")),
             fit=dict(raw.get("fit", {})),
@@ -118,7 +124,8 @@ def resolve_ensemble(
     found = resolve_members(list(spec.members), store)
     spec.check_members(found, path)
     n_classes = found[0].n_classes
-    if len(spec.min_area) != n_classes or any(len(row) != n_classes for row in spec.weights):
+    sizes = [len(spec.min_area), *(len(row) for row in spec.weights), len(spec.class_gain) or n_classes]
+    if any(size != n_classes for size in sizes):
         raise EnsError(
             f"ensemble file {str(path)!r} was fitted for another class count than the members' {n_classes}; "
             "re-run `ens fit`"

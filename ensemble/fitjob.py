@@ -40,6 +40,7 @@ class FitOutcome:
     members: list[Member]
     n_images: int
     split: str
+    store: Path
 
 
 def fit(
@@ -65,6 +66,7 @@ def fit(
         weights=tuple(tuple(round(float(v), 6) for v in row) for row in result.weights),
         tta=request.tta,
         min_area=tuple(int(v) for v in result.min_area),
+        class_gain=tuple(round(float(v), 4) for v in result.gains),
         connectivity=request.settings.connectivity,
         metric=request.settings.metric,
         fit={
@@ -75,10 +77,9 @@ def fit(
             "folds": request.settings.folds,
             "in_sample": result.in_sample.to_dict(),
             "cv": None if result.cv is None else result.cv.to_dict(),
-            "learned_weights_used": result.use_weights,
-            "cleanup_used": result.use_cleanup,
+            "stages_used": dict(zip(("weights", "class_gain", "cleanup"), result.use, strict=True)),
             "notes": result.notes,
         },
     )
     path = write_spec(request.out or default_path(request.store), spec)
-    return FitOutcome(spec, path, result, members, source.n_images, source.description)
+    return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)

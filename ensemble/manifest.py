@@ -77,7 +77,10 @@ def build_manifest(
             name: [round(float(w), 6) for w in row] for name, row in zip(names, ensemble.weights, strict=True)
         },
         "tta": options.tta,
-        "decode": {"allow_background": options.allow_background},
+        "decode": {
+            "allow_background": options.allow_background,
+            "class_gain": [round(float(g), 6) for g in ensemble.class_gain],
+        },
         "cleanup": {"min_area": ensemble.min_area.tolist(), "connectivity": options.connectivity},
         "runtime": {
             "device": options.device,

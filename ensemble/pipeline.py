@@ -18,6 +18,7 @@ from ensemble.cleanup import min_area_array, remove_small_regions
 from ensemble.decode import decode
 from ensemble.errors import EnsError
 from ensemble.fusion import WeightedMerger, normalise_weights
+from ensemble.gains import gain_array, scaled_weights
 from ensemble.inference import check_finite, member_probs, to_pixels
 from ensemble.member import Member
 from ensemble.metrics import ConfusionAccumulator
@@ -39,6 +40,7 @@ class PredictOptions:
     weights: np.ndarray | None = None
     allow_background: bool = False
     min_area: np.ndarray | int = 0
+    class_gain: np.ndarray | None = None
     connectivity: int = 4
     batch_size: int = DEFAULT_BATCH
     device: str = Device.auto.value
@@ -62,6 +64,8 @@ class Ensemble:
         n_members, n_classes = len(self.members), self.members[0].n_classes
         weights = np.ones(n_members) if self.options.weights is None else self.options.weights
         self.weights = normalise_weights(weights, n_members, n_classes)
+        self.class_gain = gain_array(self.options.class_gain, n_classes)
+        self.merge_weights = scaled_weights(self.weights, self.class_gain)
         self.min_area = min_area_array(self.options.min_area, n_classes)
         self.views = get_views(self.options.tta)
         if self.options.batch_size < 1:
@@ -87,9 +91,9 @@ class Ensemble:
                     )
 
     def probabilities(self, ids: np.ndarray, images: np.ndarray) -> np.ndarray:
-        """Fused (B, C, H, W) probabilities of a uint8 (B, H, W) batch."""
+        """Fused (B, C, H, W) scores of a uint8 (B, H, W) batch: probabilities times the class gains."""
         pixels = to_pixels(images)
-        merger = WeightedMerger(self.weights)
+        merger = WeightedMerger(self.merge_weights)
         for index, runner in enumerate(self.runners):
             probs = member_probs(runner, pixels, self.views, self.timings)
             with self.timings("checks"):
@@ -98,6 +102,12 @@ class Ensemble:
                 merger.append(index, probs)
         with self.timings("fusion"):
             return merger.result()
+
+    def unscaled(self, scores: np.ndarray) -> np.ndarray:
+        """The fused probabilities behind `probabilities()` scores (the class gains divided out)."""
+        if (self.class_gain == 1).all():
+            return scores
+        return scores / self.class_gain.astype(np.float32)[None, :, None, None]
 
     def labels(self, probs: np.ndarray) -> np.ndarray:
         """Decode fused probabilities and remove small regions."""
@@ -154,7 +164,7 @@ def run(
             probs = ensemble.probabilities(ids, images)
             if probs_writer is not None:
                 with timings("save_probs"):
-                    probs_writer.write(ids, probs)
+                    probs_writer.write(ids, ensemble.unscaled(probs))
             labels = ensemble.labels(probs)
             with timings("write"):
                 writer.write(ids, labels)

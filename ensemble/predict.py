@@ -13,6 +13,7 @@ from ensemble.cleanup import parse_min_area
 from ensemble.data import DataFile
 from ensemble.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.fusion import parse_weights
+from ensemble.gains import parse_class_gain
 from ensemble.manifest import build_manifest, write_manifest
 from ensemble.member import DEFAULT_STORE, Member
 from ensemble.pipeline import Ensemble, PredictOptions, PredictResult, run
@@ -34,6 +35,7 @@ class PredictRequest:
     split_spec: SplitSpec = SplitSpec()
     weights: str | None = None
     min_area: str | None = None
+    class_gain: str | None = None
     tta: str | None = None
     ensemble: Path | None = None
     out: Path | None = None
@@ -61,7 +63,8 @@ def default_out(now: dt.datetime | None = None) -> Path:
 def resolve_options(
     request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
 ) -> PredictOptions:
-    """Explicit options win, then the ensemble file, then the defaults (equal weights, flip, no cleanup)."""
+    """Explicit options win, then the ensemble file, then the defaults (equal weights, flip, gains of 1,
+    no cleanup)."""
     n_classes = members[0].n_classes
     options = request.options
     if request.weights:
@@ -72,8 +75,12 @@ def resolve_options(
         min_area = parse_min_area(request.min_area, n_classes)
     else:
         min_area = np.asarray(spec.min_area if spec is not None else np.zeros(n_classes), np.int64)
+    if request.class_gain is not None:
+        gain = parse_class_gain(request.class_gain, n_classes)
+    else:
+        gain = spec.gain_vector() if spec is not None else None
     tta = request.tta or (spec.tta if spec is not None else DEFAULT_TTA)
-    return replace(options, min_area=min_area, tta=tta)
+    return replace(options, min_area=min_area, tta=tta, class_gain=gain)
 
 
 def prepare(request: PredictRequest) -> tuple[Ensemble, ImageSource, Path | None]:

@@ -77,14 +77,32 @@ def test_cross_validation_keeps_equal_weights_when_nothing_is_gained(truth):
     same = member(rng, truth, confidence=2.0, noise=1.0)
     result = fit_ensemble([same, same.copy()], truth, FitSettings(folds=3))
     assert result.cv is not None and result.cv.weight_gain <= 0
-    assert not result.use_weights
+    assert not result.use[0]
     np.testing.assert_allclose(result.weights, 0.5)
-    assert any("keeping equal weights" in note for note in result.notes)
+    assert any("using equal weights" in note for note in result.notes)
 
 
 def test_cross_validation_sees_the_gain_of_a_planted_good_member(truth):
     rng = np.random.default_rng(7)
     probs = [member(rng, truth, confidence=3.0), member(rng, truth, confidence=3.0, wrong=True)]
     result = fit_ensemble(probs, truth, FitSettings(folds=4))
-    assert result.use_weights and result.cv.weight_gain > 0.1
+    assert result.use[0] and result.cv.weight_gain > 0.1
     assert result.in_sample.learned >= result.in_sample.equal
+
+
+def test_class_gains_rescue_a_rare_class_the_members_never_pick():
+    rng = np.random.default_rng(8)
+    truth = random_truth(rng, n=40)
+    truth[truth == 4] = 1
+    truth[:, :4, :4] = 4  # one small rare region per image
+    probs = member(rng, truth, confidence=2.0, noise=0.7)
+    probs[:, 4] *= 0.2  # under-confident on the rare class, as cross-entropy makes it
+    probs /= probs.sum(axis=1, keepdims=True)
+    pixels = pixel_set([probs], truth)
+    ones = np.ones((1, 5))
+    from ensemble.gains import fit_gains, scaled_weights
+    from ensemble.weightfit import pixel_score
+
+    gains, best = fit_gains(lambda g: pixel_score(pixels, scaled_weights(ones, g)), 5)
+    assert gains[4] > 1 and gains[0] == 1
+    assert best > pixel_score(pixels, ones) + 0.05

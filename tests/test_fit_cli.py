@@ -55,7 +55,7 @@ def common(demo, store, tmp_path):
 def test_fit_then_score_then_predict_agree(tmp_path, demo, store):
     result = ens("fit", *common(demo, store, tmp_path), "--folds", "3")
     assert result.exit_code == 0, result.output
-    assert "3-fold CV" in result.output and "CV gain over equal weights" in result.output
+    assert "3-fold CV" in result.output and "CV gain:" in result.output
     spec = json.loads((store / "ensemble.json").read_text())
     assert spec["members"] == ["a", "b", "c"] and spec["tta"] == "flip"
     assert np.allclose(np.sum(spec["weights"], axis=0), 1.0, atol=1e-5)
@@ -70,8 +70,9 @@ def test_fit_then_score_then_predict_agree(tmp_path, demo, store):
     assert result.exit_code == 0, result.output
     rows = json.loads(report.read_text())["rows"]
     names = [row["name"] for row in rows]
-    assert names[:5] == ["a", "b", "c", "equal fusion", "learned fusion"]
-    assert "learned + TTA flip" in names
+    assert names[:6] == ["a", "b", "c", "equal fusion", "learned fusion", "learned + TTA flip"]
+    assert names[-1].endswith("+ cleanup") == any(spec["min_area"])
+    assert ("+ class gains" in names[-1]) == any(g != 1 for g in spec["class_gain"])
     assert set(rows[0]["per_class"]) == {"soil", "bedrock", "sand", "big rock"}
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
         "confusion.png",
@@ -80,7 +81,8 @@ def test_fit_then_score_then_predict_agree(tmp_path, demo, store):
     ]
     assert "confusion matrix" in result.output
 
-    # the last ablation row is exactly what `ens predict` writes with the same ensemble file
+    # the last ablation row is what `ens predict` writes with the same ensemble file, up to the float16
+    # rounding of the cached probabilities the ablation reads
     csv = tmp_path / "val.csv"
     result = ens("predict", "--split", "val", "--out", csv, *common(demo, store, tmp_path)[:4],
                  "--val-fraction", "0.5")  # fmt: skip
@@ -90,7 +92,7 @@ def test_fit_then_score_then_predict_agree(tmp_path, demo, store):
     scored = tmp_path / "scored.json"
     result = ens("score", csv, "--truth", demo, "--split", "val", "--json", scored)
     assert result.exit_code == 0, result.output
-    assert json.loads(scored.read_text())["miou"] == pytest.approx(rows[-1]["miou"], abs=1e-12)
+    assert json.loads(scored.read_text())["miou"] == pytest.approx(rows[-1]["miou"], abs=2e-3)
 
 
 def test_score_val_without_ensemble_file_has_no_learned_rows(tmp_path, demo, store):

@@ -84,6 +84,21 @@ def test_matches_independent_recomputation(tmp_path, tiny_npz, store, fmt):
     assert manifest["tta"] == "flip" and manifest["data"]["n_images"] == 6
 
 
+def test_class_gains_scale_scores_before_the_argmax(tmp_path, tiny_npz, store):
+    out = tmp_path / "gain.csv"
+    args = ["--members", "a,b", "--tta", "none", "--class-gain", "4=3,2=0.5", "--save-probs", tmp_path / "p"]
+    predict([str(a) for a in args] + ["--data", str(tiny_npz), "--models-dir", str(store), "--out", str(out)])
+    _, labels, _ = read_submission(out, (8, 12), 5)
+    images = np.load(tiny_npz)["test_set"]
+    probs = independent_probs(store, "ab", [1, 1], images, flip=False)
+    gained = probs * np.array([1, 1, 0.5, 1, 3])[None, :, None, None]
+    np.testing.assert_array_equal(labels, np.argmax(gained[:, 1:], axis=1) + 1)
+    assert not np.array_equal(labels, np.argmax(probs[:, 1:], axis=1) + 1), "gains must change some labels"
+    np.testing.assert_allclose(np.load(tmp_path / "p" / "probs.npy"), probs, atol=1e-3)
+    manifest = json.loads((tmp_path / "gain.manifest.json").read_text())
+    assert manifest["decode"]["class_gain"] == [1, 1, 0.5, 1, 3]
+
+
 def test_rerun_is_byte_identical(tmp_path, tiny_npz, store):
     args = ["--data", str(tiny_npz), "--models-dir", str(store), "--min-area", "3"]
     predict([*args, "--out", str(tmp_path / "one.csv")])

@@ -25,6 +25,7 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.cli.predict_cmd import Connectivity
+from ensemble.ensemblefile import default_path
 from ensemble.fit import DEFAULT_FOLDS, FitSettings
 from ensemble.fitjob import FitOutcome, FitRequest, fit
 from ensemble.member import DEFAULT_STORE
@@ -72,7 +73,7 @@ def fit_cmd(
     device: Annotated[Device, typer.Option("--device", help="Where members run.")] = Device.auto,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
 ) -> None:
-    """Learn fusion weights and per-class cleanup min_area on the validation split; write an ensemble file."""
+    """Learn fusion weights, class gains and cleanup min_area on the validation split."""
     from ensemble.metrics import get_metric
 
     get_metric(metric)
@@ -107,28 +108,35 @@ def _report(outcome: FitOutcome) -> None:
     for name, row in zip(spec.members, spec.weights, strict=True):
         weights.add_row(name, *(f"{v:.3f}" for v in row[1:]))
     console.print(weights)
+    gains = ", ".join(f"{c}={g:g}" for c, g in enumerate(spec.class_gain) if c > 0)
     areas = ", ".join(f"{c}={a}" for c, a in enumerate(spec.min_area) if c > 0)
-    console.print(f"cleanup min_area: {areas}", highlight=False)
-    stages = Table("estimate", "equal weights", "learned", "learned + cleanup", title=f"{spec.metric} mIoU")
+    console.print(f"class gains: {gains}\ncleanup min_area: {areas}", highlight=False)
+    stages = Table(
+        "estimate", "equal weights", "learned", "+ class gains", "+ cleanup", title=f"{spec.metric} mIoU"
+    )
     stages.add_row("in-sample", *(f"{v:.4f}" for v in _values(result.in_sample)))
     if result.cv is not None:
         stages.add_row(f"{spec.fit['folds']}-fold CV", *(f"{v:.4f}" for v in _values(result.cv)))
     console.print(stages)
     if result.cv is not None:
         console.print(
-            f"CV gain over equal weights: {result.cv.weight_gain:+.4f} (weights), "
-            f"{result.cv.cleanup_gain:+.4f} (cleanup)",
+            f"CV gain: {result.cv.weight_gain:+.4f} (weights over equal), "
+            f"{result.cv.class_gain_gain:+.4f} (class gains), {result.cv.cleanup_gain:+.4f} (cleanup); "
+            f"total {result.cv.cleaned - result.cv.equal:+.4f}",
             highlight=False,
         )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if outcome.path == default_path(outcome.store):
+        use = "`ens predict` and `ens score` use it when --members is not given"
+    else:
+        use = f"use it with `ens predict --ensemble {outcome.path}`"
     console.print(
-        f"wrote {outcome.path} ({outcome.n_images} validation images, {outcome.split}); "
-        "`ens predict` and `ens score` use it when --members is not given",
+        f"wrote {outcome.path} ({outcome.n_images} validation images, {outcome.split}); {use}",
         highlight=False,
         soft_wrap=True,
     )
 
 
 def _values(stages):
-    return stages.equal, stages.learned, stages.cleaned
+    return stages.equal, stages.learned, stages.gained, stages.cleaned

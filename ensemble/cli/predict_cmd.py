@@ -73,6 +73,14 @@ def predict_cmd(
             "Default: the ensemble file's, else 0.",
         ),
     ] = None,
+    class_gain: Annotated[
+        str | None,
+        typer.Option(
+            "--class-gain",
+            help="Multiply class scores before the argmax, e.g. 4=8 for a rare class. "
+            "Default: the ensemble file's, else 1.",
+        ),
+    ] = None,
     connectivity: Annotated[
         Connectivity, typer.Option("--connectivity", help="Neighbourhood of regions.")
     ] = Connectivity.four,
@@ -117,6 +125,7 @@ def predict_cmd(
         split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
         weights=weights,
         min_area=min_area,
+        class_gain=class_gain,
         tta=tta.value if tta is not None else None,
         ensemble=ensemble,
         out=out,
