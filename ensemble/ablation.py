@@ -62,8 +62,11 @@ class Ablation:
         }
 
 
-def build_rows(n_members: int, n_classes: int, spec: EnsembleSpec | None, tta: str, names) -> list[Row]:
-    """Members alone (no TTA), equal fusion, learned fusion (with a spec), + TTA, + class gains, + cleanup."""
+def build_rows(
+    n_members: int, n_classes: int, spec: EnsembleSpec | None, tta: str, names, min_area=None, connectivity=4
+) -> list[Row]:
+    """Members alone (no TTA), equal fusion, learned fusion (with a spec), then cumulative rows:
+    + TTA, + class gains, + cleanup. `min_area` (C,) replaces the spec's thresholds for the last row."""
     zeros = np.zeros(n_classes, np.int64)
     every = tuple(range(n_members))
     rows = [Row(name, (m,), np.ones((1, n_classes)), "none", zeros) for m, name in enumerate(names)]
@@ -74,19 +77,17 @@ def build_rows(n_members: int, n_classes: int, spec: EnsembleSpec | None, tta: s
     if spec is not None and n_members > 1:
         weights = normalise_weights(spec.weight_matrix(), n_members, n_classes)
         rows.append(Row("learned fusion", every, weights, "none", zeros))
-    fused = "learned" if spec is not None and n_members > 1 else ("equal" if n_members > 1 else "member")
-    name = fused
     if tta != "none":
-        name = f"{name} + TTA {tta}"
-        rows.append(Row(name, every, weights, tta, zeros))
+        rows.append(Row(f"+ TTA {tta}", every, weights, tta, zeros))
     gain = None
     if spec is not None and (spec.gain_vector() != 1).any():
         gain = spec.gain_vector()
-        name = f"{name} + class gains"
-        rows.append(Row(name, every, weights, tta, zeros, gain))
-    if spec is not None and any(spec.min_area):
-        areas = np.asarray(spec.min_area, np.int64)
-        rows.append(Row(f"{name} + cleanup", every, weights, tta, areas, gain, spec.connectivity))
+        rows.append(Row("+ class gains", every, weights, tta, zeros, gain))
+    if min_area is None and spec is not None:
+        min_area, connectivity = spec.min_area, spec.connectivity
+    if min_area is not None and any(min_area):
+        areas = np.asarray(min_area, np.int64)
+        rows.append(Row("+ cleanup", every, weights, tta, areas, gain, connectivity))
     return rows
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ensemble.ablation import Ablation, build_rows, run_ablation
+from ensemble.cleanup import parse_min_area
 from ensemble.data import DataFile
 from ensemble.ensemblefile import resolve_ensemble
 from ensemble.member import DEFAULT_STORE
@@ -25,6 +26,7 @@ class ScoreRequest:
     store: Path = DEFAULT_STORE
     split_spec: SplitSpec = SplitSpec()
     tta: str | None = None
+    min_area: str | None = None
     metric: str = "course"
     cache_dir: Path = DEFAULT_CACHE
     device: str = "auto"
@@ -49,7 +51,8 @@ def score_stages(
     source = make_source(request.data, request.split, request.split_spec)
     truth = source.truth(n_classes)
     tta = request.tta or (spec.tta if spec is not None else "flip")
-    rows = build_rows(len(members), n_classes, spec, tta, [m.name for m in members])
+    min_area = parse_min_area(request.min_area, n_classes) if request.min_area is not None else None
+    rows = build_rows(len(members), n_classes, spec, tta, [m.name for m in members], min_area)
     cache = ProbCache(source, request.cache_dir, request.device, None, request.batch_size)
     views = {view for name in {row.tta for row in rows} for view in get_views(name)}
     if on_total:

@@ -75,6 +75,14 @@ def score(
     tta: Annotated[
         TTA | None, typer.Option("--tta", help="Ablation TTA. Default: the ensemble file's, else flip.")
     ] = None,
+    min_area: Annotated[
+        str | None,
+        typer.Option(
+            "--min-area",
+            help="Ablation cleanup row with these thresholds (20, or 1=30,4=5) "
+            "instead of the ensemble file's.",
+        ),
+    ] = None,
     data: DataOpt = DEFAULT_DATA,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
     split_seed: SplitSeedOpt = 0,
@@ -105,6 +113,7 @@ def score(
         store=models_dir,
         split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
         tta=tta.value if tta is not None else None,
+        min_area=min_area,
         metric=metric.value,
         cache_dir=cache_dir,
         device=device.value,
@@ -139,14 +148,17 @@ def _print_ablation(outcome: ScoreOutcome) -> None:
     console.print(table)
     final = ablation.rows[-1]
     console.print(
-        f"{final.row.name}: {final.miou:.4f} ({final.miou - best_single:+.4f} vs the best single member)",
+        f"last row ({final.row.name}): {final.miou:.4f} "
+        f"({final.miou - best_single:+.4f} vs the best single member)",
         highlight=False,
     )
     if outcome.ensemble_file is None:
         console.print(
             "no ensemble file: run `ens fit` to add learned weights and cleanup rows", highlight=False
         )
-    confusion = Table("true \\ pred", *ablation.class_names, title=f"confusion matrix: {final.row.name}")
+    confusion = Table(
+        "true \\ pred", *ablation.class_names, title=f"confusion matrix of the last row ({final.row.name})"
+    )
     for cls, row in enumerate(final.confusion):
         if cls > 0:
             confusion.add_row(ablation.class_names[cls], *(f"{v:,}" for v in row))
