@@ -145,6 +145,8 @@ def test_keras_model_file_reloads_and_gives_the_same_outputs(tmp_path, tiny_data
     probs = model_outputs(arch, reloaded, images)
     np.testing.assert_allclose(probs, model_outputs(arch, result.model, images), atol=1e-6)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    weight_bytes = 4 * result.model.count_params()
+    assert result.checkpoint.stat().st_size < 1.3 * weight_bytes + 200_000, "optimizer state was saved"
 
 
 runner = CliRunner()

@@ -64,13 +64,14 @@ class KerasTrainer:
         return probs.transpose(0, 3, 1, 2)
 
     def save(self, path: Path) -> None:
-        """Save architecture and weights (no optimizer state, a third of the size) to a scratch
-        directory, then copy the bytes into place atomically."""
-        inference = keras.models.clone_model(self.model)
-        inference.set_weights(self.model.get_weights())
+        """Save architecture and weights without the optimizer state (a third of the size): the
+        compiled model is saved to scratch and reloaded uncompiled, then that copy is moved into
+        place atomically."""
         with tempfile.TemporaryDirectory() as scratch:
             staged = Path(scratch) / Path(path).name
-            inference.save(staged)
+            self.model.save(staged)
+            bare = keras.models.load_model(staged, compile=False)
+            bare.save(staged)
             write_bytes(path, staged.read_bytes())
 
 
