@@ -44,7 +44,7 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def run_job(command: list[str]) -> Job:
+def run_job(command: list[str], env: dict[str, str] | None = None) -> Job:
     """Run `command` from the repository root, its output on our stderr; fail on a non-zero exit.
 
     `os.wait4` gives this child's own rusage (RUSAGE_CHILDREN would be the maximum over all
@@ -52,7 +52,7 @@ def run_job(command: list[str]) -> Job:
     """
     log(" ".join(command))
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=sys.stderr)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=sys.stderr, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -116,7 +116,8 @@ def run_peer(data: Path, args: argparse.Namespace, csv: Path) -> dict:
         "--members", args.members, "--out", str(csv), "--timings", str(timings),
         "--batch-size", str(args.batch_size), "--threads", str(args.threads or physical_cores()),
     ]  # fmt: skip
-    job = run_job(command)
+    # idle OpenMP threads sleep, as ORT's do in ens: spinning slows torch badly on a shared machine
+    job = run_job(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     report = json.loads(timings.read_text())
     seconds = report["seconds"]
     return {
