@@ -1,16 +1,18 @@
 """Benchmark `ens predict` against the same job done the peer way, and its memory against N.
 
-Runs, each in its own subprocess so that peak RSS is per job:
-1. `ens predict --tta flip --min-area 0 --format flat` on the test set: images/s, the share of
-   wall time outside member inference (from the manifest's stage timings), peak RSS;
-2. `peer_predict.py` (torch eager + ttach, keras model.predict, pandas to_csv) on the same images:
-   images/s, peak RSS, the speed ratio ens/peer and the pixel agreement of the two CSVs;
-3. `ens predict` on demo files of other test-set sizes: peak RSS against N.
+Every job runs in its own subprocess, so peak RSS and CPU time are per job:
+1. `ens predict --tta flip --min-area 0 --format flat` on the whole test set in one run:
+   images/s, the share of wall time outside member inference (manifest stage timings), peak RSS;
+2. ens against `peer_predict.py` (torch eager + ttach, keras model.predict, pandas to_csv) on the
+   same images, split into --parts slices run alternately (ens first, then peer first, ...) so a
+   change in the load from other processes hits both alike: the speed ratio ens/peer and the pixel
+   agreement of their CSVs;
+3. `ens predict` on `ens data demo` files of other test-set sizes: peak RSS against N.
 
-    .venv/bin/python benchmarks/predict_bench.py                  # full test set (slow)
-    .venv/bin/python benchmarks/predict_bench.py --n-images 256 --rss-sizes 128,512
+    .venv/bin/python benchmarks/predict_bench.py                  # full test set (about 45 min here)
+    .venv/bin/python benchmarks/predict_bench.py --n-images 256 --parts 2 --rss-sizes 128,512
 
-Progress goes to stderr, the summary (markdown) to stdout and a JSON file in --out-dir.
+Progress goes to stderr, the summary (markdown) to stdout and predict_bench.json in --out-dir.
 """
 
 from __future__ import annotations
@@ -18,74 +20,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from jobs import (
+    ROOT,
+    demo_file,
+    ens_command,
+    log,
+    machine,
+    physical_cores,
+    read_test_images,
+    run_job,
+    slice_file,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 PEER = Path(__file__).with_name("peer_predict.py")
-SHAPE_CLASSES = 5
-
-
-@dataclass(frozen=True)
-class Job:
-    """One finished subprocess: wall seconds from spawn to exit and its own peak RSS."""
-
-    seconds: float
-    max_rss_mb: float
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def run_job(command: list[str], env: dict[str, str] | None = None) -> Job:
-    """Run `command` from the repository root, its output on our stderr; fail on a non-zero exit.
-
-    `os.wait4` gives this child's own rusage (RUSAGE_CHILDREN would be the maximum over all
-    children so far); Linux reports ru_maxrss in KiB.
-    """
-    log(" ".join(command))
-    start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=sys.stderr, env=env)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise SystemExit(f"benchmark step failed with exit code {process.returncode}: {' '.join(command)}")
-    return Job(seconds, usage.ru_maxrss / 1024)
-
-
-def ens_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ensemble", *args]
-
-
-def subset_file(data: Path, n_images: int, out: Path) -> Path:
-    """A course-format npz holding the first `n_images` test images of `data` (8 training images)."""
-    from ensemble.data import open_data
-
-    source = open_data(data)
-    images, masks = source.load_train()
-    test = np.concatenate(list(source.iter_test_images(256)))[:n_images]
-    np.savez(out, training_set=np.stack([images[:8], masks[:8]], axis=1), test_set=test)
-    return out
-
-
-def demo_file(n_test: int, out_dir: Path) -> Path:
-    """`ens data demo` with `n_test` test images and 200 training images (kept for reruns)."""
-    path = out_dir / f"demo_n{n_test}.npz"
-    if not path.exists():
-        run_job(ens_command("data", "demo", "--out", str(path), "--n-test", str(n_test), "--n-train", "200"))
-    return path
 
 
 def run_ens(data: Path, args: argparse.Namespace, csv: Path) -> dict:
-    """`ens predict` on the test set of `data`; returns the job, the manifest timings and N."""
+    """`ens predict` on the test set of `data`: the job, the manifest timings and N."""
     command = ens_command(
         "predict", "--members", args.members, "--models-dir", str(args.models_dir), "--data", str(data),
         "--tta", "flip", "--min-area", "0", "--format", "flat", "--batch-size", str(args.batch_size),
@@ -96,13 +51,14 @@ def run_ens(data: Path, args: argparse.Namespace, csv: Path) -> dict:
     job = run_job(command)
     manifest = json.loads(csv.with_name(csv.stem + ".manifest.json").read_text())
     timings = manifest["timings"]
-    n_images = manifest["data"]["n_images"]
     return {
-        "n_images": n_images,
+        "data": str(data),
+        "n_images": manifest["data"]["n_images"],
         "wall_seconds": round(job.seconds, 2),
+        "cpu_seconds": round(job.cpu_seconds, 2),
         "max_rss_mb": round(job.max_rss_mb, 1),
         "run_seconds": timings["total_seconds"],
-        "images_per_second": round(n_images / timings["total_seconds"], 2),
+        "images_per_second": round(manifest["data"]["n_images"] / timings["total_seconds"], 2),
         "outside_inference_share": timings["outside_inference_share"],
         "stages": timings["stages"],
         "threads": manifest["runtime"]["threads"],
@@ -110,6 +66,7 @@ def run_ens(data: Path, args: argparse.Namespace, csv: Path) -> dict:
 
 
 def run_peer(data: Path, args: argparse.Namespace, csv: Path) -> dict:
+    """`peer_predict.py` on the test set of `data`: the job and its own stage seconds."""
     timings = csv.with_suffix(".timings.json")
     command = [
         sys.executable, str(PEER), "--data", str(data), "--sources", str(args.sources),
@@ -119,88 +76,106 @@ def run_peer(data: Path, args: argparse.Namespace, csv: Path) -> dict:
     # idle OpenMP threads sleep, as ORT's do in ens: spinning slows torch badly on a shared machine
     job = run_job(command, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     report = json.loads(timings.read_text())
-    seconds = report["seconds"]
     return {
         "n_images": report["n_images"],
         "wall_seconds": round(job.seconds, 2),
+        "cpu_seconds": round(job.cpu_seconds, 2),
         "max_rss_mb": round(job.max_rss_mb, 1),
-        "run_seconds": round(seconds["run"], 2),
-        "images_per_second": round(report["n_images"] / seconds["run"], 2),
-        "stages": {k: round(v, 3) for k, v in seconds.items()},
+        "run_seconds": round(report["seconds"]["run"], 2),
+        "stages": {k: round(v, 3) for k, v in report["seconds"].items()},
     }
 
 
-def physical_cores() -> int:
-    from ensemble.session import physical_cores as cores
-
-    return cores()
-
-
-def agreement(ens_csv: Path, peer_csv: Path, image_shape: tuple[int, int]) -> dict:
-    """Pixel and image agreement of two flat CSVs, and whether they are byte-identical."""
+def agreement(ens_csv: Path, peer_csv: Path, image_shape: tuple[int, int], n_classes: int) -> dict:
+    """Pixels and images on which two flat CSVs agree, and whether the files are byte-identical."""
     from ensemble.submission import read_submission
 
-    ens_ids, ens_labels, _ = read_submission(ens_csv, image_shape, SHAPE_CLASSES)
-    peer_ids, peer_labels, _ = read_submission(peer_csv, image_shape, SHAPE_CLASSES)
+    ens_ids, ens_labels, _ = read_submission(ens_csv, image_shape, n_classes)
+    peer_ids, peer_labels, _ = read_submission(peer_csv, image_shape, n_classes)
     if not np.array_equal(ens_ids, peer_ids):
         raise SystemExit(f"{ens_csv} and {peer_csv} hold different image ids")
     same = ens_labels == peer_labels
     return {
-        "pixel_agreement": float(same.mean()),
+        "pixels": int(same.size),
         "pixels_differing": int((~same).sum()),
-        "images_identical": float(same.all(axis=(1, 2)).mean()),
+        "images": len(same),
+        "images_identical": int(same.all(axis=(1, 2)).sum()),
         "csv_byte_identical": ens_csv.read_bytes() == peer_csv.read_bytes(),
     }
 
 
-def machine() -> dict:
-    from importlib import metadata
+def compare(data: Path, args: argparse.Namespace) -> dict:
+    """ens and peer on the same --parts slices of the test set, alternating which runs first."""
+    from ensemble.store import resolve_members
 
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
+    images = read_test_images(data)
+    n_classes = resolve_members(args.members, args.models_dir)[0].n_classes
+    parts = []
+    for index, chunk in enumerate(np.array_split(images, args.parts)):
+        path = slice_file(data, chunk, args.out_dir / f"part{index}.npz")
+        ens_csv, peer_csv = args.out_dir / f"part{index}_ens.csv", args.out_dir / f"part{index}_peer.csv"
+        part = {}
+        for side in ("ens", "peer") if index % 2 == 0 else ("peer", "ens"):
+            log(f"part {index + 1}/{args.parts} ({len(chunk)} images): {side}")
+            part[side] = (run_ens if side == "ens" else run_peer)(
+                path, args, ens_csv if side == "ens" else peer_csv
+            )
+        part["agreement"] = agreement(ens_csv, peer_csv, images.shape[1:], n_classes)
+        parts.append(part)
+
+    def total(side: str, key: str) -> float:
+        return round(sum(part[side][key] for part in parts), 2)
+
+    agree = {key: sum(part["agreement"][key] for part in parts) for key in parts[0]["agreement"]}
     return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "physical_cores": physical_cores(),
-        "python": platform.python_version(),
-        "onnxruntime": metadata.version("onnxruntime-gpu" if _has("onnxruntime-gpu") else "onnxruntime"),
-        "torch": metadata.version("torch"),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "n_images": len(images),
+        "parts": parts,
+        "ens": {key: total("ens", key) for key in ("run_seconds", "wall_seconds", "cpu_seconds")},
+        "peer": {key: total("peer", key) for key in ("run_seconds", "wall_seconds", "cpu_seconds")},
+        "ens_max_rss_mb": max(part["ens"]["max_rss_mb"] for part in parts),
+        "peer_max_rss_mb": max(part["peer"]["max_rss_mb"] for part in parts),
+        "ratio_run": round(total("peer", "run_seconds") / total("ens", "run_seconds"), 3),
+        "ratio_wall": round(total("peer", "wall_seconds") / total("ens", "wall_seconds"), 3),
+        "ratio_cpu": round(total("peer", "cpu_seconds") / total("ens", "cpu_seconds"), 3),
+        "pixel_agreement": 1 - agree["pixels_differing"] / agree["pixels"],
+        "pixels_differing": agree["pixels_differing"],
+        "images_identical": f"{agree['images_identical']}/{agree['images']}",
+        "csv_byte_identical_parts": f"{agree['csv_byte_identical']}/{len(parts)}",
     }
 
 
-def _has(distribution: str) -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 def summary(results: dict) -> str:
-    ens, peer, rss = results["ens"], results.get("peer"), results["rss_vs_n"]
-    lines = [
-        f"ens: {ens['n_images']} images, {ens['images_per_second']} img/s over {ens['run_seconds']} s "
-        f"(process wall {ens['wall_seconds']} s), outside member inference "
-        f"{100 * ens['outside_inference_share']:.2f}% of wall time, peak RSS {ens['max_rss_mb']} MB",
-        f"ens stages (s): {ens['stages']}",
-    ]
-    if peer:
-        agree = results["agreement"]
+    lines = []
+    if "ens" in results:
+        ens = results["ens"]
         lines += [
-            f"peer: {peer['images_per_second']} img/s over {peer['run_seconds']} s "
-            f"(process wall {peer['wall_seconds']} s), peak RSS {peer['max_rss_mb']} MB",
-            f"peer stages (s): {peer['stages']}",
-            f"ens/peer: {results['ratio_run']:.2f}x (prediction + CSV), {results['ratio_wall']:.2f}x "
-            f"(whole process); pixel agreement {100 * agree['pixel_agreement']:.5f}% "
-            f"({agree['pixels_differing']} pixels differ), CSV byte-identical: {agree['csv_byte_identical']}",
+            f"ens, one run: {ens['n_images']} images, {ens['images_per_second']} img/s over "
+            f"{ens['run_seconds']} s (process wall {ens['wall_seconds']} s), outside member inference "
+            f"{100 * ens['outside_inference_share']:.2f}% of wall time, peak RSS {ens['max_rss_mb']} MB",
+            f"  stages (s): {ens['stages']}",
         ]
-    lines += ["", "| test images N | peak RSS (MB) | img/s |", "|---:|---:|---:|"]
-    lines += [f"| {r['n_images']} | {r['max_rss_mb']} | {r['images_per_second']} |" for r in rss]
+    if "comparison" in results:
+        c = results["comparison"]
+        lines.append(f"ens vs peer on {c['n_images']} images in {len(c['parts'])} alternating parts:")
+        for side in ("ens", "peer"):
+            t = c[side]
+            lines.append(
+                f"  {side:4} {c['n_images'] / t['run_seconds']:.2f} img/s (run {t['run_seconds']} s, "
+                f"process wall {t['wall_seconds']} s, CPU {t['cpu_seconds']} s), "
+                f"peak RSS {c[side + '_max_rss_mb']} MB"
+            )
+        lines += [
+            f"  ens/peer speed: {c['ratio_run']:.2f}x (prediction + CSV), {c['ratio_wall']:.2f}x (whole "
+            f"process), {c['ratio_cpu']:.2f}x (CPU time)",
+            f"  agreement: {100 * c['pixel_agreement']:.5f}% of pixels ({c['pixels_differing']} differ), "
+            f"{c['images_identical']} images identical, "
+            f"{c['csv_byte_identical_parts']} CSV parts byte-identical",
+        ]
+    if results.get("rss_vs_n"):
+        lines += ["", "| test images N | peak RSS (MB) | img/s |", "|---:|---:|---:|"]
+        lines += [
+            f"| {r['n_images']} | {r['max_rss_mb']} | {r['images_per_second']} |" for r in results["rss_vs_n"]
+        ]
     return "\n".join(lines)
 
 
@@ -215,10 +190,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-images", type=int, default=0, help="first N test images only (0: all)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: physical cores)")
+    parser.add_argument("--parts", type=int, default=4, help="slices for the alternating ens/peer runs")
     parser.add_argument(
-        "--rss-sizes", default="2500,5000", help="test-set sizes of extra `ens data demo` files ('' for none)"
+        "--rss-sizes", default="2500,5000", help="test-set sizes of extra demo files ('' none)"
     )
-    parser.add_argument("--skip-peer", action="store_true", help="leave out the peer run")
+    parser.add_argument("--skip-single", action="store_true", help="leave out the one-run ens measurement")
+    parser.add_argument("--skip-peer", action="store_true", help="leave out the ens/peer comparison")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     os.chdir(ROOT)
@@ -226,28 +203,29 @@ def main(argv: list[str] | None = None) -> None:
     if not args.data.exists() and args.data == Path("data/mars_demo.npz"):
         run_job(ens_command("data", "demo"))
 
-    results: dict = {"machine": machine(), "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
+    results: dict = {
+        "machine": machine(),
+        "command": " ".join(["benchmarks/predict_bench.py", *sys.argv[1:]]),
+    }
     data = args.data
     if args.n_images:
-        data = subset_file(args.data, args.n_images, args.out_dir / f"subset_{args.n_images}.npz")
-    log("warm-up run (numba caches, file cache)")
-    warm = subset_file(args.data, 2 * args.batch_size, args.out_dir / "warmup.npz")
+        data = slice_file(
+            args.data, read_test_images(args.data)[: args.n_images], args.out_dir / "subset.npz"
+        )
+    log("warm-up run (Numba caches, file cache)")
+    warm = slice_file(
+        args.data, read_test_images(args.data)[: 2 * args.batch_size], args.out_dir / "warmup.npz"
+    )
     run_ens(warm, args, args.out_dir / "warmup.csv")
 
-    ens_csv, peer_csv = args.out_dir / "ens.csv", args.out_dir / "peer.csv"
-    results["ens"] = run_ens(data, args, ens_csv)
+    rss = []
+    if not args.skip_single:
+        results["ens"] = run_ens(data, args, args.out_dir / "ens.csv")
+        rss.append(results["ens"])
     if not args.skip_peer:
-        results["peer"] = run_peer(data, args, peer_csv)
-        from ensemble.data import open_data
-
-        results["agreement"] = agreement(ens_csv, peer_csv, open_data(data).image_shape)
-        results["ratio_run"] = results["peer"]["run_seconds"] / results["ens"]["run_seconds"]
-        results["ratio_wall"] = results["peer"]["wall_seconds"] / results["ens"]["wall_seconds"]
-
-    rss = [{"data": str(data), **results["ens"]}]
+        results["comparison"] = compare(data, args)
     for n_test in [int(s) for s in args.rss_sizes.split(",") if s.strip()]:
-        path = demo_file(n_test, args.out_dir)
-        rss.append({"data": str(path), **run_ens(path, args, args.out_dir / f"rss_n{n_test}.csv")})
+        rss.append(run_ens(demo_file(n_test, args.out_dir), args, args.out_dir / f"rss_n{n_test}.csv"))
     results["rss_vs_n"] = sorted(rss, key=lambda r: r["n_images"])
     (args.out_dir / "predict_bench.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
