@@ -9,7 +9,7 @@ Every job runs in its own subprocess, so peak RSS and CPU time are per job:
    agreement of their CSVs;
 3. `ens predict` on `ens data demo` files of other test-set sizes: peak RSS against N.
 
-    .venv/bin/python benchmarks/predict_bench.py                  # full test set (about 45 min here)
+    .venv/bin/python benchmarks/predict_bench.py                  # full test set (about 30 min here)
     .venv/bin/python benchmarks/predict_bench.py --n-images 256 --parts 2 --rss-sizes 128,512
 
 Progress goes to stderr, the summary (markdown) to stdout and predict_bench.json in --out-dir.
