@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.cleanup import remove_small_regions
+from ensemble.gridsearch import class_grid_search
 from ensemble.metrics import confusion_matrix, get_metric
 
 AREA_GRID = (0, 4, 8, 16, 32, 64, 128)
@@ -39,19 +40,5 @@ def fit_min_area(
         cleaned = remove_small_regions(labels, areas, n_classes, connectivity) if areas.any() else labels
         return reduce(confusion_matrix(truth, cleaned, n_classes))
 
-    areas = np.zeros(n_classes, np.int64)
-    before = best = score(areas)
-    for _ in range(sweeps):
-        changed = False
-        for cls in range(1, n_classes):
-            for value in grid:
-                if value == areas[cls]:
-                    continue
-                candidate = areas.copy()
-                candidate[cls] = value
-                value_score = score(candidate)
-                if value_score > best + 1e-9:
-                    areas, best, changed = candidate, value_score, True
-        if not changed:
-            break
+    areas, before, best = class_grid_search(score, np.zeros(n_classes, np.int64), grid, sweeps=sweeps)
     return AreaFit(areas, before, best)

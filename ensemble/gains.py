@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.gridsearch import class_grid_search
 
 
 def parse_class_gain(text: str, n_classes: int) -> np.ndarray:
@@ -52,21 +53,7 @@ def fit_gains(
     score, n_classes: int, first_class: int = 1, sweeps: int = 2, grid=None
 ) -> tuple[np.ndarray, float]:
     """Per-class gains by coordinate search on a log grid; `score(gains)` returns the metric.
-    A change is kept only when it raises the score, so all ones is never beaten by the result."""
+    A change is kept only when it raises the score, so the result never scores below all ones."""
     grid = grid if grid is not None else (0.5, 0.7, 1.0, 1.4, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
-    gains = np.ones(n_classes)
-    best = score(gains)
-    for _ in range(sweeps):
-        changed = False
-        for cls in range(first_class, n_classes):
-            for value in grid:
-                if value == gains[cls]:
-                    continue
-                candidate = gains.copy()
-                candidate[cls] = value
-                value_score = score(candidate)
-                if value_score > best + 1e-9:
-                    gains, best, changed = candidate, value_score, True
-        if not changed:
-            break
+    gains, _, best = class_grid_search(score, np.ones(n_classes), grid, first_class, sweeps)
     return gains, best
