@@ -66,6 +66,7 @@ class Ensemble:
         self.weights = normalise_weights(weights, n_members, n_classes)
         self.class_gain = gain_array(self.options.class_gain, n_classes)
         self.merge_weights = scaled_weights(self.weights, self.class_gain)
+        self._merger = WeightedMerger(self.merge_weights)  # kept across batches to reuse its buffer
         self.min_area = min_area_array(self.options.min_area, n_classes)
         self.views = get_views(self.options.tta)
         if self.options.batch_size < 1:
@@ -93,7 +94,7 @@ class Ensemble:
     def probabilities(self, ids: np.ndarray, images: np.ndarray) -> np.ndarray:
         """Fused (B, C, H, W) scores of a uint8 (B, H, W) batch: probabilities times the class gains."""
         pixels = to_pixels(images)
-        merger = WeightedMerger(self.merge_weights)
+        merger = self._merger
         for index, runner in enumerate(self.runners):
             probs = member_probs(runner, pixels, self.views, self.timings)
             with self.timings("checks"):
