@@ -11,11 +11,10 @@ import numpy as np
 from ensemble.cleanup import remove_small_regions
 from ensemble.decode import decode
 from ensemble.ensemblefile import EnsembleSpec
-from ensemble.fusion import WeightedMerger, normalise_weights
-from ensemble.gains import scaled_weights
+from ensemble.fusion import fuse, normalise_weights
 from ensemble.member import Member
 from ensemble.metrics import ConfusionAccumulator, get_metric, iou_per_class
-from ensemble.probcache import ProbCache
+from ensemble.probcache import ProbCache, view_mean
 from ensemble.tta import get_views
 
 GALLERY_IMAGES = 6
@@ -116,12 +115,7 @@ def run_ablation(
             probs = [
                 _member_batch(arrays, merged, m, row.tta, views[row.tta], start, stop) for m in row.members
             ]
-            merger = WeightedMerger(
-                scaled_weights(normalise_weights(row.weights, len(probs), n_classes), row.gain)
-            )
-            for m, member_probs in enumerate(probs):
-                merger.append(m, member_probs)
-            labels = decode(merger.result())
+            labels = decode(fuse(probs, row.weights, row.gain))
             if row.min_area.any():
                 labels = remove_small_regions(labels, row.min_area, n_classes, row.connectivity, out=labels)
             accumulators[row_index].update(truth[start:stop], labels)
@@ -150,12 +144,7 @@ def _member_batch(arrays, merged, member: int, tta: str, views, start: int, stop
     """TTA mean of one member's cached views for images start:stop, computed once per batch."""
     key = (member, tta)
     if key not in merged:
-        total = np.asarray(arrays[member, views[0].name][start:stop], np.float32)
-        for view in views[1:]:
-            total += arrays[member, view.name][start:stop]
-        if len(views) > 1:
-            total *= np.float32(1.0 / len(views))
-        merged[key] = total
+        merged[key] = view_mean([arrays[member, view.name][start:stop] for view in views])
     return merged[key]
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from ensemble.atomic import write_text
 from ensemble.errors import EnsError
 from ensemble.member import Member
+from ensemble.store import parse_names, resolve_members
 
 FILE_NAME = "ensemble.json"
 FORMAT = "ens-ensemble/1"
@@ -108,8 +109,6 @@ def resolve_ensemble(
     An explicit `--ensemble` file wins; without `--members`, `<store>/ensemble.json` is used when it
     exists; otherwise `--members` (or the whole store) with no spec.
     """
-    from ensemble.store import parse_names, resolve_members
-
     path = Path(ensemble) if ensemble is not None else None
     if path is None and members is None and default_path(store).is_file():
         path = default_path(store)

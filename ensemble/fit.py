@@ -15,7 +15,7 @@ import numpy as np
 from ensemble.areafit import fit_min_area
 from ensemble.cleanup import remove_small_regions
 from ensemble.decode import decode
-from ensemble.fusion import WeightedMerger, normalise_weights
+from ensemble.fusion import fuse, normalise_weights
 from ensemble.gains import fit_gains, scaled_weights
 from ensemble.metrics import confusion_matrix, get_metric
 from ensemble.weightfit import fit_weights, pixel_score, pixel_set
@@ -101,10 +101,7 @@ class FitResult:
 
 def fused_labels(probs: list[np.ndarray], weights: np.ndarray, gains: np.ndarray, index) -> np.ndarray:
     """Decoded labels of images `index`, fused exactly as `ens predict` fuses them."""
-    merger = WeightedMerger(scaled_weights(weights, gains))
-    for m, member in enumerate(probs):
-        merger.append(m, np.asarray(member[index], np.float32))
-    return decode(merger.result())
+    return decode(fuse([np.asarray(member[index], np.float32) for member in probs], weights, gains))
 
 
 def _fit_once(probs, truth, index, n_classes, settings: FitSettings, use=(True, True, True)) -> Fitted:

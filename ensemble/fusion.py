@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.gains import scaled_weights
 
 
 def normalise_weights(weights: np.ndarray | Sequence[float], n_members: int, n_classes: int) -> np.ndarray:
@@ -82,11 +83,14 @@ class WeightedMerger:
         return total
 
 
-def fuse(probs: Sequence[np.ndarray], weights: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
-    """One-call fusion of per-member (B, C, H, W) probabilities; equal weights by default."""
+def fuse(
+    probs: Sequence[np.ndarray], weights: np.ndarray | Sequence[float] | None = None, gain=None
+) -> np.ndarray:
+    """One-call fusion of per-member (B, C, H, W) probabilities; equal weights by default, class
+    scores times `gain` (see `ensemble.gains`) when given, exactly as `ens predict` fuses them."""
     n_members, n_classes = len(probs), probs[0].shape[1]
     matrix = normalise_weights(np.ones(n_members) if weights is None else weights, n_members, n_classes)
-    merger = WeightedMerger(matrix)
+    merger = WeightedMerger(matrix if gain is None else scaled_weights(matrix, gain))
     for index, member_probs in enumerate(probs):
         merger.append(index, member_probs)
     return merger.result()

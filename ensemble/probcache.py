@@ -97,10 +97,14 @@ class ProbCache:
 
 def merged_probs(cache: ProbCache, member: Member, views: tuple[View, ...], index=slice(None), on_batch=None):
     """float32 TTA mean of the cached views of `member` for images `index` (all by default)."""
-    total = None
-    for view in views:
-        probs = np.asarray(cache.get(member, view, on_batch)[index], np.float32)
-        total = probs if total is None else np.add(total, probs, out=total)
-    if len(views) > 1:
-        total *= np.float32(1.0 / len(views))
+    return view_mean([cache.get(member, view, on_batch)[index] for view in views])
+
+
+def view_mean(parts: list[np.ndarray]) -> np.ndarray:
+    """float32 mean of per-view (already inverted) probabilities, accumulated in one new array."""
+    total = np.array(parts[0], np.float32)
+    for part in parts[1:]:
+        total += part
+    if len(parts) > 1:
+        total *= np.float32(1.0 / len(parts))
     return total

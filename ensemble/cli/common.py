@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ensemble.errors import EnsError
+from ensemble.session import Device
 
 console = Console()
 err_console = Console(stderr=True)
@@ -110,6 +111,8 @@ EnsembleOpt = Annotated[
         dir_okay=False,
     ),
 ]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where members run.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
 CacheOpt = Annotated[
     Path,
     typer.Option(

@@ -11,8 +11,10 @@ from rich.table import Table
 from ensemble.cli.app import app
 from ensemble.cli.common import (
     DEFAULT_DATA,
+    BatchSizeOpt,
     CacheOpt,
     DataOpt,
+    DeviceOpt,
     DropOutliersOpt,
     ModelsDirOpt,
     SplitSeedOpt,
@@ -70,8 +72,8 @@ def fit_cmd(
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
     cache_dir: CacheOpt = DEFAULT_CACHE,
-    device: Annotated[Device, typer.Option("--device", help="Where members run.")] = Device.auto,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = 64,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchSizeOpt = 64,
 ) -> None:
     """Learn fusion weights, class gains and cleanup min_area on the validation split."""
     from ensemble.metrics import get_metric

@@ -11,7 +11,9 @@ import typer
 from ensemble.cli.app import app
 from ensemble.cli.common import (
     DEFAULT_DATA,
+    BatchSizeOpt,
     DataOpt,
+    DeviceOpt,
     DropOutliersOpt,
     EnsembleOpt,
     MembersOpt,
@@ -98,8 +100,8 @@ def predict_cmd(
         Path | None,
         typer.Option("--save-probs", help="Also keep the fused float16 probabilities here.", file_okay=False),
     ] = None,
-    device: Annotated[Device, typer.Option("--device", help="Where members run.")] = Device.auto,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = DEFAULT_BATCH,
+    device: DeviceOpt = Device.auto,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH,
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="CPU threads (default: physical cores).")
     ] = None,

@@ -16,6 +16,7 @@ from ensemble.cli.common import (
     DEFAULT_DATA,
     CacheOpt,
     DataOpt,
+    DeviceOpt,
     DropOutliersOpt,
     EnsembleOpt,
     MembersOpt,
@@ -90,7 +91,7 @@ def score(
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
     cache_dir: CacheOpt = DEFAULT_CACHE,
-    device: Annotated[Device, typer.Option("--device", help="Where members run.")] = Device.auto,
+    device: DeviceOpt = Device.auto,
 ) -> None:
     """Score a submission CSV offline, or (no CSV: --val / --truth NPZ) show what every stage wins."""
     if csv is not None:
