@@ -33,3 +33,42 @@ def tiny_npz(tmp_path: Path) -> Path:
     test = rng.integers(0, 256, (6, 8, 12))
     test_masks = rng.integers(0, 5, (6, 8, 12))
     return write_npz(tmp_path / "tiny.npz", images, masks, test, test_masks)
+
+
+def ens(*args, env: dict | None = None):
+    """Run the `ens` CLI in-process; a traceback in its output fails the test."""
+    from typer.testing import CliRunner
+
+    from ensemble.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200", **(env or {})})
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """Assert exit 1 with exactly one non-empty output line, `error: ...`, holding every fragment."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(*roots: Path) -> dict[Path, bytes]:
+    """The bytes of every file under `roots` (files or folders), to compare after a failed command."""
+    files: dict[Path, bytes] = {}
+    for root in map(Path, roots):
+        paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        files.update({path: path.read_bytes() for path in paths})
+    return files
+
+
+def assert_unchanged(before: dict[Path, bytes], *roots: Path) -> None:
+    """Every file of `before` is byte-identical and no file appeared under `roots`."""
+    after = snapshot(*roots) if roots else {path: path.read_bytes() for path in before if path.exists()}
+    assert set(after) == set(before), sorted(set(after) ^ set(before))
+    changed = [str(path) for path in before if after[path] != before[path]]
+    assert not changed, changed

@@ -116,7 +116,7 @@ def test_batch_norm_is_exported_in_eval_mode(tmp_path, data):
     member = export_member(request).member.path
     pixels = sample_pixels(data)
     np.testing.assert_allclose(
-        run_member(member, pixels[:1]), softmax(torch_probs(net, pixels[:1])), atol=1e-5
+        run_member(member, pixels[:1]), softmax(torch_probs(net, pixels[:1])), atol=1e-4
     )
     assert_contract(member, pixels)
 
