@@ -70,12 +70,12 @@ def read_ids_file(path: str | Path) -> tuple[int, ...]:
     tokens = [t for line in text.splitlines() for t in re.split(r"[,\s]+", line.split("#")[0]) if t]
     try:
         return tuple(int(t) for t in tokens)
-    except ValueError:
+    except ValueError as exc:
         bad = next(t for t in tokens if not t.lstrip("-").isdigit())
         raise EnsError(
             f"--val-ids file {str(path)!r} holds {bad!r}; expected integer image indices "
             "separated by commas or newlines"
-        ) from None
+        ) from exc
 
 
 def _check_ids(ids: np.ndarray, n_images: int) -> np.ndarray:

@@ -153,7 +153,7 @@ def open_data_option(path: Path):
     from ensemble.synthetic import ensure_demo_data
 
     if path == DEFAULT_DATA:
-        ensure_demo_data(path, notify=lambda line: err_console.print(line, highlight=False))
+        ensure_demo_data(path, notify=lambda line: err_console.print(line, markup=False, highlight=False))
     return open_data(path)
 
 
@@ -176,7 +176,7 @@ class RateColumn(ProgressColumn):
 def image_progress() -> Progress:
     """The progress bar of long image loops: bar, count, images/s, time left."""
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
