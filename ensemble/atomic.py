@@ -19,7 +19,7 @@ from ensemble.errors import EnsError
 def check_target(path: str | os.PathLike) -> None:
     """Raise EnsError when `path` cannot take a file: it is a folder, or one of its parents is a file."""
     path = Path(path)
-    if path.is_dir():
+    if os.path.isdir(path):
         raise EnsError(f"cannot write {str(path)!r}: it is a folder; give a file path instead")
     blocker = _file_in_the_way(path.parent)
     if blocker is not None:
@@ -46,8 +46,8 @@ def ensure_dir(directory: str | os.PathLike, hint: str = "choose another locatio
 def _file_in_the_way(directory: Path) -> Path | None:
     """The nearest existing ancestor-or-self of `directory` when it is not a folder."""
     for candidate in (directory, *directory.parents):
-        if candidate.exists():
-            return None if candidate.is_dir() else candidate
+        if os.path.exists(candidate):  # False, not an error, for names the file system refuses
+            return None if os.path.isdir(candidate) else candidate
     return None
 
 

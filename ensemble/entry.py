@@ -24,7 +24,9 @@ class Stopped(BaseException):
 
 
 def handle_stop_signals() -> None:
-    """Turn SIGTERM and SIGHUP into `Stopped`; repeats are ignored while the cleanup runs."""
+    """Turn SIGTERM and SIGHUP into `Stopped` and Ctrl-C into KeyboardInterrupt; repeats of a stop
+    signal are ignored while the cleanup runs."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in _stop_signals():
         signal.signal(signum, _raise_stopped)
 
@@ -39,15 +41,29 @@ def _raise_stopped(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
+def _exit_while_loading(signum: int, frame: object) -> None:
+    """Nothing is written while the modules load: leave at once, without unwinding through the
+    initialisation of native extensions (an exception there can abort the process)."""
+    os.write(2, f"error: {_describe(signum)} while starting; nothing was written\n".encode())
+    os._exit(128 + signum)
+
+
 def interrupt_exit_code(exc: BaseException) -> int:
     """The shell convention 128 + signal number: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
-    return 128 + (exc.signum if isinstance(exc, Stopped) else int(signal.SIGINT))
+    return 128 + _signum(exc)
 
 
 def interrupt_message(exc: BaseException) -> str:
     """What the user sees after Ctrl-C or a stop signal (the temp files are gone by then)."""
-    how = f"stopped by {signal.Signals(exc.signum).name}" if isinstance(exc, Stopped) else "interrupted"
-    return f"{how}; no partial output was written and existing files are unchanged"
+    return f"{_describe(_signum(exc))}; no partial output was written and existing files are unchanged"
+
+
+def _signum(exc: BaseException) -> int:
+    return exc.signum if isinstance(exc, Stopped) else int(signal.SIGINT)
+
+
+def _describe(signum: int) -> str:
+    return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
 
 
 def internal_error(exc: BaseException) -> str:
@@ -75,11 +91,13 @@ def debug_enabled() -> bool:
 def main() -> None:
     """Run the `ens` command line: exit 130/143/129 in one line for Ctrl-C/SIGTERM/SIGHUP, also while
     loading; one line naming the exception for a bug (the traceback with --debug or ENS_DEBUG=1)."""
-    handle_stop_signals()
     debug = "--debug" in sys.argv[1:]
+    for signum in (signal.SIGINT, *_stop_signals()):
+        signal.signal(signum, _exit_while_loading)
     try:
         from ensemble.cli import app
 
+        handle_stop_signals()
         app()
     except (KeyboardInterrupt, Stopped) as exc:
         if debug or debug_enabled():
