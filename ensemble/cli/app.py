@@ -23,6 +23,7 @@ app = typer.Typer(
 
 @app.callback(help=HELP)
 def root(
+    ctx: typer.Context,
     debug: Annotated[
         bool,
         typer.Option(
@@ -33,6 +34,7 @@ def root(
     ] = False,
 ) -> None:
     set_debug(debug)
+    ctx.call_on_close(lambda: set_debug(False))  # the switch belongs to this invocation only
 
 
 data_app = typer.Typer(help="Generate and inspect data sets.", no_args_is_help=True)
