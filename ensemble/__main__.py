@@ -1,6 +1,6 @@
 """`python -m ensemble` runs the `ens` command line."""
 
-from ensemble.cli import main
+from ensemble.entry import main
 
 if __name__ == "__main__":
     main()

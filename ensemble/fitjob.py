@@ -10,6 +10,7 @@ from ensemble.data import DataFile
 from ensemble.ensemblefile import EnsembleSpec, default_path, write_spec
 from ensemble.fit import FitResult, FitSettings, fit_ensemble
 from ensemble.member import DEFAULT_STORE, Member
+from ensemble.outputs import refuse_overwrite, run_inputs
 from ensemble.probcache import DEFAULT_CACHE, ProbCache, merged_probs
 from ensemble.sources import make_source
 from ensemble.split import SplitSpec
@@ -51,6 +52,8 @@ def fit(
 ) -> FitOutcome:
     """Fit weights and cleanup on the validation split and write the ensemble file atomically."""
     members = resolve_members(request.members, request.store)
+    out = request.out or default_path(request.store)
+    refuse_overwrite({"--out": out}, run_inputs(request.data, members, None, request.split_spec))
     n_classes = members[0].n_classes
     source = make_source(request.data, "val", request.split_spec)
     truth = source.truth(n_classes)
@@ -81,5 +84,5 @@ def fit(
             "notes": result.notes,
         },
     )
-    path = write_spec(request.out or default_path(request.store), spec)
+    path = write_spec(out, spec)
     return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)

@@ -10,6 +10,7 @@ import numpy as np
 
 from ensemble.atomic import write_bytes
 from ensemble.errors import EnsError
+from ensemble.outputs import refuse_overwrite
 
 CLASS_COLORS = np.array(
     [
@@ -118,6 +119,7 @@ def save_data_grid(data_path: str | Path, out: str | Path, count: int = 6, start
     from ensemble.data import open_data
     from ensemble.terrain import CLASS_NAMES
 
+    refuse_overwrite({"--out": out}, {"the data file": data_path})
     data = open_data(data_path)
     if count < 1 or not 0 <= start < data.n_train:
         raise EnsError(

@@ -10,7 +10,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ensemble.atomic import write_text
 from ensemble.pipeline import Ensemble, PredictResult
 from ensemble.sources import ImageSource
 
@@ -41,16 +40,25 @@ def file_sha256(path: Path) -> str:
 
 
 def build_manifest(
-    ensemble: Ensemble, source: ImageSource, result: PredictResult, csv_path: Path, fmt: str
+    ensemble: Ensemble,
+    source: ImageSource,
+    result: PredictResult,
+    csv_path: Path,
+    fmt: str,
+    written: Path | None = None,
 ) -> dict:
-    """Everything needed to reproduce and audit a submission."""
+    """Everything needed to reproduce and audit a submission.
+
+    `written` is the file holding the CSV bytes when they are not at `csv_path` yet (its temp file
+    before the CSV and the manifest are committed together).
+    """
     options = ensemble.options
     names = [m.name for m in ensemble.members]
     inference = result.timings.get("inference", 0.0)
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["ens", *sys.argv[1:]]),
-        "submission": {"path": str(csv_path), "format": fmt, "sha256": file_sha256(csv_path)},
+        "submission": {"path": str(csv_path), "format": fmt, "sha256": file_sha256(written or csv_path)},
         "data": {
             "path": str(source.data.path),
             "sha256": source.data.sha256,
@@ -97,7 +105,6 @@ def build_manifest(
     }
 
 
-def write_manifest(csv_path: Path, manifest: dict) -> Path:
-    path = manifest_path(csv_path)
-    write_text(path, json.dumps(manifest, indent=2) + "\n")
-    return path
+def manifest_json(manifest: dict) -> str:
+    """The manifest as written beside its CSV (committed together with it by `ens predict`)."""
+    return json.dumps(manifest, indent=2) + "\n"

@@ -4,16 +4,19 @@ before any work starts, through symlinks and hard links (`os.path.samefile`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from ensemble.atomic import check_target
 from ensemble.errors import EnsError
 
 Named = Mapping[str, str | os.PathLike | Iterable[str | os.PathLike] | None]
 
 
 def refuse_overwrite(outputs: Named, inputs: Named) -> None:
-    """Raise EnsError when an output path is an existing input file, or two outputs are one file.
+    """Raise EnsError when an output path is an existing input file, two outputs are one file, or an
+    output cannot take a file at all (it is a folder, or lies under a file).
 
     Both mappings go from a label the user recognises (`--out`, `member 'unet'`) to a path, a list
     of paths, or None (absent). An output that does not exist yet cannot clobber anything.
@@ -27,7 +30,7 @@ def refuse_overwrite(outputs: Named, inputs: Named) -> None:
             if source.exists() and _same(out, source):
                 raise EnsError(
                     f"{out_label} {str(out)!r} is the same file as {in_label} {str(source)!r}; "
-                    f"writing it would destroy that input; choose another {out_label.split()[0]}"
+                    f"writing it would destroy that input; choose another path for {out_label}"
                 )
         for other_label, other in outs[index + 1 :]:
             if other.exists() and _same(out, other):
@@ -36,6 +39,20 @@ def refuse_overwrite(outputs: Named, inputs: Named) -> None:
                     "give each output its own path"
                 )
     _refuse_equal_new(outs)
+    for _, out in outs:
+        check_target(out)
+
+
+def run_inputs(
+    data: Any = None, members: Sequence[Any] = (), ensemble: Path | None = None, split: Any = None
+):
+    """The input files of a prediction-like run, labelled for `refuse_overwrite`: the data file
+    (a DataFile or a path), each member (`.name`, `.path`), the ensemble file and the --val-ids file."""
+    named: dict[str, Path | None] = {"--data": getattr(data, "path", data)}
+    named.update({f"member {member.name!r}": member.path for member in members})
+    named["the ensemble file"] = ensemble
+    named["--val-ids"] = getattr(split, "ids_file", None)
+    return named
 
 
 def _refuse_equal_new(outs: list[tuple[str, Path]]) -> None:

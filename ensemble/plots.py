@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.ablation import Ablation
-from ensemble.atomic import write_bytes
+from ensemble.atomic import ensure_dir, write_bytes
 from ensemble.gallery import overlay
+
+PLOT_NAMES = ("iou_per_class.png", "confusion.png", "gallery.png")
+
+
+def plot_paths(directory: Path) -> list[Path]:
+    """The PNGs `save_plots` writes into `directory`."""
+    return [Path(directory) / name for name in PLOT_NAMES]
 
 
 def _pyplot():
@@ -32,12 +39,11 @@ def _save(fig, path: Path) -> Path:
 def save_plots(ablation: Ablation, directory: Path) -> list[Path]:
     """Write iou_per_class.png, confusion.png and gallery.png into `directory`; return their paths."""
     plt = _pyplot()
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    bars, confusion, gallery = plot_paths(ensure_dir(directory))
     written = [
-        _iou_bars(plt, ablation, directory / "iou_per_class.png"),
-        _confusion(plt, ablation, directory / "confusion.png"),
-        _gallery(plt, ablation, directory / "gallery.png"),
+        _iou_bars(plt, ablation, bars),
+        _confusion(plt, ablation, confusion),
+        _gallery(plt, ablation, gallery),
     ]
     plt.close("all")
     return written

@@ -9,14 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.atomic import atomic_files
 from ensemble.cleanup import parse_min_area
 from ensemble.data import DataFile
 from ensemble.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.fusion import parse_weights
 from ensemble.gains import parse_class_gain
-from ensemble.manifest import build_manifest, write_manifest
+from ensemble.manifest import build_manifest, manifest_json, manifest_path
 from ensemble.member import DEFAULT_STORE, Member
+from ensemble.outputs import refuse_overwrite, run_inputs
 from ensemble.pipeline import Ensemble, PredictOptions, PredictResult, run
+from ensemble.probstore import probs_files
 from ensemble.sources import ImageSource, make_source
 from ensemble.split import SplitSpec
 
@@ -83,9 +86,26 @@ def resolve_options(
     return replace(options, min_area=min_area, tta=tta, class_gain=gain)
 
 
-def prepare(request: PredictRequest) -> tuple[Ensemble, ImageSource, Path | None]:
-    """Load and check members, options and the image source; builds the sessions once."""
+def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Path] | None]:
+    """Every file a prediction writes, labelled for `refuse_overwrite`."""
+    return {
+        "--out": out,
+        "the manifest of --out": manifest_path(out),
+        "--save-probs": probs_files(request.save_probs) if request.save_probs is not None else None,
+    }
+
+
+def prepare(request: PredictRequest, out: Path | None = None) -> tuple[Ensemble, ImageSource, Path | None]:
+    """Load and check members, options and the image source; builds the sessions once.
+
+    With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
+    data, a member, the ensemble file or --val-ids) before any session is built.
+    """
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
+    if out is not None:
+        refuse_overwrite(
+            output_paths(request, out), run_inputs(request.data, members, spec_path, request.split_spec)
+        )
     options = resolve_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     ensemble = Ensemble(members, options)
@@ -98,17 +118,22 @@ def predict(
     on_start: Callable[[Ensemble, ImageSource], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> PredictOutcome:
-    """Predict the requested split and write the CSV and its manifest; nothing partial on failure."""
-    ensemble, source, spec_path = prepare(request)
+    """Predict the requested split and write the CSV and its manifest; nothing partial on failure.
+
+    The CSV and the manifest are committed together: either both are replaced or neither.
+    """
+    out = request.out or default_out()
+    ensemble, source, spec_path = prepare(request, out)
     if on_start:
         on_start(ensemble, source)
-    out = request.out or default_out()
     truth = None
     if source.split == "val":
         _, truth = request.data.load_train(ensemble.n_classes)
-    result = run(ensemble, source, out, request.fmt, request.save_probs, truth, on_batch)
-    manifest = build_manifest(ensemble, source, result, out, request.fmt)
-    manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
-    if result.confusion is not None:
-        manifest["val_confusion"] = np.asarray(result.confusion).tolist()
-    return PredictOutcome(out, write_manifest(out, manifest), result, ensemble, source, spec_path)
+    with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
+        result = run(ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch)
+        manifest = build_manifest(ensemble, source, result, out, request.fmt, written=csv_tmp)
+        manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+        if result.confusion is not None:
+            manifest["val_confusion"] = np.asarray(result.confusion).tolist()
+        manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
+    return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path)

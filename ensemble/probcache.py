@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.atomic import ensure_dir
 from ensemble.errors import EnsError
 from ensemble.inference import check_finite, member_probs, to_pixels
 from ensemble.member import Member
@@ -70,14 +71,19 @@ class ProbCache:
         runner: MemberSession = build_session(member, self.device, self.threads)
         shape = (self.source.n_images, member.n_classes, *self.source.image_shape)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        hint = f"pass --cache-dir a writable folder (default {str(DEFAULT_CACHE)!r}, from ENS_CACHE if set)"
+        ensure_dir(self.directory, hint)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-        except OSError as exc:
+        except BaseException as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if not isinstance(exc, OSError):
+                raise
+            reason = exc.strerror or exc
             raise EnsError(
-                f"cannot write the probability cache in {str(self.directory)!r}: {exc.strerror or exc}; "
-                "set ENS_CACHE to a writable folder"
-            ) from None
+                f"cannot write the probability cache in {str(self.directory)!r}: {reason}; {hint}"
+            ) from exc
         try:
             start = 0
             for ids, images in self.source.batches(self.batch_size):

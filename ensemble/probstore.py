@@ -13,8 +13,16 @@ from types import TracebackType
 
 import numpy as np
 
-from ensemble.atomic import atomic_write
+from ensemble.atomic import ensure_dir, replace_all
 from ensemble.errors import EnsError
+
+PROBS_FILE = "probs.npy"
+IDS_FILE = "ids.npy"
+
+
+def probs_files(directory: Path) -> list[Path]:
+    """The files `--save-probs DIR` writes, for the up-front overwrite check."""
+    return [Path(directory) / PROBS_FILE, Path(directory) / IDS_FILE]
 
 
 class ProbsWriter:
@@ -24,19 +32,23 @@ class ProbsWriter:
         self.directory = Path(directory)
         self.shape = (n_images, n_classes, *image_shape)
         self.ids = np.zeros(n_images, np.int64)
-        self._tmp = self.directory / ".probs.npy.tmp"
+        self._tmp = self.directory / f".{PROBS_FILE}.tmp"
+        self._ids_tmp = self.directory / f".{IDS_FILE}.tmp"
         self._array: np.memmap | None = None
         self._filled = 0
 
     def __enter__(self) -> ProbsWriter:
+        ensure_dir(self.directory)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float16, shape=self.shape)
-        except OSError as exc:
+        except BaseException as exc:
+            self._remove_temps()
+            if not isinstance(exc, OSError):
+                raise
             raise EnsError(
                 f"cannot write probabilities to {str(self.directory)!r}: {exc.strerror or exc}; "
                 "choose a writable --save-probs folder"
-            ) from None
+            ) from exc
         return self
 
     def write(self, ids: np.ndarray, probs: np.ndarray) -> None:
@@ -52,20 +64,26 @@ class ProbsWriter:
         if array is not None:
             array.flush()
             del array
-        if exc_type is not None or self._filled != self.shape[0]:
+        try:
+            if exc_type is None and self._filled == self.shape[0]:
+                with open(self._ids_tmp, "wb") as handle:
+                    np.save(handle, self.ids)
+                files = probs_files(self.directory)
+                replace_all([(self._tmp, files[0]), (self._ids_tmp, files[1])])
+        finally:
+            self._remove_temps()
+
+    def _remove_temps(self) -> None:
+        for tmp in (self._tmp, self._ids_tmp):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._tmp)
-            return
-        with atomic_write(self.directory / "ids.npy") as handle:
-            np.save(handle, self.ids)
-        os.replace(self._tmp, self.directory / "probs.npy")
+                os.unlink(tmp)
 
 
 def load_probs(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read back (ids, probabilities) saved by `--save-probs`, memory-mapped."""
     directory = Path(directory)
-    if not (directory / "probs.npy").is_file():
+    if not (directory / PROBS_FILE).is_file():
         raise EnsError(
             f"{str(directory)!r} holds no probs.npy; write one with `ens predict --save-probs DIR`"
         )
-    return np.load(directory / "ids.npy"), np.load(directory / "probs.npy", mmap_mode="r")
+    return np.load(directory / IDS_FILE), np.load(directory / PROBS_FILE, mmap_mode="r")

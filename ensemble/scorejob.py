@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ensemble.ablation import Ablation, build_rows, run_ablation
@@ -11,6 +11,7 @@ from ensemble.cleanup import parse_min_area
 from ensemble.data import DataFile
 from ensemble.ensemblefile import resolve_ensemble
 from ensemble.member import DEFAULT_STORE
+from ensemble.outputs import Named, refuse_overwrite, run_inputs
 from ensemble.probcache import DEFAULT_CACHE, ProbCache
 from ensemble.sources import make_source
 from ensemble.split import SplitSpec
@@ -31,6 +32,7 @@ class ScoreRequest:
     cache_dir: Path = DEFAULT_CACHE
     device: str = "auto"
     batch_size: int = 64
+    outputs: Named = field(default_factory=dict)  # files the caller writes afterwards (--json, --plots)
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ def score_stages(
 ) -> ScoreOutcome:
     """Score each member, equal and learned fusion, + TTA and + cleanup on the labelled images."""
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
+    refuse_overwrite(request.outputs, run_inputs(request.data, members, spec_path, request.split_spec))
     n_classes = members[0].n_classes
     source = make_source(request.data, request.split, request.split_spec)
     truth = source.truth(n_classes)

@@ -7,7 +7,7 @@ so a model is never validated on images it was trained on.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class SplitSpec:
     val_fraction: float = DEFAULT_VAL_FRACTION
     val_ids: tuple[int, ...] | None = None
     drop_outliers: bool = True
+    ids_file: Path | None = field(default=None, compare=False)  # where val_ids were read, an input
 
     def resolve(self, n_images: int, outliers: np.ndarray | None = None) -> Split:
         """Return the split of `n_images` labelled images, without `outliers` if asked to drop them."""
@@ -69,12 +70,12 @@ def read_ids_file(path: str | Path) -> tuple[int, ...]:
     tokens = [t for line in text.splitlines() for t in re.split(r"[,\s]+", line.split("#")[0]) if t]
     try:
         return tuple(int(t) for t in tokens)
-    except ValueError:
+    except ValueError as exc:
         bad = next(t for t in tokens if not t.lstrip("-").isdigit())
         raise EnsError(
             f"--val-ids file {str(path)!r} holds {bad!r}; expected integer image indices "
             "separated by commas or newlines"
-        ) from None
+        ) from exc
 
 
 def _check_ids(ids: np.ndarray, n_images: int) -> np.ndarray:

@@ -21,6 +21,7 @@ from ensemble.atomic import atomic_write
 from ensemble.csvcheck import parse_submission
 from ensemble.errors import EnsError
 from ensemble.formats import get_format
+from ensemble.outputs import refuse_overwrite
 
 _IMAGES_PER_BATCH = 512
 
@@ -144,6 +145,7 @@ def convert_submission(
 ) -> tuple[str, int]:
     """Validate `source`, write it to `target` in format `to`; return (source format, images)."""
     get_format(to)
+    refuse_overwrite({"TARGET": target}, {"SOURCE": source})
     ids, labels, fmt = read_submission(source, image_shape, n_classes)
     write_submission(target, ids, labels, to, n_classes)
     return fmt, len(ids)

@@ -12,11 +12,6 @@ from ensemble.cli import (  # noqa: F401
     train_cmd,
 )
 from ensemble.cli.app import app
-
-
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
+from ensemble.entry import main
 
 __all__ = ["app", "main"]

@@ -21,6 +21,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ensemble.entry import (
+    Stopped,
+    debug_enabled,
+    internal_error,
+    interrupt_exit_code,
+    interrupt_message,
+)
 from ensemble.errors import EnsError
 from ensemble.session import Device
 
@@ -30,28 +37,47 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fail(message: str) -> typer.Exit:
-    """Print `message` as a one-line error and return the Exit(1) to raise."""
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` as a one-line error and return the Exit(code) to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
+    return typer.Exit(code)
 
 
 def user_errors(func: F) -> F:
-    """Turn EnsError (and file-system errors) raised by a command into one line + exit 1."""
+    """Turn what a command raises into one line and an exit code, never a traceback.
+
+    EnsError and file-system errors exit 1 with their message; Ctrl-C, SIGTERM and SIGHUP exit
+    130/143/129 (the temp files are already removed); any other exception is a bug: one line naming
+    it, exit 1. With `ens --debug` or ENS_DEBUG=1 everything but Exit is re-raised with its traceback.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except EnsError as exc:
-            raise fail(str(exc)) from None
-        except OSError as exc:
-            where = f" {exc.filename!r}" if exc.filename else ""
-            raise fail(f"cannot access{where}: {exc.strerror or exc}") from None
-        except KeyboardInterrupt:
-            raise fail("interrupted; no partial output was written") from None
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except BaseException as exc:
+            if debug_enabled() or isinstance(exc, SystemExit | GeneratorExit):
+                raise
+            raise fail(_message(exc), _exit_code(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, EnsError):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt | Stopped):
+        return interrupt_message(exc)
+    if isinstance(exc, OSError):
+        where = f" {str(exc.filename)!r}" if exc.filename else ""
+        return f"cannot access{where}: {exc.strerror or exc}"
+    return internal_error(exc)
+
+
+def _exit_code(exc: BaseException) -> int:
+    return interrupt_exit_code(exc) if isinstance(exc, KeyboardInterrupt | Stopped) else 1
 
 
 DEFAULT_DATA = Path("data/mars_demo.npz")
@@ -127,7 +153,7 @@ def open_data_option(path: Path):
     from ensemble.synthetic import ensure_demo_data
 
     if path == DEFAULT_DATA:
-        ensure_demo_data(path, notify=lambda line: err_console.print(line, highlight=False))
+        ensure_demo_data(path, notify=lambda line: err_console.print(line, markup=False, highlight=False))
     return open_data(path)
 
 
@@ -136,7 +162,7 @@ def split_spec(split_seed: int, val_fraction: float, val_ids: Path | None, drop_
     from ensemble.split import SplitSpec, read_ids_file
 
     ids = read_ids_file(val_ids) if val_ids is not None else None
-    return SplitSpec(split_seed, val_fraction, ids, drop_outliers)
+    return SplitSpec(split_seed, val_fraction, ids, drop_outliers, ids_file=val_ids)
 
 
 class RateColumn(ProgressColumn):
@@ -150,7 +176,7 @@ class RateColumn(ProgressColumn):
 def image_progress() -> Progress:
     """The progress bar of long image loops: bar, count, images/s, time left."""
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -41,6 +42,7 @@ def demo(
         f"wrote {done.path}: {done.n_train} training images ({done.n_aliens} alien outliers) + "
         f"{done.n_test} test images of {height}x{width}, {done.n_bytes / 1e6:.1f} MB "
         f"in {done.seconds:.1f} s",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
@@ -59,7 +61,7 @@ def grid(
     """Save a PNG of training images beside their colour-coded masks."""
     written = save_data_grid(path, out, count, start)
     size = written.stat().st_size / 1e3
-    console.print(f"wrote {written} ({size:.0f} kB)", highlight=False, soft_wrap=True)
+    console.print(f"wrote {written} ({size:.0f} kB)", markup=False, highlight=False, soft_wrap=True)
 
 
 @data_app.command("inspect")
@@ -72,9 +74,9 @@ def inspect(
 ) -> None:
     """Print shapes, dtypes, class shares and duplicated-mask outliers of a data file."""
     report = inspect_data(path, n_classes)
-    console.print(f"[bold]{report.path}[/]  sha256 {report.sha256[:16]}…")
+    console.print(f"[bold]{escape(str(report.path))}[/]  sha256 {report.sha256[:16]}…", highlight=False)
     for line in report.arrays:
-        console.print(f"  {line}")
+        console.print(f"  {line}", markup=False)
     table = Table("class", "train share", "test share" if report.test_shares else "")
     for cls, share in enumerate(report.train_shares):
         test = f"{report.test_shares[cls]:.2%}" if report.test_shares else ""
@@ -83,5 +85,6 @@ def inspect(
     console.print(
         f"outliers: {report.n_outliers} images in {report.n_outlier_groups} duplicated-mask "
         f"group(s) (≥ {report.min_copies} copies)"
-        + (f", e.g. indices {report.outlier_examples}" if report.n_outliers else "")
+        + (f", e.g. indices {report.outlier_examples}" if report.n_outliers else ""),
+        markup=False,
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ensemble.cli.app import app
@@ -108,7 +109,7 @@ def _report(outcome: FitOutcome) -> None:
     spec, result = outcome.spec, outcome.result
     weights = Table("member", *(f"w[{c}]" for c in range(1, len(spec.min_area))), title="fusion weights")
     for name, row in zip(spec.members, spec.weights, strict=True):
-        weights.add_row(name, *(f"{v:.3f}" for v in row[1:]))
+        weights.add_row(escape(name), *(f"{v:.3f}" for v in row[1:]))
     console.print(weights)
     gains = ", ".join(f"{c}={g:g}" for c, g in enumerate(spec.class_gain) if c > 0)
     areas = ", ".join(f"{c}={a}" for c, a in enumerate(spec.min_area) if c > 0)
@@ -128,13 +129,14 @@ def _report(outcome: FitOutcome) -> None:
             highlight=False,
         )
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if outcome.path == default_path(outcome.store):
         use = "`ens predict` and `ens score` use it when --members is not given"
     else:
         use = f"use it with `ens predict --ensemble {outcome.path}`"
     console.print(
         f"wrote {outcome.path} ({outcome.n_images} validation images, {outcome.split}); {use}",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ensemble.cli.app import app
@@ -36,7 +37,10 @@ def members(
     """Show each member's source framework, classes, parity error, size and validation mIoU."""
     files = {path.stem: path for path in paths} if paths else list_member_files(models_dir)
     if not files:
-        console.print(f"no members in {str(models_dir)!r}; export one with `ens export SOURCE --name NAME`")
+        console.print(
+            f"no members in {str(models_dir)!r}; export one with `ens export SOURCE --name NAME`",
+            markup=False,
+        )
         return
     loaded = [load_member(path, name) for name, path in files.items()]
     with_miou = any(m.info.val_miou is not None for m in loaded)
@@ -55,11 +59,10 @@ def members(
             format_size(member.size_bytes),
             info.preprocessing,
         ]
-        table.add_row(
-            *row, *([] if not with_miou else ["" if info.val_miou is None else f"{info.val_miou:.4f}"])
-        )
+        miou = [] if not with_miou else ["" if info.val_miou is None else f"{info.val_miou:.4f}"]
+        table.add_row(*(escape(cell) for cell in row), *miou)
     console.print(table)
     for names in dict.fromkeys(m.info.class_names for m in loaded):
         users = [m.name for m in loaded if m.info.class_names == names]
         who = "" if len(users) == len(loaded) else f" ({', '.join(users)})"
-        console.print(f"classes{who}: {', '.join(names)}", highlight=False)
+        console.print(f"classes{who}: {', '.join(names)}", markup=False, highlight=False)

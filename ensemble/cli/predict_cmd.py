@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ensemble.cli.app import app
 from ensemble.cli.common import (
@@ -140,7 +141,7 @@ def predict_cmd(
 
         def started(ensemble, source):
             for line in ensemble.fallbacks:
-                err_console.print(f"[yellow]warning:[/] {line}", highlight=False)
+                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
             names = ",".join(m.name for m in ensemble.members)
             progress.update(task, total=source.n_images, description=f"{names} ({source.split})")
 
@@ -156,6 +157,7 @@ def _summary(outcome: PredictOutcome) -> None:
         f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, {fitted}"
         f"{len(ensemble.members)} members on {device}) in {result.seconds:.1f} s "
         f"({outcome.source.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )

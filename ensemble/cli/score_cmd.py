@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ensemble.atomic import write_text
@@ -34,6 +35,7 @@ from ensemble.cli.submission_cmd import MetricName, NClassesOpt, SplitName
 from ensemble.csvscore import score_submission
 from ensemble.errors import EnsError
 from ensemble.member import DEFAULT_STORE
+from ensemble.outputs import refuse_overwrite
 from ensemble.probcache import DEFAULT_CACHE
 from ensemble.scorejob import ScoreOutcome, ScoreRequest, score_stages
 from ensemble.session import Device
@@ -118,6 +120,7 @@ def score(
         metric=metric.value,
         cache_dir=cache_dir,
         device=device.value,
+        outputs={"--json": json_path, "--plots": _plot_files(plots)},
     )
     with image_progress() as progress:
         task = progress.add_task("scoring", total=None)
@@ -133,44 +136,56 @@ def score(
         from ensemble.plots import save_plots
 
         written = save_plots(outcome.ablation, plots)
-        console.print(f"wrote {', '.join(str(p) for p in written)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"wrote {', '.join(str(p) for p in written)}", markup=False, highlight=False, soft_wrap=True
+        )
+
+
+def _plot_files(plots: Path | None) -> list[Path] | None:
+    from ensemble.plots import plot_paths
+
+    return None if plots is None else plot_paths(plots)
 
 
 def _print_ablation(outcome: ScoreOutcome) -> None:
     ablation = outcome.ablation
-    classes = ablation.class_names[1:]
-    title = f"{ablation.metric} mIoU on {ablation.n_images} images ({outcome.description})"
+    classes = [escape(name) for name in ablation.class_names[1:]]
+    title = f"{ablation.metric} mIoU on {ablation.n_images} images ({escape(outcome.description)})"
     table = Table("configuration", "mIoU", *classes, title=title)
     best_single = max(s.miou for s in ablation.rows if len(s.row.members) == 1)
     for score in ablation.rows:
         values = ["—" if math.isnan(v) else f"{v:.4f}" for v in score.iou[1:]]
         style = "bold" if score is ablation.rows[-1] else None
-        table.add_row(score.row.name, f"{score.miou:.4f}", *values, style=style)
+        table.add_row(escape(score.row.name), f"{score.miou:.4f}", *values, style=style)
     console.print(table)
     final = ablation.rows[-1]
     console.print(
         f"last row ({final.row.name}): {final.miou:.4f} "
         f"({final.miou - best_single:+.4f} vs the best single member)",
+        markup=False,
         highlight=False,
     )
     if outcome.ensemble_file is None:
         console.print(
             "no ensemble file: run `ens fit` to add learned weights and cleanup rows", highlight=False
         )
+    names = [escape(name) for name in ablation.class_names]
     confusion = Table(
-        "true \\ pred", *ablation.class_names, title=f"confusion matrix of the last row ({final.row.name})"
+        "true \\ pred", *names, title=f"confusion matrix of the last row ({escape(final.row.name)})"
     )
     for cls, row in enumerate(final.confusion):
         if cls > 0:
-            confusion.add_row(ablation.class_names[cls], *(f"{v:,}" for v in row))
+            confusion.add_row(names[cls], *(f"{v:,}" for v in row))
     console.print(confusion)
 
 
 def _score_csv(
     csv: Path, truth: Path, split: str, metric: str, n_classes: int, json_path: Path | None
 ) -> None:
+    refuse_overwrite({"--json": json_path}, {"the scored CSV": csv, "--truth": truth})
     result = score_submission(csv, truth, split, metric, n_classes)
-    table = Table("class", "IoU", "pixels", title=f"{result.submission} ({result.format}, {result.split})")
+    title = f"{escape(str(result.submission))} ({result.format}, {result.split})"
+    table = Table("class", "IoU", "pixels", title=title)
     for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):
         table.add_row(str(cls), "—" if iou != iou else f"{iou:.4f}", f"{pixels:,}")
     console.print(table)

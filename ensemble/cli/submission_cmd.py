@@ -80,4 +80,6 @@ def convert(
 ) -> None:
     """Validate a submission and write it in the other format (flat <-> rle)."""
     source_format, n_images = convert_submission(source, target, to.value, parse_shape(shape), n_classes)
-    console.print(f"wrote {target}: {n_images} images, {source_format} -> {to.value}", highlight=False)
+    console.print(
+        f"wrote {target}: {n_images} images, {source_format} -> {to.value}", markup=False, highlight=False
+    )
