@@ -48,14 +48,19 @@ def fit(
     on_total: Callable[[int, str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_step: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> FitOutcome:
-    """Fit weights and cleanup on the validation split and write the ensemble file atomically."""
+    """Fit weights and cleanup on the validation split and write the ensemble file atomically.
+
+    `on_warning` hears of damaged probability cache entries (recomputed)."""
     members = resolve_members(request.members, request.store)
     n_classes = members[0].n_classes
     source = make_source(request.data, "val", request.split_spec)
     truth = source.truth(n_classes)
     views = get_views(request.tta)
-    cache = ProbCache(source, request.cache_dir, request.device, request.threads, request.batch_size)
+    cache = ProbCache(
+        source, request.cache_dir, request.device, request.threads, request.batch_size, on_warning
+    )
     if on_total:
         on_total(len(members) * len(views) * source.n_images, "member probabilities")
     probs = [merged_probs(cache, member, views, on_batch=on_batch) for member in members]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import platform
 import sys
@@ -11,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ensemble.atomic import write_text
+from ensemble.hashing import file_sha256
 from ensemble.pipeline import Ensemble, PredictResult
 from ensemble.sources import ImageSource
 
@@ -30,14 +30,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_manifest(

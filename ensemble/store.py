@@ -10,9 +10,14 @@ from ensemble.member import DEFAULT_STORE, Member, load_member
 
 
 def list_member_files(store: Path = DEFAULT_STORE) -> dict[str, Path]:
-    """Names and paths of the `.onnx` files in the store, sorted by name."""
+    """Names and paths of the `.onnx` files in the store, sorted by name; a missing store is an error."""
+    store = Path(store)
     if not store.is_dir():
-        return {}
+        what = "is not a folder" if store.exists() else "does not exist"
+        raise EnsError(
+            f"member store {str(store)!r} {what}; pass the folder of your .onnx members with "
+            "--models-dir, or export one there with `ens export SOURCE --name NAME`"
+        )
     return {path.stem: path for path in sorted(store.glob("*.onnx"))}
 
 
@@ -53,8 +58,28 @@ def resolve_members(names: Sequence[str] | str | None, store: Path = DEFAULT_STO
                 "`ens export` or pass --models-dir"
             )
     members = [get_member(name, store) for name in names]
+    check_distinct(members)
     check_compatible(members)
     return members
+
+
+def check_distinct(members: Sequence[Member]) -> None:
+    """Each member once: no two are the same file (through links), hold the same content or share a name."""
+    checks = (
+        ("are the same file", lambda m: m.path.resolve()),
+        ("have the same content (sha256 {sha}…)", lambda m: m.sha256),
+        ("have the same name", lambda m: m.name),
+    )
+    for same, key in checks:
+        seen: dict[object, Member] = {}
+        for member in members:
+            other = seen.setdefault(key(member), member)
+            if other is not member:
+                raise EnsError(
+                    f"members {other.name!r} ({other.path}) and {member.name!r} ({member.path}) "
+                    f"{same.format(sha=member.sha256[:12])}; list each member once (fusing one twice "
+                    "would only double its weight)"
+                )
 
 
 def check_compatible(members: Sequence[Member]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ensemble.atomic import write_text
@@ -125,6 +126,9 @@ def score(
             request,
             lambda count, what: progress.reset(task, total=count, description=what),
             lambda n: progress.advance(task, n),
+            lambda text: progress.console.print(
+                f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+            ),
         )
     _print_ablation(outcome)
     if json_path is not None:
