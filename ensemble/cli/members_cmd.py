@@ -14,7 +14,7 @@ from ensemble.cli.app import app
 from ensemble.cli.common import console, user_errors
 from ensemble.inference import probe_contract
 from ensemble.member import DEFAULT_STORE, load_member
-from ensemble.store import list_member_files
+from ensemble.store import store_files
 
 
 def format_size(n_bytes: int) -> str:
@@ -38,7 +38,7 @@ def members(
 ) -> None:
     """Show each member's source framework, classes, parity error, size, validation mIoU and whether
     it emits probabilities (run once on two random images)."""
-    files = [(path.stem, path) for path in paths] if paths else list(list_member_files(models_dir).items())
+    files = [(path.stem, path) for path in paths] if paths else list(store_files(models_dir).items())
     if not files:
         console.print(
             f"no members in {escape(repr(str(models_dir)))}; export one with `ens export SOURCE --name NAME`",
