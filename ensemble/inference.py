@@ -71,17 +71,18 @@ def contract_problem(probs: np.ndarray, tolerance: float = CONTRACT_TOLERANCE) -
     >>> contract_problem(np.array([[[[0.9]], [[0.8]]]], np.float32))
     'class sums from 1.7 to 1.7, not 1'
     """
-    finite = np.isfinite(probs).all(axis=1)
-    values = probs.transpose(1, 0, 2, 3)[:, finite]
-    if not values.size:
+    sums = probs.sum(axis=1)
+    finite = np.isfinite(sums)  # a pixel with any NaN/inf has a NaN/inf sum
+    if not finite.all():
+        probs, sums = probs.transpose(1, 0, 2, 3)[:, finite], sums[finite]
+    if not sums.size:
         return None
     problems = []
-    low, high = float(values.min()), float(values.max())
+    low, high = float(probs.min()), float(probs.max())
     if low < -tolerance:
         problems.append(f"values from {low:.3g} to {high:.3g}, below 0")
-    sums = values.sum(axis=0, dtype=np.float64)
-    if np.abs(sums - 1).max() > tolerance:
-        problems.append(f"class sums from {sums.min():.4g} to {sums.max():.4g}, not 1")
+    if float(np.abs(sums - 1).max()) > tolerance:
+        problems.append(f"class sums from {float(sums.min()):.4g} to {float(sums.max()):.4g}, not 1")
     return "; ".join(problems) or None
 
 
