@@ -358,3 +358,24 @@ def test_check_refuses_label_maps_beyond_memory(tmp_path):
     before = snapshot(tmp_path)
     one_line_error(ens("check", csv, "--shape", "4096x4096", "--n-classes", "2"), "GiB of label maps")
     assert_unchanged(before, tmp_path)
+
+
+def test_thread_requests_are_capped_in_the_session_factory():
+    from ensemble.errors import EnsError
+    from ensemble.session import session_options, thread_count
+
+    cores = len(os.sched_getaffinity(0))
+    assert thread_count(100_000) == (cores, f"--threads 100000 capped to the {cores} cores available")
+    assert thread_count(1) == (1, None)
+    assert session_options(100_000).intra_op_num_threads == cores
+    with pytest.raises(EnsError, match="at least 1"):
+        thread_count(0)
+
+
+def test_ort_messages_are_shortened_between_words():
+    from ensemble.session import ort_message
+
+    words = [f"word{i}" for i in range(200)]
+    text = ort_message(RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : " + " ".join(words)))
+    assert text.endswith(" …") and len(text) <= 240
+    assert all(word in words for word in text[:-2].split())
