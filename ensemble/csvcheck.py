@@ -14,6 +14,9 @@ from ensemble.errors import EnsError
 from ensemble.formats import detect_format
 from ensemble.problems import Problem, Problems
 
+MAX_PIXELS = 1 << 24  # 4096x4096 per image; a flat header of that size is already ~140 MB
+MAX_LABEL_BYTES = 64 << 30
+
 
 @dataclass(frozen=True)
 class ParsedCsv:
@@ -88,6 +91,7 @@ def parse_submission(
         )
         body = body[: body.rfind(b"\n") + 1]
     n_rows = body.count(b"\n")
+    _check_allocation(n_rows, image_shape)
     ids, labels = fmt.parse(np.frombuffer(body, np.uint8), 2, image_shape, n_classes, problems)
     per_image = fmt.rows_per_image(n_classes)
     if n_images is not None and n_rows != n_images * per_image:
@@ -109,10 +113,37 @@ def _read(path: Path) -> bytes:
 def _check_arguments(image_shape: tuple[int, int], n_classes: int, n_images: int | None) -> None:
     if len(image_shape) != 2 or min(image_shape) < 1:
         raise EnsError(f"image shape {tuple(image_shape)} is not (H, W) with H, W >= 1; e.g. 64x128")
+    height, width = image_shape
+    if height * width > MAX_PIXELS:
+        raise EnsError(
+            f"image shape {height}x{width} has {height * width:,} pixels; submissions are checked for "
+            f"images of at most {MAX_PIXELS:,} pixels (4096x4096); check --shape (the course's is 64x128)"
+        )
     if not 2 <= n_classes <= 256:
         raise EnsError(f"--n-classes {n_classes} is outside 2..256; the course data has 5")
     if n_images is not None and n_images < 0:
         raise EnsError(f"--n-images {n_images} is negative; give the number of images, e.g. 10022")
+
+
+def _check_allocation(n_rows: int, image_shape: tuple[int, int]) -> None:
+    """Refuse before allocating label maps (at most one image per row) that memory cannot hold."""
+    need = n_rows * image_shape[0] * image_shape[1]
+    budget = _memory_budget()
+    if need > budget:
+        raise EnsError(
+            f"{n_rows:,} rows of {image_shape[0]}x{image_shape[1]} images could need {need / 2**30:,.1f} GiB "
+            f"of label maps, more than the {budget / 2**30:,.1f} GiB allowed here (half the memory); "
+            "check --shape"
+        )
+
+
+def _memory_budget() -> int:
+    """Half the machine's memory, at most MAX_LABEL_BYTES."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return MAX_LABEL_BYTES
+    return min(memory // 2, MAX_LABEL_BYTES)
 
 
 def _show(header: bytes) -> str:

@@ -49,8 +49,11 @@ def fit(
     on_total: Callable[[int, str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_step: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> FitOutcome:
-    """Fit weights and cleanup on the validation split and write the ensemble file atomically."""
+    """Fit weights and cleanup on the validation split and write the ensemble file atomically.
+
+    `on_warning` hears of damaged probability cache entries (recomputed)."""
     members = resolve_members(request.members, request.store)
     out = request.out or default_path(request.store)
     refuse_overwrite({"--out": out}, run_inputs(request.data, members, None, request.split_spec))
@@ -58,7 +61,9 @@ def fit(
     source = make_source(request.data, "val", request.split_spec)
     truth = source.truth(n_classes)
     views = get_views(request.tta)
-    cache = ProbCache(source, request.cache_dir, request.device, request.threads, request.batch_size)
+    cache = ProbCache(
+        source, request.cache_dir, request.device, request.threads, request.batch_size, on_warning
+    )
     if on_total:
         on_total(len(members) * len(views) * source.n_images, "member probabilities")
     probs = [merged_probs(cache, member, views, on_batch=on_batch) for member in members]

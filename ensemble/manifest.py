@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import platform
 import sys
 from importlib import metadata
 from pathlib import Path
 
+from ensemble.hashing import file_sha256
 from ensemble.pipeline import Ensemble, PredictResult
 from ensemble.sources import ImageSource
 
@@ -29,14 +29,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def build_manifest(

@@ -82,6 +82,12 @@ class Ensemble:
     def fallbacks(self) -> list[str]:
         return sorted({r.report.fallback for r in self.runners if r.report.fallback})
 
+    @property
+    def warnings(self) -> list[str]:
+        """Provider fallbacks and thread caps of the sessions, each once."""
+        notes = {r.report.threads_note for r in self.runners if r.report.threads_note}
+        return [*self.fallbacks, *sorted(notes)]
+
     def check_image_shape(self, shape: tuple[int, int]) -> None:
         for member in self.members:
             for size, fixed, label in zip(shape, member.info.input_hw, ("height", "width"), strict=True):

@@ -2,7 +2,8 @@
 
 One float16 (N, C, H, W) .npy per member and TTA view, named by a hash of everything that decides
 it: the member file's sha256, the data file's sha256, the image ids and the view. A changed member
-or data file therefore misses the cache and is recomputed; stale entries are never read.
+or data file therefore misses the cache and is recomputed; stale entries are never read. An entry
+that is damaged (truncated, another dtype or shape, NaN/inf) is recomputed with a warning.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +27,8 @@ from ensemble.sources import ImageSource
 from ensemble.tta import View
 
 DEFAULT_CACHE = Path(os.environ.get("ENS_CACHE", ".cache/ens"))
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"  # 2: every entry passed the run-time contract check
+SCAN_IMAGES = 256
 
 
 def cache_key(member: Member, data_sha256: str, ids: np.ndarray, view: str) -> str:
@@ -45,6 +48,7 @@ class ProbCache:
         device: str = "auto",
         threads: int | None = None,
         batch_size: int = 64,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
         self.directory = Path(directory)
@@ -52,6 +56,7 @@ class ProbCache:
         self.data_sha256 = source.data.sha256
         self.ids = source.ids()
         self.computed: list[str] = []
+        self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
 
     def path(self, member: Member, view: View) -> Path:
         name = f"{member.name}-{view.name}-{cache_key(member, self.data_sha256, self.ids, view.name)}.npy"
@@ -60,11 +65,16 @@ class ProbCache:
     def get(self, member: Member, view: View, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Read-only (N, C, H, W) float16 probabilities of `member` under `view`, in source order."""
         path = self.path(member, view)
-        if not path.is_file():
-            self._compute(member, view, path, on_batch)
-            self.computed.append(path.name)
-        elif on_batch is not None:
-            on_batch(self.source.n_images)
+        if path.is_file():
+            shape = (self.source.n_images, member.n_classes, *self.source.image_shape)
+            array, problem = read_entry(path, shape)
+            if problem is None:
+                if on_batch is not None:
+                    on_batch(self.source.n_images)
+                return array
+            self.warn(f"probability cache entry {path} is damaged ({problem}); recomputing it")
+        self._compute(member, view, path, on_batch)
+        self.computed.append(path.name)
         return np.load(path, mmap_mode="r")
 
     def _compute(self, member: Member, view: View, path: Path, on_batch) -> None:
@@ -99,6 +109,27 @@ class ProbCache:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:
+    """Memory-map a cache entry and check it is float16 of `shape` with finite values.
+
+    Returns (array, None), or (None, what is wrong). Finiteness is read from the float16 exponent
+    bits, a chunked integer scan that costs a small share of reading the entry for fitting.
+    """
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        return None, f"unreadable: {' '.join(str(exc).split())[:120]}"
+    if not isinstance(array, np.ndarray):
+        return None, "not a .npy array"
+    if array.dtype != np.float16 or array.shape != shape:
+        return None, f"{array.dtype} {array.shape}, expected float16 {shape}"
+    bits = array.view(np.uint16)
+    for start in range(0, len(bits), SCAN_IMAGES):
+        if ((bits[start : start + SCAN_IMAGES] & 0x7C00) == 0x7C00).any():  # all-ones exponent: NaN/inf
+            return None, "NaN/inf values"
+    return array, None
 
 
 def merged_probs(cache: ProbCache, member: Member, views: tuple[View, ...], index=slice(None), on_batch=None):

@@ -46,8 +46,11 @@ def score_stages(
     request: ScoreRequest,
     on_total: Callable[[int, str], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> ScoreOutcome:
-    """Score each member, equal and learned fusion, + TTA and + cleanup on the labelled images."""
+    """Score each member, equal and learned fusion, + TTA and + cleanup on the labelled images.
+
+    `on_warning` hears of damaged probability cache entries (recomputed)."""
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
     refuse_overwrite(request.outputs, run_inputs(request.data, members, spec_path, request.split_spec))
     n_classes = members[0].n_classes
@@ -56,7 +59,7 @@ def score_stages(
     tta = request.tta or (spec.tta if spec is not None else "flip")
     min_area = parse_min_area(request.min_area, n_classes) if request.min_area is not None else None
     rows = build_rows(len(members), n_classes, spec, tta, [m.name for m in members], min_area)
-    cache = ProbCache(source, request.cache_dir, request.device, None, request.batch_size)
+    cache = ProbCache(source, request.cache_dir, request.device, None, request.batch_size, on_warning)
     views = {view for name in {row.tta for row in rows} for view in get_views(name)}
     if on_total:
         on_total(len(members) * len(views) * source.n_images, "member probabilities")

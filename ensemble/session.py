@@ -2,7 +2,8 @@
 
 `get_available_providers()` lists CUDA whenever the GPU build is installed, even with no GPU or
 no CUDA libraries, so the providers a session really uses are read back after creation and a
-fallback is reported in one line. ONNX Runtime's own loader messages are captured, not shown.
+fallback is reported in one line. ONNX Runtime's own loader messages are captured, not shown, and
+its run-time error log is silenced: a failed run becomes one `EnsError` line (`ort_message`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -48,37 +50,76 @@ class SessionReport:
     used: tuple[str, ...]
     fallback: str | None
     threads: int
+    threads_note: str | None = None
 
     @property
     def on_gpu(self) -> bool:
         return self.used[0] in (CUDA, TENSORRT)
 
 
+def quiet_run_options() -> ort.RunOptions:
+    """Run options that keep ONNX Runtime's own error log off the terminal (errors still raise)."""
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    return options
+
+
 @dataclass
 class MemberSession:
-    """A member with its live session; `run` maps (B, 1, H, W) pixels to (B, C, H, W) probabilities."""
+    """A member with its live session; `run` maps (B, 1, H, W) pixels to (B, C, H, W) probabilities.
+
+    `contract_checked` turns true once an output of this session passed the run-time contract check.
+    """
 
     member: Member
     session: ort.InferenceSession
     report: SessionReport
+    contract_checked: bool = False
+    run_options: ort.RunOptions = field(default_factory=quiet_run_options)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         if not self.report.on_gpu:
-            return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: pixels}, self.run_options)[0]
         binding = self.session.io_binding()
         binding.bind_cpu_input(INPUT_NAME, pixels)
         binding.bind_output(OUTPUT_NAME, "cpu")
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, self.run_options)
         return binding.copy_outputs_to_cpu()[0]
+
+
+def ort_message(exc: BaseException, limit: int = 240) -> str:
+    """ONNX Runtime's error as one readable line: no error-code prefix, source paths or C++
+    signatures, shortened at a word boundary.
+
+    >>> ort_message(RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while "
+    ...     "running Add node. Name:'/up/Add' Status Message: /src/onnxruntime/core/ops.h:563 void "
+    ...     "onnxruntime::Broadcast::Init(ptrdiff_t, ptrdiff_t) axis == 1 was false. 12 by 13"))
+    "Add node '/up/Add': axis == 1 was false. 12 by 13"
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(
+        r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: ",
+        lambda m: f"{m[1]} node {m[2]!r}: " if m[2] else f"{m[1]} node: ",
+        text,
+    )
+    text = re.sub(r"\S+\.(?:cc|h|cpp|cu):\d+ ", "", text)
+    text = re.sub(r"(?:[\w:<>*&]+ )?onnxruntime::[\w:<>]+\([^)]*\)(?: const)? ", "", text)
+    return textwrap.shorten(text, limit, placeholder=" …")
+
+
+def usable_cores() -> int:
+    """Logical CPUs this process may run on (its affinity mask)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def physical_cores() -> int:
     """Physical cores this process may use (hyper-threads do not speed up convolutions)."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
+    usable = usable_cores()
     try:
         text = Path("/proc/cpuinfo").read_text()
         pairs = set(re.findall(r"physical id\s*:\s*(\d+)[\s\S]*?core id\s*:\s*(\d+)", text))
@@ -94,8 +135,24 @@ def gpu_present() -> bool:
     return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
 
 
+def thread_count(threads: int | None) -> tuple[int, str | None]:
+    """Intra-op threads for a request (None: the physical cores) and a note when it was capped.
+
+    More threads than usable cores only slow ONNX Runtime down; tens of thousands hang or crash it.
+    """
+    if threads is None:
+        return physical_cores(), None
+    if threads < 1:
+        raise EnsError(f"--threads {threads} must be at least 1; leave it out to use the physical cores")
+    usable = usable_cores()
+    if threads > usable:
+        return usable, f"--threads {threads} capped to the {usable} cores available"
+    return threads, None
+
+
 def session_options(threads: int | None = None, cpu_only: bool = False) -> ort.SessionOptions:
-    """ORT_ENABLE_ALL, `threads` intra-op threads (default: physical cores), quiet logs.
+    """ORT_ENABLE_ALL, `threads` intra-op threads (default: physical cores, capped to the usable
+    cores), quiet logs.
 
     `cpu_only` sessions allocate from the process-wide arena (`share_cpu_arena`) and let idle
     worker threads sleep instead of spin, so they do not starve the pipeline's own numpy work or
@@ -103,7 +160,7 @@ def session_options(threads: int | None = None, cpu_only: bool = False) -> ort.S
     """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or physical_cores()
+    options.intra_op_num_threads = thread_count(threads)[0]
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     if cpu_only:
@@ -159,9 +216,9 @@ def build_session(
             session = ort.InferenceSession(str(member.path), options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise EnsError(
-                f"ONNX Runtime cannot load member {member.name!r} ({str(exc).splitlines()[0][:200]}); "
+                f"ONNX Runtime cannot load member {member.name!r} ({ort_message(exc)}); "
                 "re-export it with `ens export`"
-            ) from None
+            ) from exc
     used = tuple(session.get_providers())
     fallback = None
     if used[0] != names[0]:
@@ -169,7 +226,8 @@ def build_session(
             f"{_short(names[0])} requested but unavailable ({_reason(captured())}); "
             f"running on {_short(used[0])}"
         )
-    report = SessionReport(device.value, names, used, fallback, options.intra_op_num_threads)
+    note = thread_count(threads)[1]
+    report = SessionReport(device.value, names, used, fallback, options.intra_op_num_threads, note)
     return MemberSession(member, session, report)
 
 

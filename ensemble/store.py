@@ -10,17 +10,29 @@ from ensemble.member import DEFAULT_STORE, Member, load_member
 
 
 def list_member_files(store: Path = DEFAULT_STORE) -> dict[str, Path]:
-    """Names and paths of the `.onnx` files in the store, sorted by name."""
+    """Names and paths of the `.onnx` files in the store, sorted by name (none if it is no folder)."""
     if not store.is_dir():
         return {}
     return {path.stem: path for path in sorted(store.glob("*.onnx"))}
+
+
+def store_files(store: Path = DEFAULT_STORE) -> dict[str, Path]:
+    """`list_member_files` of a store that must exist: a missing folder is an error, not an empty store."""
+    store = Path(store)
+    if not store.is_dir():
+        what = "is not a folder" if store.exists() else "does not exist"
+        raise EnsError(
+            f"member store {str(store)!r} {what}; pass the folder of your .onnx members with "
+            "--models-dir, or export one there with `ens export SOURCE --name NAME`"
+        )
+    return list_member_files(store)
 
 
 def get_member(name: str, store: Path = DEFAULT_STORE) -> Member:
     """Load a member by store name, or by path when `name` ends in .onnx."""
     if name.endswith(".onnx"):
         return load_member(Path(name))
-    files = list_member_files(store)
+    files = store_files(store)
     if name not in files:
         available = ", ".join(files) or "none"
         raise EnsError(
@@ -46,15 +58,35 @@ def resolve_members(names: Sequence[str] | str | None, store: Path = DEFAULT_STO
     if isinstance(names, str):
         names = parse_names(names)
     if names is None:
-        names = list(list_member_files(store))
+        names = list(store_files(store))
         if not names:
             raise EnsError(
                 f"the member store {str(store)!r} holds no .onnx members; export some with "
                 "`ens export` or pass --models-dir"
             )
     members = [get_member(name, store) for name in names]
+    check_distinct(members)
     check_compatible(members)
     return members
+
+
+def check_distinct(members: Sequence[Member]) -> None:
+    """Each member once: no two are the same file (through links), hold the same content or share a name."""
+    checks = (
+        ("are the same file", lambda m: m.path.resolve()),
+        ("have the same content (sha256 {sha}…)", lambda m: m.sha256),
+        ("have the same name", lambda m: m.name),
+    )
+    for same, key in checks:
+        seen: dict[object, Member] = {}
+        for member in members:
+            other = seen.setdefault(key(member), member)
+            if other is not member:
+                raise EnsError(
+                    f"members {other.name!r} ({other.path}) and {member.name!r} ({member.path}) "
+                    f"{same.format(sha=member.sha256[:12])}; list each member once (fusing one twice "
+                    "would only double its weight)"
+                )
 
 
 def check_compatible(members: Sequence[Member]) -> None:

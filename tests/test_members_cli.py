@@ -58,6 +58,7 @@ def test_non_contract_onnx_is_one_line_error(tmp_path):
 
 
 def test_empty_store_says_how_to_export(tmp_path):
+    (tmp_path / "empty").mkdir()
     result = ens("members", "--models-dir", tmp_path / "empty")
     assert result.exit_code == 0
     assert "no members" in result.output and "ens export" in result.output

@@ -101,7 +101,10 @@ def fit_cmd(
         def step(what):
             progress.update(task, description=f"fitting: {what}", total=None)
 
-        outcome = fit(request, total, lambda n: progress.advance(task, n), step)
+        def warn(text):
+            progress.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+        outcome = fit(request, total, lambda n: progress.advance(task, n), step, warn)
     _report(outcome)
 
 

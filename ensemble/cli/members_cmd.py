@@ -1,4 +1,5 @@
-"""`ens members`: list the member store (or given member files) with their provenance."""
+"""`ens members`: list the member store (or given member files) with their provenance and a
+run-time contract check on a tiny random batch."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from rich.table import Table
 
 from ensemble.cli.app import app
 from ensemble.cli.common import console, user_errors
+from ensemble.inference import probe_contract
 from ensemble.member import DEFAULT_STORE, load_member
-from ensemble.store import list_member_files
+from ensemble.store import store_files
 
 
 def format_size(n_bytes: int) -> str:
@@ -34,20 +36,22 @@ def members(
         Path, typer.Option("--models-dir", file_okay=False, help="Member store folder.")
     ] = DEFAULT_STORE,
 ) -> None:
-    """Show each member's source framework, classes, parity error, size and validation mIoU."""
-    files = {path.stem: path for path in paths} if paths else list_member_files(models_dir)
+    """Show each member's source framework, classes, parity error, size, validation mIoU and whether
+    it emits probabilities (run once on two random images)."""
+    files = [(path.stem, path) for path in paths] if paths else list(store_files(models_dir).items())
     if not files:
         console.print(
             f"no members in {str(models_dir)!r}; export one with `ens export SOURCE --name NAME`",
             markup=False,
         )
         return
-    loaded = [load_member(path, name) for name, path in files.items()]
+    loaded = [load_member(path, name) for name, path in files]
+    probes = [probe_contract(member) for member in loaded]
     with_miou = any(m.info.val_miou is not None for m in loaded)
-    table = Table("name", "framework", "classes", "input", "parity", "size", "preprocessing")
+    table = Table("name", "framework", "classes", "input", "parity", "size", "preprocessing", "contract")
     if with_miou:
         table.add_column("val mIoU")
-    for member in loaded:
+    for member, (_, problem) in zip(loaded, probes, strict=True):
         info = member.info
         height, width = info.input_hw
         row = [
@@ -59,10 +63,19 @@ def members(
             format_size(member.size_bytes),
             info.preprocessing,
         ]
+        contract = "[green]ok[/]" if problem is None else "[bold red]FAIL[/]"
         miou = [] if not with_miou else ["" if info.val_miou is None else f"{info.val_miou:.4f}"]
-        table.add_row(*(escape(cell) for cell in row), *miou)
+        table.add_row(*map(escape, row), contract, *miou)
     console.print(table)
     for names in dict.fromkeys(m.info.class_names for m in loaded):
         users = [m.name for m in loaded if m.info.class_names == names]
         who = "" if len(users) == len(loaded) else f" ({', '.join(users)})"
         console.print(f"classes{who}: {', '.join(names)}", markup=False, highlight=False)
+    for member, (size, problem) in zip(loaded, probes, strict=True):
+        if problem is not None:
+            console.print(
+                f"[bold red]contract:[/] {escape(repr(member.name))} on two random {size} images: "
+                f"{escape(problem)}; `ens predict`, `ens fit` and `ens score` refuse it",
+                highlight=False,
+                soft_wrap=True,
+            )

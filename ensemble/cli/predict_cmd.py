@@ -140,7 +140,7 @@ def predict_cmd(
         task = progress.add_task("loading members", total=None)
 
         def started(ensemble, source):
-            for line in ensemble.fallbacks:
+            for line in ensemble.warnings:
                 err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
             names = ",".join(m.name for m in ensemble.members)
             progress.update(task, total=source.n_images, description=f"{names} ({source.split})")

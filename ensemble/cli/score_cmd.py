@@ -128,6 +128,9 @@ def score(
             request,
             lambda count, what: progress.reset(task, total=count, description=what),
             lambda n: progress.advance(task, n),
+            lambda text: progress.console.print(
+                f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
+            ),
         )
     _print_ablation(outcome)
     if json_path is not None:

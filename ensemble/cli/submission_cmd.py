@@ -37,7 +37,7 @@ def parse_shape(text: str) -> tuple[int, int]:
     >>> parse_shape("64x128")
     (64, 128)
     """
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*([0-9]{1,9})\s*[xX×]\s*([0-9]{1,9})\s*", text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise EnsError(f"--shape {text!r} is not HxW; give height and width like 64x128")
     return int(match[1]), int(match[2])
