@@ -44,7 +44,8 @@ shared with one other busy process, spinning made a 2-thread training step about
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; `seed` drives initialisation, shuffling and flips,
-    `split` the validation split (keep it shared by every member of an ensemble)."""
+    `split` the validation split (keep it shared by every member of an ensemble), read from
+    `val_ids_file` when explicit ids were given."""
 
     framework: str
     arch: str
@@ -62,6 +63,7 @@ class TrainConfig:
     flip: bool = True
     class_weights: tuple[float, ...] | None = None
     threads: int | None = None
+    val_ids_file: Path | None = None
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -251,26 +253,23 @@ def export_command(arch: Arch, config: TrainConfig, val_miou: float | None) -> s
     args = ["ens", "export", str(config.out), "--name", name if name[:1].isalpha() else f"m{name}"]
     if arch.framework == "torch":
         args += ["--factory", arch.factory, "--factory-kwargs", json.dumps(config.factory_kwargs)]
-    args += [*arch.preprocessing.export_options(), "--data", str(config.data)]
+    args += [
+        *arch.preprocessing.options(),
+        "--data",
+        str(config.data),
+        *split_options(config.split, config.val_ids_file),
+    ]
     if val_miou is not None:
         args += ["--val-miou", f"{val_miou:.4f}"]
     return shlex.join(args)
 
 
-def physical_cores() -> int:
-    """Physical cores available to this process (hyper-threads share a core's FPUs)."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    cores, processor, package = set(), None, "0"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return len(allowed)
-    for line in lines:
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "processor":
-            processor = int(value)
-        elif key == "physical id":
-            package = value
-        elif key == "core id" and processor in allowed:
-            cores.add((package, value))
-    return len(cores) or len(allowed)
+def split_options(spec: SplitSpec, val_ids_file: Path | None = None) -> list[str]:
+    """The options that give `ens export` (and fit, score) the validation split this run used."""
+    if spec.val_ids is not None:
+        return ["--val-ids", str(val_ids_file)] + ([] if spec.drop_outliers else ["--keep-outliers"])
+    default = SplitSpec()
+    options = [] if spec.seed == default.seed else ["--split-seed", str(spec.seed)]
+    if spec.val_fraction != default.val_fraction:
+        options += ["--val-fraction", f"{spec.val_fraction:g}"]
+    return options + ([] if spec.drop_outliers else ["--keep-outliers"])
