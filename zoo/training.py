@@ -273,3 +273,22 @@ def split_options(spec: SplitSpec, val_ids_file: Path | None = None) -> list[str
     if spec.val_fraction != default.val_fraction:
         options += ["--val-fraction", f"{spec.val_fraction:g}"]
     return options + ([] if spec.drop_outliers else ["--keep-outliers"])
+
+
+def physical_cores() -> int:
+    """Physical cores available to this process (hyper-threads share a core's FPUs)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    cores, processor, package = set(), None, "0"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return len(allowed)
+    for line in lines:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            processor = int(value)
+        elif key == "physical id":
+            package = value
+        elif key == "core id" and processor in allowed:
+            cores.add((package, value))
+    return len(cores) or len(allowed)
