@@ -64,7 +64,7 @@ def measure_quality(
 ) -> tuple[Quality | None, str]:
     """Score the member on the validation split of `data`; (None, why) when there is nothing to score."""
     if data is None or not data.is_file():
-        return None, "val mIoU not measured: no labelled data file"
+        return None, f"val mIoU not measured: {'no --data given' if data is None else f'{data} absent'}"
     handle = open_data(data)
     n_val = len(spec.val_ids) if spec.val_ids is not None else int(round(handle.n_train * spec.val_fraction))
     if handle.n_train == 0 or n_val == 0:
@@ -96,6 +96,7 @@ def measure_quality(
         majority_class=majority,
         top_class=int(np.argmax(predicted)),
         top_share=float(predicted.max() / predicted.sum()),
-        scored_on=f"{source.n_images} validation images of {data.name} ({source.description})",
+        scored_on=f"{source.n_images} validation image{'s' * (source.n_images != 1)} of {data.name} "
+        f"({source.description})",
     )
     return quality, quality.summary()

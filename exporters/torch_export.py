@@ -13,6 +13,7 @@ import contextlib
 import io
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,9 @@ def _load_script(path: Path, request: ExportRequest) -> torch.nn.Module:
 
 def _load_checkpoint(path: Path, request: ExportRequest) -> tuple[torch.nn.Module, str]:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         names = code_imports(file_imports(path))
         if not names:

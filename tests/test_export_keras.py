@@ -169,7 +169,16 @@ def test_tensorflow_layers_without_tensorflow_fail_with_a_hint(tmp_path):
 def test_rescaling_model_refuses_a_second_scale(tmp_path, data):
     keras_net(rescaling=True, softmax=True).save(tmp_path / "net.keras")
     result = ens(
-        "export", tmp_path / "net.keras", "--name", "n", "--input-range", "0-1", "--data", data, "--out-dir", tmp_path
+        "export",
+        tmp_path / "net.keras",
+        "--name",
+        "n",
+        "--input-range",
+        "0-1",
+        "--data",
+        data,
+        "--out-dir",
+        tmp_path,
     )
     one_line_error(result, "already normalises raw pixels (Rescaling", "drop --input-range")
 

@@ -147,7 +147,9 @@ def test_torch_export_program_keeps_first_output(tmp_path, data):
     torch.export.save(program, tmp_path / "net.pt2")
     scale = Normalisation("0-1")
     result = export_member(
-        ExportRequest(tmp_path / "net.pt2", "ep", data=data, out_dir=tmp_path, normalisation=scale, trust=True)
+        ExportRequest(
+            tmp_path / "net.pt2", "ep", data=data, out_dir=tmp_path, normalisation=scale, trust=True
+        )
     )
     pixels = sample_pixels(data)
     assert_contract(result.member.path, pixels, dynamic_hw=False)  # the program fixed H and W
