@@ -24,7 +24,7 @@ from ensemble.session import build_session
 from ensemble.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
-from exporters.quality import CLAIM_TOLERANCE, Quality, measure_quality
+from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
 from exporters.source import LoadedSource, check_source_output, file_sha256, pick_output
@@ -83,7 +83,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     dynamic_hw = fixed_reason is None
     if not dynamic_hw:
         model, error, _ = check.build(False, _info(*info_args, dynamic_hw=False))
-    quality, quality_note = _judge(model, request, data, class_names)
+    quality, quality_note = _judge(model, request, data, class_names, source.builtin_preprocessing)
     notes = [
         source.kind,
         check.output_note,
@@ -144,32 +144,32 @@ def _check_target(request: ExportRequest, sha256: str) -> str:
 
 
 def _judge(
-    model: onnx.ModelProto, request: ExportRequest, data: Path | None, class_names: tuple[str, ...]
+    model: onnx.ModelProto,
+    request: ExportRequest,
+    data: Path | None,
+    class_names: tuple[str, ...],
+    builtin_preprocessing: str,
 ) -> tuple[Quality | None, str]:
-    """Score the verified graph on the labelled validation images; refuse a degenerate member, or one
-    that scores far from the --val-miou it claims, unless --force."""
+    """Score the verified graph on the labelled validation images; refuse a degenerate member, one
+    whose input range looks misread, or one that scores far from its --val-miou, unless --force."""
+    declared = None if builtin_preprocessing else request.normalisation
     with tempfile.TemporaryDirectory(prefix="ens_export_") as tmp:
         path = Path(tmp) / f"{request.name}.onnx"
         onnx.save(model, str(path))
         session = build_session(load_member(path, request.name), "cpu")
-        quality, note = measure_quality(session, data, request.split, len(class_names))
+        quality, note = measure_quality(session, data, request.split, len(class_names), declared)
     if quality is None or request.force:
         return quality, note
-    preprocessing = f"net input = {request.normalisation.formula()}"
-    problem = quality.problem(class_names)
+    problem = quality.problem(class_names, request.normalisation)
     if problem:
-        raise EnsError(
-            f"refusing a degenerate member: on {quality.scored_on} {problem}; the likeliest cause is "
-            f"preprocessing that differs from training ({preprocessing}; check --input-range/--mean/--std), "
-            "else an untrained or broken model; --force writes it anyway"
-        )
+        raise EnsError(f"refusing this member: {problem}; --force writes it anyway")
     claimed = request.val_miou
     if claimed is not None and abs(claimed - quality.val_miou) > CLAIM_TOLERANCE:
         raise EnsError(
             f"--val-miou {claimed:.4f} differs from the {quality.val_miou:.4f} this member scores on "
-            f"{quality.scored_on}; the likeliest cause is preprocessing that differs from training "
-            f"({preprocessing}; check --input-range/--mean/--std), else another split (pass the "
-            "--split-seed, --val-fraction or --val-ids used in training); --force records the measured value"
+            f"{quality.scored_on}; {CAUSE} (net input = {request.normalisation.formula()}; check "
+            "--input-range/--mean/--std), else another split (pass the --split-seed, --val-fraction or "
+            "--val-ids used in training); --force records the measured value"
         )
     return quality, note
 

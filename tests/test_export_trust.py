@@ -208,7 +208,8 @@ def band_npz(path, n_train: int = 30, hw=(16, 24)):
 @pytest.fixture
 def band(tmp_path):
     torch.save(BandNet().state_dict(), tmp_path / "band.pt")
-    torch.save(BandNet((-10.0, 0.875, 0.625, 0.375, 0.125)).state_dict(), tmp_path / "swapped.pt")
+    torch.save(BandNet((-10.0, 0.375, 0.625, 0.875, 0.125)).state_dict(), tmp_path / "swapped.pt")
+    torch.save(BandNet((-10.0, 5.0, 6.0, 7.0, 8.0)).state_dict(), tmp_path / "broken.pt")
     return band_npz(tmp_path / "band.npz")
 
 
@@ -226,27 +227,53 @@ def test_right_preprocessing_is_scored_and_recorded(tmp_path, band):
     assert meta["ens.preprocessing"] == "x/255 (input range 0-1; x = raw pixel 0..255)"
 
 
-def test_wrong_preprocessing_gives_a_degenerate_member_that_is_refused(tmp_path, band):
+def test_misread_input_range_is_refused_and_named(tmp_path, band):
     before = snapshot(tmp_path)
     result = ens(*band_args(tmp_path, band))  # the net wants 0..1 but the default is raw 0..255
-    one_line_error(
-        result,
-        "degenerate member",
-        "predicts 'big rock' on",
-        "of the labelled pixels",
-        "--input-range",
-        "--force",
-    )
+    fragments = ["refusing this member", "as declared (--input-range 0-255)", "when fed as --input-range 0-1"]
+    one_line_error(result, *fragments, "pass --input-range 0-1", "--force")
     assert_unchanged(before, tmp_path)
     forced = ens(*band_args(tmp_path, band), "--force")
     assert forced.exit_code == 0, forced.output
     assert "val course mIoU 0.0" in forced.output and (tmp_path / "models" / "band.onnx").is_file()
 
 
+def test_keras_net_fed_raw_pixels_instead_of_0_1_is_refused(tmp_path, band):
+    import keras
+
+    scale = 50.0  # class k wins on the k-th quarter of 0..1: logits k*x - c_k, class 0 never
+    conv = keras.layers.Conv2D(5, 1, activation="softmax")
+    model = keras.Sequential([keras.Input((None, None, 1)), conv])
+    conv.set_weights([
+        scale * np.arange(5, dtype=np.float32).reshape(1, 1, 1, 5),
+        scale * np.array([-100, 0, -0.25, -0.75, -1.5], np.float32),
+    ])  # fmt: skip
+    model.save(tmp_path / "linear.keras")
+    args = ["export", tmp_path / "linear.keras", "--name", "k", "--data", band, "--out-dir", tmp_path / "m"]
+    before = snapshot(tmp_path)
+    one_line_error(ens(*args), "refusing this member", "pass --input-range 0-1")
+    one_line_error(ens(*args, "--scale", "0.00392156862745098"), "Rescaling(1/255)", "--input-range 0-1")
+    assert_unchanged(before, tmp_path)
+    result = ens(*args, "--input-range", "0-1")
+    assert result.exit_code == 0, result.output
+    assert "val course mIoU 1.0000" in result.output
+
+
+def test_member_predicting_one_class_is_refused(tmp_path, band):
+    before = snapshot(tmp_path)
+    result = ens(*band_args(tmp_path, band, "broken.pt"), "--input-range", "0-1")
+    fragments = ["refusing this member", "predicts 'soil' on 100.0% of the labelled pixels", "--input-range"]
+    one_line_error(result, *fragments, "--force")
+    assert_unchanged(before, tmp_path)
+    forced = ens(*band_args(tmp_path, band, "broken.pt"), "--input-range", "0-1", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "val course mIoU 0.0" in forced.output
+
+
 def test_member_below_the_majority_baseline_is_refused(tmp_path, band):
     before = snapshot(tmp_path)
     result = ens(*band_args(tmp_path, band, "swapped.pt"), "--input-range", "0-1")
-    one_line_error(result, "degenerate member", "is below the", "always predicting the majority class")
+    one_line_error(result, "refusing this member", "is below the", "always predicting the majority class")
     assert_unchanged(before, tmp_path)
 
 
