@@ -75,7 +75,11 @@ StdOpt = Annotated[
 ScaleOpt = Annotated[float | None, typer.Option("--scale", hidden=True, help="Refused: use --input-range.")]
 CustomObjectsOpt = Annotated[
     Path | None,
-    typer.Option("--custom-objects", dir_okay=False, help="Python file registering custom Keras layers."),
+    typer.Option(
+        "--custom-objects",
+        dir_okay=False,
+        help="Python file registering custom Keras layers (importing it runs it: needs --trust).",
+    ),
 ]
 DataOpt = Annotated[
     Path | None,
@@ -121,7 +125,8 @@ ForceOpt = Annotated[
     typer.Option(
         "--force",
         help="Replace a member exported from another file; skip the store's class check; write a member "
-        "that is degenerate on the validation split or scores away from --val-miou.",
+        "that is degenerate on the validation split, scores better under another --input-range, or "
+        "scores away from --val-miou.",
     ),
 ]
 
