@@ -158,20 +158,22 @@ def _judge(
         onnx.save(model, str(path))
         session = build_session(load_member(path, request.name), "cpu")
         quality, note = measure_quality(session, data, request.split, len(class_names), declared)
-    if quality is None or request.force:
+    if quality is None:
         return quality, note
     problem = quality.problem(class_names, request.normalisation)
     if problem:
-        raise EnsError(f"refusing this member: {problem}; --force writes it anyway")
+        problem = f"refusing this member: {problem}"
     claimed = request.val_miou
-    if claimed is not None and abs(claimed - quality.val_miou) > CLAIM_TOLERANCE:
-        raise EnsError(
+    if not problem and claimed is not None and abs(claimed - quality.val_miou) > CLAIM_TOLERANCE:
+        problem = (
             f"--val-miou {claimed:.4f} differs from the {quality.val_miou:.4f} this member scores on "
             f"{quality.scored_on}; {CAUSE} (net input = {request.normalisation.formula()}; check "
             "--input-range/--mean/--std), else another split (pass the --split-seed, --val-fraction or "
-            "--val-ids used in training); --force records the measured value"
+            "--val-ids used in training)"
         )
-    return quality, note
+    if problem and not request.force:
+        raise EnsError(f"{problem}; --force writes it anyway, recording the measured val mIoU")
+    return quality, f"{note}; written with --force despite: {problem}" if problem else note
 
 
 class _Checker:

@@ -236,6 +236,8 @@ def test_misread_input_range_is_refused_and_named(tmp_path, band):
     forced = ens(*band_args(tmp_path, band), "--force")
     assert forced.exit_code == 0, forced.output
     assert "val course mIoU 0.0" in forced.output and (tmp_path / "models" / "band.onnx").is_file()
+    recorded = metadata(tmp_path / "models" / "band.onnx")["ens.val_miou_from"]
+    assert "written with --force despite: refusing this member" in recorded
 
 
 def test_keras_net_fed_raw_pixels_instead_of_0_1_is_refused(tmp_path, band):
