@@ -36,13 +36,10 @@ def find_source(sources: Path, name: str) -> tuple[Path, dict]:
 
 
 def preprocess(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
-    """(x / scale - mean) / std in float32, the sidecar's formula."""
-    x = pixels.astype(np.float32)
-    if preprocessing["scale"] != 1.0:
-        x /= np.float32(preprocessing["scale"])
-    if preprocessing["mean"] != 0.0 or preprocessing["std"] != 1.0:
-        x = (x - np.float32(preprocessing["mean"])) / np.float32(preprocessing["std"])
-    return x
+    """The sidecar's declared net input (input range, then mean/std) in float32."""
+    from zoo.registry import Preprocessing
+
+    return Preprocessing.from_record(preprocessing).apply(pixels)
 
 
 class TorchMember:

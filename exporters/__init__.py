@@ -5,6 +5,7 @@ this package imports with numpy, onnx and onnxruntime alone.
 """
 
 from exporters.pipeline import ExportResult, export_member
-from exporters.request import ExportRequest, Normalisation
+from exporters.preprocessing import Normalisation
+from exporters.request import ExportRequest
 
 __all__ = ["ExportRequest", "ExportResult", "Normalisation", "export_member"]

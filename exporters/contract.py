@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ensemble.errors import EnsError
 from ensemble.member import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
-from exporters.request import Normalisation
+from exporters.preprocessing import Normalisation
 
 MIN_OPSET = 13  # Softmax over one axis (earlier opsets flatten the trailing dimensions)
 SUM_TOLERANCE = 1e-3
@@ -112,9 +112,7 @@ def attach_metadata(model: onnx.ModelProto, info: MemberInfo, extra: dict[str, s
 def _pre_nodes(source_in, norm: Normalisation, channels_last: bool, fresh) -> tuple[list, list]:
     nodes, consts = [], []
     current = INPUT_NAME
-    for op, value in (("Div", norm.scale), ("Sub", norm.mean), ("Div", norm.std)):
-        if value == (0.0 if op == "Sub" else 1.0):
-            continue
+    for op, value in norm.steps():
         const = fresh("ens_const")
         consts.append(numpy_helper.from_array(np.array(value, np.float32), const))
         nodes.append(helper.make_node(op, [current, const], [fresh("ens_pre")]))

@@ -46,10 +46,46 @@ def build_network(spec: str, kwargs: dict) -> Any:
         return factory(**kwargs)
     except Exception as exc:  # arbitrary user code: report the first line
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        shown = ", ".join(sorted(kwargs))[:120]
         raise EnsError(
-            f"--factory {spec!r} with --factory-kwargs {kwargs} raised {type(exc).__name__}: {first}; "
+            f"--factory {spec!r} with --factory-kwargs keys [{shown}] raised {type(exc).__name__}: {first}; "
             "check the keyword arguments"
-        ) from None
+        ) from exc
+
+
+def local_factory_file(spec: str) -> Path | None:
+    """The file a factory would be imported from when it is not installed code: a `.py` path, or a
+    module in the current folder (which may have come with the model) that is not the installed one."""
+    module_name = spec.partition(":")[0]
+    if module_name.endswith(".py"):
+        return Path(module_name)
+    top = module_name.split(".")[0]
+    if not top.isidentifier() or top in sys.modules or top in sys.builtin_module_names:
+        return None
+    cwd = Path.cwd().resolve()
+    here = next((p for p in (cwd / f"{top}.py", cwd / top) if p.exists()), None)
+    if here is None:
+        return None
+    saved = sys.path[:]
+    try:
+        sys.path[:] = [p for p in saved if p not in ("", ".") and _resolved(p) != cwd]
+        elsewhere = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        elsewhere = None
+    finally:
+        sys.path[:] = saved
+    installed = elsewhere is not None and _resolved(elsewhere.origin or "") in (
+        _resolved(str(here)),
+        _resolved(str(here / "__init__.py")),
+    )
+    return None if installed else here
+
+
+def _resolved(entry: str) -> Path | None:
+    try:
+        return Path(entry).resolve()
+    except OSError:
+        return None
 
 
 def _import(module_name: str, spec: str):
@@ -80,8 +116,8 @@ def _run(load: Callable[[], Any], spec: str) -> Any:
         raise EnsError(
             f"--factory {spec!r}: cannot import module {exc.name!r} ({exc}); install it or run from the "
             "folder that holds it (or set PYTHONPATH)"
-        ) from None
+        ) from exc
     except Exception as exc:  # the module's own import-time code failed
         raise EnsError(
             f"--factory {spec!r}: importing it raised {type(exc).__name__}: {str(exc)[:200]}"
-        ) from None
+        ) from exc

@@ -24,16 +24,18 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError
+from exporters.formats import KERAS_SUFFIXES
 from exporters.quiet import quiet
 from exporters.request import ExportRequest
 from exporters.source import LoadedSource
+from exporters.trust import untrusted
 
 OPSET = 18
 PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
 TF_IMPORT = re.compile(r"^\s*(import tensorflow|from tensorflow)\b", re.MULTILINE)
 
 
-def load_keras(request: ExportRequest, framework: str) -> LoadedSource:
+def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
     """Load a Keras 3 model (with --custom-objects) and describe how to run and convert it."""
     path = request.source
     refuse_keras2(path)
@@ -210,6 +212,18 @@ def output_index(key: Any, dict_keys: list) -> int:
 
 
 def _load_model(keras, path: Path, custom: dict, trust: bool):
+    lambdas = lambda_layers(path)
+    if lambdas and not trust:
+        raise untrusted(
+            f"{str(path)!r} holds {_few(lambdas)}",
+            "a Lambda layer is Python code that runs when the model is built and called",
+            "or replace the Lambda with a layer registered by @keras.saving.register_keras_serializable()",
+        )
+    if path.suffix.lower() not in KERAS_SUFFIXES:
+        raise EnsError(
+            f"{str(path)!r} holds a Keras model but is named {path.suffix or '(no suffix)'!r}, and Keras "
+            "loads by suffix; rename it to .keras (a zip archive) or .h5 (HDF5)"
+        )
     try:
         with quiet():
             return keras.saving.load_model(path, custom_objects=custom, compile=False, safe_mode=not trust)
@@ -217,18 +231,64 @@ def _load_model(keras, path: Path, custom: dict, trust: bool):
         text = str(exc).strip()
         first = (text.splitlines()[0] if text else type(exc).__name__)[:200]
         if "safe_mode" in text or "arbitrary code" in text:
-            raise EnsError(
-                f"{str(path)!r} holds Python code (e.g. a Lambda layer) that runs when loaded; pass "
-                "--trust if you trust its origin, or replace the Lambda with a registered layer"
-            ) from None
+            raise untrusted(
+                f"{str(path)!r} holds Python code (e.g. a Lambda layer)",
+                "it runs when the model is loaded",
+                "or replace it with a registered layer",
+            ) from exc
         if "tensorflow" in text.lower():
-            raise tensorflow_missing_hint(f"{str(path)!r}") from None
+            raise tensorflow_missing_hint(f"{str(path)!r}") from exc
+        named = [layer for layer in lambdas if "(function " in layer]
+        if named and re.search(r"Could not locate function|could not be deserialized", text):
+            raise EnsError(
+                f"{str(path)!r} holds {_few(named)}, whose Python function the file does not contain "
+                "(only its name); pass --custom-objects FILE.py that defines it, with --trust"
+            ) from exc
         if re.search(r"Could not locate|Unknown (layer|object)|custom_objects", text):
             raise EnsError(
                 f"{str(path)!r} uses a custom class Keras does not know ({first}); pass --custom-objects "
-                "FILE.py defining it with @keras.saving.register_keras_serializable()"
-            ) from None
-        raise EnsError(f"cannot load {str(path)!r} with Keras ({type(exc).__name__}: {first})") from None
+                "FILE.py defining it with @keras.saving.register_keras_serializable() (with --trust)"
+            ) from exc
+        raise EnsError(f"cannot load {str(path)!r} with Keras ({type(exc).__name__}: {first})") from exc
+
+
+def lambda_layers(path: Path) -> list[str]:
+    """The Lambda layers of a saved model's config, read as JSON (nothing is built), described like
+    "Lambda layer 'scale_in' (function 'scale')" or "... (a lambda)"."""
+    found: list[str] = []
+    stack = [_saved_config(path)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(reversed(node))
+        elif isinstance(node, dict):
+            if node.get("class_name") == "Lambda" and isinstance(node.get("config"), dict):
+                config = node["config"]
+                function = config.get("function")
+                named = isinstance(function, dict) and function.get("class_name") == "function"
+                what = f"function {function.get('config')!r}" if named else "a lambda"
+                found.append(f"Lambda layer {config.get('name', '?')!r} ({what})")
+            stack.extend(reversed(list(node.values())))
+    return found
+
+
+def _saved_config(path: Path):
+    """The model config JSON of a .keras archive or an .h5 file; None when it cannot be read."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            config = handle.attrs.get("model_config")
+        return json.loads(config.decode() if isinstance(config, bytes) else config) if config else None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _few(items: list[str], shown: int = 2) -> str:
+    return ", ".join(items[:shown]) + (f" (+{len(items) - shown} more)" if len(items) > shown else "")
 
 
 def _input_hw(model, path: Path) -> tuple[int, int] | None:

@@ -19,18 +19,25 @@ import onnx
 from ensemble.atomic import write_bytes
 from ensemble.errors import EnsError
 from ensemble.member import CONTRACT_VERSION, Member, MemberInfo, load_member
+from ensemble.outputs import refuse_overwrite
 from ensemble.session import build_session
 from ensemble.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
+from exporters.formats import FORMATS, detect_format
+from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
-from exporters.source import LoadedSource, check_source_output, detect_framework, file_sha256, pick_output
+from exporters.source import LoadedSource, check_source_output, file_sha256, pick_output
+from exporters.trust import check_trust
 from exporters.verify import check_graph, parity_error, probe_size
 
 LOADERS = {
     "torch": ("exporters.torch_export", "load_torch", "torch"),
+    "torchscript": ("exporters.torch_export", "load_torch", "torch"),
     "torch.export": ("exporters.torch_export", "load_torch", "torch"),
     "keras": ("exporters.keras_export", "load_keras", "keras,torch"),
+    "keras.h5": ("exporters.keras_export", "load_keras", "keras,torch"),
+    "savedmodel": ("exporters.keras_export", "load_keras", "keras,torch"),
 }
 
 
@@ -42,6 +49,8 @@ class ExportResult:
     seconds: float
     dynamic_hw: bool
     notes: tuple[str, ...]
+    quality: Quality | None = None
+    quality_note: str = ""
 
 
 def export_member(request: ExportRequest, default_data: Path | None = None) -> ExportResult:
@@ -50,43 +59,121 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     Without request.data, images come from `default_data`, or a seeded random batch when it is absent.
     """
     started = time.perf_counter()
-    if request.target.exists() and not request.force:
-        raise EnsError(
-            f"member {str(request.target)!r} already exists; pass --force to replace it "
-            "or choose another --name"
-        )
-    framework = detect_framework(request.source)
-    source = _load(framework, request)
+    source_format = detect_format(request.source)
     data = request.data or default_data
+    refuse_overwrite({"--out-dir/--name": request.target}, _inputs(request, data))
+    check_trust(request, source_format)
+    sha256 = file_sha256(request.source)
+    replacing = _check_target(request, sha256)
+    source = _load(source_format, request)
     samples = load_samples(data, request.data is None, _export_hw(request, source, data))
     if source.builtin_preprocessing and not request.normalisation.is_identity:
         raise EnsError(
-            f"the model already normalises raw pixels ({source.builtin_preprocessing}); drop "
-            f"--scale/--mean/--std (they would apply {request.normalisation.describe()} on top)"
+            f"the model already normalises raw pixels ({source.builtin_preprocessing}), so its input range "
+            f"is 0-255; drop --input-range/--mean/--std (they would apply {request.normalisation.formula()} "
+            "on top)"
         )
     check = _Checker(request, source, samples)
     class_names = class_names_for(check.reference.shape[1], request.class_names)
     _check_store(request, class_names)
-    info_args = (request, source, class_names, file_sha256(request.source), samples)
+    info_args = (request, source, class_names, sha256, samples)
     fixed_reason = "the model declares its input size" if source.fixed_hw else None
     if fixed_reason is None:
         model, error, fixed_reason = check.build(True, _info(*info_args, dynamic_hw=True))
     dynamic_hw = fixed_reason is None
     if not dynamic_hw:
         model, error, _ = check.build(False, _info(*info_args, dynamic_hw=False))
+    quality, quality_note = _judge(model, request, data, class_names, source.builtin_preprocessing)
     notes = [
         source.kind,
         check.output_note,
         "softmax appended (the source emits logits)" if check.logits else "the source emits probabilities",
         *source.notes,
         f"H, W fixed: {fixed_reason}" if fixed_reason else "H, W dynamic",
+        replacing,
     ]
     notes = [note for note in notes if note]
-    info = _info(*info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model))
-    attach_metadata(model, info, {"parity_inputs": samples.origin, "export_notes": "; ".join(notes)})
+    val_miou = quality.val_miou if quality else request.val_miou
+    info = _info(*info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model), val_miou=val_miou)
+    extra = {"parity_inputs": samples.origin, "export_notes": "; ".join(notes), "val_miou_from": quality_note}
+    if quality is None and request.val_miou is not None:
+        extra["val_miou_from"] = "--val-miou, given at export; " + quality_note
+    attach_metadata(model, info, extra)
     write_bytes(request.target, model.SerializeToString())
     member = load_member(request.target, request.name)
-    return ExportResult(member, time.perf_counter() - started, dynamic_hw, tuple(notes))
+    return ExportResult(
+        member, time.perf_counter() - started, dynamic_hw, tuple(notes), quality, quality_note
+    )
+
+
+def _inputs(request: ExportRequest, data: Path | None) -> dict:
+    """Every file an export reads, by the option that names it."""
+    factory_file = request.factory.partition(":")[0] if request.factory else ""
+    return {
+        "the source model": request.source,
+        "--data": data,
+        "--custom-objects": request.custom_objects,
+        "--factory": factory_file if factory_file.endswith(".py") else None,
+    }
+
+
+def _check_target(request: ExportRequest, sha256: str) -> str:
+    """May the member file be (re)written? Yes when it is absent, holds a member of this same source
+    file, or --force is given; return the note to record when one is replaced."""
+    target = request.target
+    if not target.exists():
+        return ""
+    try:
+        existing = load_member(target, request.name)
+    except EnsError:
+        existing = None
+    if existing is not None and existing.info.source_sha256 == sha256:
+        return f"replaced {target.name}, a member of the same source file"
+    if request.force:
+        return f"replaced {target.name} (--force)"
+    if existing is None:
+        raise EnsError(
+            f"{str(target)!r} already exists and is not an ens member; choose another --name or --out-dir, "
+            "or pass --force to replace it"
+        )
+    raise EnsError(
+        f"member {str(target)!r} already exists, exported from {existing.info.source_file!r} (sha256 "
+        f"{existing.info.source_sha256[:12]}), a different file than {request.source.name!r} (sha256 "
+        f"{sha256[:12]}); choose another --name, or pass --force to replace it"
+    )
+
+
+def _judge(
+    model: onnx.ModelProto,
+    request: ExportRequest,
+    data: Path | None,
+    class_names: tuple[str, ...],
+    builtin_preprocessing: str,
+) -> tuple[Quality | None, str]:
+    """Score the verified graph on the labelled validation images; refuse a degenerate member, one
+    whose input range looks misread, or one that scores far from its --val-miou, unless --force."""
+    declared = None if builtin_preprocessing else request.normalisation
+    with tempfile.TemporaryDirectory(prefix="ens_export_") as tmp:
+        path = Path(tmp) / f"{request.name}.onnx"
+        onnx.save(model, str(path))
+        session = build_session(load_member(path, request.name), "cpu")
+        quality, note = measure_quality(session, data, request.split, len(class_names), declared)
+    if quality is None:
+        return quality, note
+    problem = quality.problem(class_names, request.normalisation)
+    if problem:
+        problem = f"refusing this member: {problem}"
+    claimed = request.val_miou
+    if not problem and claimed is not None and abs(claimed - quality.val_miou) > CLAIM_TOLERANCE:
+        problem = (
+            f"--val-miou {claimed:.4f} differs from the {quality.val_miou:.4f} this member scores on "
+            f"{quality.scored_on}; {CAUSE} (net input = {request.normalisation.formula()}; check "
+            "--input-range/--mean/--std), else another split (pass the --split-seed, --val-fraction or "
+            "--val-ids used in training)"
+        )
+    if problem and not request.force:
+        raise EnsError(f"{problem}; --force writes it anyway, recording the measured val mIoU")
+    return quality, f"{note}; written with --force despite: {problem}" if problem else note
 
 
 class _Checker:
@@ -115,6 +202,14 @@ class _Checker:
         out, key, note = pick_output(raw)
         return check_source_output(out, self.source.channels_last, len(pixels), pixels.shape[2:]), key, note
 
+    def net_inputs(self) -> str:
+        """What the net saw in the parity run: value range and the formula that made it."""
+        seen = self.request.normalisation.apply(self.pixels)
+        return (
+            f"the net saw inputs in [{seen.min():.4g}, {seen.max():.4g}], made by "
+            f"{self.request.normalisation.formula()} from raw pixels x"
+        )
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         scores = self.scores(pixels)[0]
         return softmax(scores) if self.logits else scores
@@ -138,21 +233,23 @@ class _Checker:
             path = Path(tmp) / f"{self.request.name}.onnx"
             onnx.save(model, str(path))
             session = build_session(load_member(path, self.request.name), "cpu")
-            error = parity_error(session, self.pixels, self.reference, tolerance, self.source.framework)
+            error = parity_error(
+                session, self.pixels, self.reference, tolerance, self.source.framework, self.net_inputs()
+            )
             reason = probe_size(session, self.pixels, self.probabilities, tolerance) if dynamic_hw else None
         return model, error, reason
 
 
-def _load(framework: str, request: ExportRequest) -> LoadedSource:
-    module_name, function, extra = LOADERS[framework]
+def _load(source_format: str, request: ExportRequest) -> LoadedSource:
+    module_name, function, extra = LOADERS[source_format]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise EnsError(
-            f"exporting a {framework} model needs {exc.name or extra}, which is not installed; "
+            f"exporting a {FORMATS[source_format]} needs {exc.name or extra}, which is not installed; "
             f"pip install 'ens[{extra}]'"
-        ) from None
-    return getattr(module, function)(request, framework)
+        ) from exc
+    return getattr(module, function)(request, source_format)
 
 
 def _export_hw(request: ExportRequest, source: LoadedSource, data: Path) -> tuple[int, int]:
@@ -190,16 +287,14 @@ def _check_store(request: ExportRequest, class_names: tuple[str, ...]) -> None:
 
 
 def _info(
-    request, source, class_names, sha256, samples: Samples, *, dynamic_hw, error=0.0, opset=0
+    request, source, class_names, sha256, samples: Samples, *, dynamic_hw, error=0.0, opset=0, val_miou=None
 ) -> MemberInfo:
     import onnxruntime
 
     versions = {**source.versions, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-    preprocessing = (
-        f"inside the model: {source.builtin_preprocessing}"
-        if source.builtin_preprocessing
-        else request.normalisation.describe()
-    )
+    preprocessing = request.normalisation.describe()
+    if source.builtin_preprocessing:
+        preprocessing += f", then inside the model: {source.builtin_preprocessing}"
     return MemberInfo(
         contract_version=CONTRACT_VERSION,
         class_names=class_names,
@@ -211,5 +306,5 @@ def _info(
         opset=opset,
         preprocessing=preprocessing,
         input_hw=(None, None) if dynamic_hw else samples.hw,
-        val_miou=request.val_miou,
+        val_miou=val_miou,
     )

@@ -2,73 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ensemble.errors import EnsError
 from ensemble.member import DEFAULT_STORE
+from ensemble.split import SplitSpec
+from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 AN2DL_CLASSES = ("background", "soil", "bedrock", "sand", "big rock")
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Raw 0..255 pixels -> network input: ((x / scale) - mean) / std, folded into the member."""
-
-    scale: float = 1.0
-    mean: float = 0.0
-    std: float = 1.0
-
-    @classmethod
-    def from_options(cls, scale: float | None, mean: float | None, std: float | None) -> Normalisation:
-        """Validate --scale/--mean/--std: positive finite divisors, mean and std given together."""
-        if (mean is None) != (std is None):
-            given = "--mean" if mean is not None else "--std"
-            raise EnsError(
-                f"{given} was given alone; pass --mean M --std S together, e.g. --mean 127.5 --std 127.5"
-            )
-        for flag, value, positive in (
-            ("--scale", scale, True),
-            ("--mean", mean, False),
-            ("--std", std, True),
-        ):
-            if value is not None and (not math.isfinite(value) or (positive and value <= 0)):
-                allowed = "a positive number" if positive else "a finite number"
-                raise EnsError(f"{flag} {value!r} is not allowed; give {allowed} (e.g. --scale 255)")
-        return cls(
-            scale=1.0 if scale is None else float(scale),
-            mean=0.0 if mean is None else float(mean),
-            std=1.0 if std is None else float(std),
-        )
-
-    @property
-    def is_identity(self) -> bool:
-        return self.scale == 1.0 and self.mean == 0.0 and self.std == 1.0
-
-    def describe(self) -> str:
-        """A formula like 'x/255' or '(x/255-0.5)/0.25'."""
-        if self.is_identity:
-            return "none (raw 0..255 pixels)"
-        text = "x" if self.scale == 1.0 else f"x/{self.scale:g}"
-        if self.mean != 0.0 or self.std != 1.0:
-            text = f"({text}-{self.mean:g})/{self.std:g}"
-        return text
-
-    def apply(self, pixels: np.ndarray) -> np.ndarray:
-        """The same arithmetic as the graph, in float32 numpy."""
-        x = pixels.astype(np.float32)
-        if self.scale != 1.0:
-            x = x / np.float32(self.scale)
-        if self.mean != 0.0:
-            x = x - np.float32(self.mean)
-        if self.std != 1.0:
-            x = x / np.float32(self.std)
-        return x
 
 
 @dataclass(frozen=True)
@@ -90,6 +36,7 @@ class ExportRequest:
     val_miou: float | None = None
     out_dir: Path = DEFAULT_STORE
     force: bool = False
+    split: SplitSpec = SplitSpec()
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -112,23 +59,27 @@ class ExportRequest:
 
 
 def parse_factory_kwargs(text: str | None) -> dict:
-    """--factory-kwargs '{"in_channels": 1}' -> dict; anything but a JSON object is refused."""
-    import json
+    """--factory-kwargs '{"in_channels": 1}' -> dict; anything but a JSON object is refused in one line.
 
+    >>> parse_factory_kwargs('{"width": 16}')
+    {'width': 16}
+    """
     if not text:
         return {}
+    shown = text if len(text) <= 60 else text[:57] + "..."
+    example = "write an object like '{\"out_channels\": 5}'"
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EnsError(
-            f"--factory-kwargs {text!r} is not valid JSON ({exc.msg} at char {exc.pos}); "
-            "write an object like '{\"out_channels\": 5}'"
-        ) from None
+            f"--factory-kwargs {shown!r} is not valid JSON ({exc.msg} at char {exc.pos}); {example}"
+        ) from exc
+    except RecursionError as exc:
+        raise EnsError(f"--factory-kwargs {shown!r} nests too deeply to read; {example}") from exc
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        raise EnsError(f"--factory-kwargs {shown!r} cannot be read ({str(exc)[:80]}); {example}") from exc
     if not isinstance(value, dict):
-        raise EnsError(
-            f"--factory-kwargs {text!r} is a JSON {type(value).__name__}; write an object like "
-            "'{\"out_channels\": 5}'"
-        )
+        raise EnsError(f"--factory-kwargs {shown!r} is a JSON {type(value).__name__}; {example}")
     return value
 
 

@@ -18,10 +18,6 @@ import onnx
 
 from ensemble.errors import EnsError
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
-TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-TORCH_EXPORT_SUFFIX = ".pt2"
-
 
 @dataclass
 class LoadedSource:
@@ -41,38 +37,6 @@ class LoadedSource:
     builtin_preprocessing: str = ""
     fixed_hw: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def detect_framework(path: Path) -> str:
-    """'keras', 'torch' or 'torch.export' from the file (suffix, or a SavedModel folder)."""
-    if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return "keras"
-        raise EnsError(
-            f"source {str(path)!r} is a folder, not a model file; pass a .keras/.h5 or a "
-            f"{'/'.join(TORCH_SUFFIXES)}/.pt2 file"
-        )
-    if not path.is_file():
-        raise EnsError(
-            f"source file {str(path)!r} does not exist; pass a .keras/.h5 (Keras) or "
-            f"{'/'.join(TORCH_SUFFIXES)}/.pt2 (PyTorch) file"
-        )
-    suffix = path.suffix.lower()
-    if suffix in KERAS_SUFFIXES:
-        return "keras"
-    if suffix in TORCH_SUFFIXES:
-        return "torch"
-    if suffix == TORCH_EXPORT_SUFFIX:
-        return "torch.export"
-    if suffix == ".onnx":
-        raise EnsError(
-            f"{str(path)!r} is already ONNX; export from the framework file (.pt/.pth/.pt2/.keras/.h5) "
-            "so the member contract and parity can be checked, or list it with `ens members`"
-        )
-    raise EnsError(
-        f"cannot tell the framework of {str(path)!r} from its suffix {suffix or '(none)'!r}; "
-        f"allowed: {', '.join(KERAS_SUFFIXES)} (Keras), {', '.join(TORCH_SUFFIXES)}, .pt2 (PyTorch)"
-    )
 
 
 def file_sha256(path: Path) -> str:

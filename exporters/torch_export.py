@@ -1,7 +1,9 @@
 """PyTorch sources: a state_dict + `--factory`, TorchScript, a torch.export `.pt2`, or a pickled model.
 
-A state_dict is loaded with `torch.load(weights_only=True)`, which cannot run code; a pickled
-nn.Module can, so it is only unpickled with `--trust`. The graph is traced by the TorchScript
+The loader follows the file's content (`exporters.formats`). A state_dict is loaded with
+`torch.load(weights_only=True)`, which cannot run code; a pickled nn.Module, a TorchScript program
+and a torch.export archive (whose loader unpickles with weights_only=False) can, so they are only
+loaded with `--trust`. The graph is traced by the TorchScript
 ONNX exporter (fast, single file, takes TorchScript too); the dynamo exporter is the fallback.
 """
 
@@ -11,7 +13,7 @@ import contextlib
 import io
 import pickle
 import re
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +23,23 @@ import torch
 
 from ensemble.errors import EnsError
 from exporters.factory import build_network
+from exporters.pickles import code_imports, file_imports
 from exporters.quiet import quiet
 from exporters.request import ExportRequest
 from exporters.source import LoadedSource
+from exporters.trust import FORMAT_RISKS, untrusted
 
 OPSET = 18
 STATE_DICT_KEYS = ("state_dict", "model_state_dict")
 
 
-def load_torch(request: ExportRequest, framework: str) -> LoadedSource:
-    """Load any supported PyTorch file and describe how to run and convert it."""
+def load_torch(request: ExportRequest, source_format: str) -> LoadedSource:
+    """Load a PyTorch file of the format its content shows and describe how to run and convert it."""
     path = request.source
-    contents = _zip_names(path)
-    if framework == "torch.export" or any(n.endswith("models/model.json") for n in contents):
-        module, kind = _load_program(path), "torch.export program"
-    elif any("/code/" in n or n.endswith("constants.pkl") for n in contents):
-        module, kind = _load_script(path), "TorchScript module"
+    if source_format == "torch.export":
+        module, kind = _load_program(path, request), "torch.export program"
+    elif source_format == "torchscript":
+        module, kind = _load_script(path, request), "TorchScript module"
     else:
         module, kind = _load_checkpoint(path, request)
     if request.factory and not kind.startswith("state_dict"):
@@ -68,14 +71,9 @@ def load_torch(request: ExportRequest, framework: str) -> LoadedSource:
     return source
 
 
-def _zip_names(path: Path) -> list[str]:
-    if not zipfile.is_zipfile(path):
-        return []
-    with zipfile.ZipFile(path) as archive:
-        return archive.namelist()
-
-
-def _load_program(path: Path) -> torch.nn.Module:
+def _load_program(path: Path, request: ExportRequest) -> torch.nn.Module:
+    if not request.trust:
+        raise untrusted(f"{str(path)!r} {FORMAT_RISKS['torch.export'][0]}", FORMAT_RISKS["torch.export"][1])
     try:
         with quiet():
             return torch.export.load(str(path)).module()
@@ -83,36 +81,39 @@ def _load_program(path: Path) -> torch.nn.Module:
         raise EnsError(
             f"cannot load {str(path)!r} with torch.export.load ({type(exc).__name__}: {_first(exc)}); "
             "save it with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')"
-        ) from None
+        ) from exc
 
 
-def _load_script(path: Path) -> torch.nn.Module:
+def _load_script(path: Path, request: ExportRequest) -> torch.nn.Module:
+    if not request.trust:
+        raise untrusted(f"{str(path)!r} {FORMAT_RISKS['torchscript'][0]}", FORMAT_RISKS["torchscript"][1])
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # RuntimeError from the TorchScript loader
         raise EnsError(
             f"cannot load {str(path)!r} with torch.jit.load ({_first(exc)}); the file looks like "
             "TorchScript but is damaged or from a newer torch"
-        ) from None
+        ) from exc
 
 
 def _load_checkpoint(path: Path, request: ExportRequest) -> tuple[torch.nn.Module, str]:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        blocked = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        if not blocked:
+        names = code_imports(file_imports(path))
+        if not names:
             detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
-            raise _unloadable(path, detail.group(1) if detail else "its bytes do not unpickle") from None
+            raise _unloadable(path, detail.group(1) if detail else "a damaged pickle") from exc
         if not request.trust:
-            raise EnsError(
-                f"{str(path)!r} holds a pickled Python object ({blocked.group(1)}), not just weights; "
-                "unpickling it can run code from the file, so pass --trust if you trust its origin, "
-                "or save model.state_dict() and export with --factory"
-            ) from None
+            raise untrusted(
+                f"{str(path)!r} is not just weights: it holds pickled Python objects that import {names}",
+                "unpickling it calls them, which can run any code",
+            ) from exc
         obj = _load_trusted(path)
     except Exception as exc:  # RuntimeError/EOFError/ValueError for damaged files
-        raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from None
+        raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from exc
     if isinstance(obj, torch.nn.Module):
         return obj.float(), "pickled nn.Module"
     state_dict, where = _find_state_dict(obj, path)
@@ -138,9 +139,9 @@ def _load_trusted(path: Path) -> Any:
         raise EnsError(
             f"{str(path)!r} needs the class it was pickled with ({_first(exc)}); run from the folder "
             "that holds its module (or set PYTHONPATH), or save a state_dict and use --factory"
-        ) from None
+        ) from exc
     except Exception as exc:  # damaged pickle
-        raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from None
+        raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from exc
 
 
 def _find_state_dict(obj: Any, path: Path) -> tuple[dict, str]:

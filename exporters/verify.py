@@ -69,9 +69,16 @@ def run_checked(session: MemberSession, pixels: np.ndarray, n_classes: int) -> n
 
 
 def parity_error(
-    session: MemberSession, pixels: np.ndarray, reference: np.ndarray, tolerance: float, framework: str
+    session: MemberSession,
+    pixels: np.ndarray,
+    reference: np.ndarray,
+    tolerance: float,
+    framework: str,
+    net_inputs: str = "",
 ) -> float:
-    """Max abs difference of ONNX Runtime vs the source on all images, in batches of 1, 3 and the rest."""
+    """Max abs difference of ONNX Runtime vs the source on all images, in batches of 1, 3 and the rest.
+
+    `net_inputs` describes what the net saw (range and formula), for the failure message."""
     check_io(session)
     n_classes = reference.shape[1]
     while len(pixels) < 5:
@@ -84,9 +91,11 @@ def parity_error(
         raise EnsError(
             f"parity check failed: ONNX Runtime differs from {framework} by {error:.3g} (max abs error on "
             f"probabilities over {len(pixels)} images run in batches of 1, 3 and {len(pixels) - 4}, "
-            f"tolerance {tolerance:g}); a net whose output depends on the other images in its batch "
-            "(e.g. BatchNorm left in training mode) does this; fix the net, or pass --tolerance if the gap "
-            "is acceptable"
+            f"tolerance {tolerance:g}); likely causes, most likely first: (1) wrong preprocessing: "
+            f"{net_inputs or 'check what the net sees'}; inputs far outside the range the net was trained "
+            "on saturate it and magnify float differences, so check --input-range/--mean/--std; (2) a net "
+            "whose output depends on the other images in its batch (e.g. BatchNorm left in training mode); "
+            "(3) an op the ONNX exporter translates loosely; raise --tolerance only once these are ruled out"
         )
     return error
 

@@ -16,8 +16,11 @@ from conftest import write_npz
 AN2DL = ["background", "soil", "bedrock", "sand", "big rock"]
 
 
-def images_npz(path: Path, hw: tuple[int, int] = (32, 48), n_train: int = 6, n_test: int = 10) -> Path:
-    """A course-format file of smooth, textured images (not uniform noise) with random masks."""
+def images_npz(
+    path: Path, hw: tuple[int, int] = (32, 48), n_train: int = 6, n_test: int = 10, labelled: bool = False
+) -> Path:
+    """A course-format file of smooth, textured test images (not uniform noise); with `labelled`, also
+    n_train training images with random masks (export then scores the member on them)."""
     rng = np.random.default_rng(1)
     height, width = hw
 
@@ -27,7 +30,9 @@ def images_npz(path: Path, hw: tuple[int, int] = (32, 48), n_train: int = 6, n_t
         return np.clip(base + 25 * np.cos(yy / 4.0) + rng.normal(0, 12, (n, height, width)), 0, 255).round()
 
     masks = rng.integers(0, 5, (n_train, height, width))
-    return write_npz(path, images(n_train), masks, images(n_test))
+    train = images(n_train)
+    kept = n_train if labelled else 0
+    return write_npz(path, train[:kept], masks[:kept], images(n_test))
 
 
 def sample_pixels(data: Path, n: int = 8) -> np.ndarray:

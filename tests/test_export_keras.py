@@ -1,5 +1,5 @@
 """`ens export` of Keras 3 models (torch backend), checked with ONNX Runtime alone against the
-model's own predictions: NHWC folded to NCHW, Rescaling inside vs --scale, logits vs softmax."""
+model's own predictions: NHWC folded to NCHW, Rescaling inside vs --input-range, logits vs softmax."""
 
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ def test_rescaling_inside_and_softmax_out(tmp_path, data):
     assert_contract(member, pixels)
     np.testing.assert_allclose(run_member(member, pixels), keras_probs(model, pixels), atol=1e-5)
     meta = metadata(member)
-    assert meta["ens.preprocessing"] == "inside the model: Rescaling(x*0.00392157+0)"
+    assert meta["ens.preprocessing"] == (
+        "x (input range 0-255; x = raw pixel 0..255), then inside the model: Rescaling(x*0.00392157+0)"
+    )
     assert meta["ens.source_framework"] == "keras"
     assert "the source emits probabilities" in meta["ens.export_notes"]
     assert json.loads(meta["ens.exporter_versions"])["keras"] == keras.__version__
@@ -81,14 +83,15 @@ def test_logits_need_scale_and_get_a_softmax(tmp_path, data):
     model = keras_net(rescaling=False, softmax=False, n_classes=4)
     model.save(tmp_path / "logits.keras")
     args = ["export", tmp_path / "logits.keras", "--name", "logits", "--data", data, "--out-dir", tmp_path,
-            "--scale", 255, "--class-names", "background,soil,rock,sand"]  # fmt: skip
+            "--input-range", "0-1", "--class-names", "background,soil,rock,sand"]  # fmt: skip
     assert ens(*args).exit_code == 0
     pixels = sample_pixels(data)
     assert_contract(tmp_path / "logits.onnx", pixels, n_classes=4)
     expected = keras_probs(model, pixels, 255.0, apply_softmax=True)
     np.testing.assert_allclose(run_member(tmp_path / "logits.onnx", pixels), expected, atol=1e-5)
     meta = metadata(tmp_path / "logits.onnx")
-    assert meta["ens.preprocessing"] == "x/255" and "softmax appended" in meta["ens.export_notes"]
+    assert meta["ens.preprocessing"] == "x/255 (input range 0-1; x = raw pixel 0..255)"
+    assert "softmax appended" in meta["ens.export_notes"]
     assert json.loads(meta["ens.class_names"]) == ["background", "soil", "rock", "sand"]
 
 
@@ -116,7 +119,9 @@ def test_custom_layer_file_is_registered(tmp_path, data):
     keras.saving.get_custom_objects().clear()
     args = ["export", tmp_path / "custom.keras", "--name", "custom", "--data", data, "--out-dir", tmp_path]
     one_line_error(ens(*args), "--custom-objects")
-    assert ens(*args, "--custom-objects", tmp_path / "layers.py").exit_code == 0
+    layers = ["--custom-objects", tmp_path / "layers.py"]
+    one_line_error(ens(*args, *layers), "is a Python file: importing it runs its code", "--trust")
+    assert ens(*args, *layers, "--trust").exit_code == 0
     pixels = sample_pixels(data)
     np.testing.assert_allclose(
         run_member(tmp_path / "custom.onnx", pixels), keras_probs(model, pixels), atol=1e-5
@@ -152,7 +157,7 @@ def test_tensorflow_layers_without_tensorflow_fail_with_a_hint(tmp_path):
     keras_net(rescaling=True, softmax=True).save(tmp_path / "net.keras")
     (tmp_path / "tf_layers.py").write_text("import tensorflow as tf\n")
     args = ["export", tmp_path / "net.keras", "--name", "n", "--out-dir", tmp_path,
-            "--custom-objects", tmp_path / "tf_layers.py"]  # fmt: skip
+            "--custom-objects", tmp_path / "tf_layers.py", "--trust"]  # fmt: skip
     try:
         import tensorflow  # noqa: F401
     except ImportError:
@@ -164,9 +169,18 @@ def test_tensorflow_layers_without_tensorflow_fail_with_a_hint(tmp_path):
 def test_rescaling_model_refuses_a_second_scale(tmp_path, data):
     keras_net(rescaling=True, softmax=True).save(tmp_path / "net.keras")
     result = ens(
-        "export", tmp_path / "net.keras", "--name", "n", "--scale", 255, "--data", data, "--out-dir", tmp_path
+        "export",
+        tmp_path / "net.keras",
+        "--name",
+        "n",
+        "--input-range",
+        "0-1",
+        "--data",
+        data,
+        "--out-dir",
+        tmp_path,
     )
-    one_line_error(result, "already normalises raw pixels (Rescaling", "drop --scale")
+    one_line_error(result, "already normalises raw pixels (Rescaling", "drop --input-range")
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def test_lists_exported_and_hand_made_members(tmp_path):
     make_member(store / "handmade.onnx", seed=1)
     torch.save(trained_like(TinyNet()).state_dict(), tmp_path / "net.pt")
     request = ExportRequest(tmp_path / "net.pt", "exported", factory="tiny_nets:TinyNet", out_dir=store,
-                            normalisation=Normalisation(scale=255.0), val_miou=0.6125)  # fmt: skip
+                            normalisation=Normalisation("0-1"), val_miou=0.6125)  # fmt: skip
     export_member(request, default_data=tmp_path / "absent.npz")
     result = ens("members", "--models-dir", store)
     assert result.exit_code == 0, result.output

@@ -122,7 +122,10 @@ def test_torch_checkpoint_reloads_with_weights_only_and_is_deterministic(tmp_pat
     assert sidecar["output"]["kind"] == "logits" and sidecar["input"]["layout"] == "NCHW"
     assert sidecar["split"]["n_train"] + sidecar["split"]["n_val"] == 11
     assert 0.0 <= sidecar["val_miou"] <= 1.0 and sidecar["val_miou"] == result.val_miou
-    scaling = {"unet": "--scale 255 ", "se_unet": "--scale 255 --mean 0.449 --std 0.226 "}[arch_name]
+    scaling = {
+        "unet": "--input-range 0-1 --data",
+        "se_unet": "--input-range 0-1 --mean 0.449 --std 0.226 --data",
+    }[arch_name]
     assert scaling in sidecar["export_command"] == result.export_command
     reloaded = resolve_factory(sidecar["factory"])(**sidecar["factory_kwargs"])
     reloaded.load_state_dict(torch.load(result.checkpoint, weights_only=True))
@@ -138,7 +141,8 @@ def test_keras_model_file_reloads_and_gives_the_same_outputs(tmp_path, tiny_data
     result = train(tiny_config(tmp_path, tiny_data, "keras"))
     sidecar = json.loads(sidecar_path(result.checkpoint).read_text())
     assert sidecar["framework"] == "keras" and sidecar["output"]["kind"] == "probabilities"
-    assert sidecar["input"]["preprocessing"]["scale"] == 1.0 and "--scale" not in sidecar["export_command"]
+    assert sidecar["input"]["preprocessing"]["input_range"] == "0-255"
+    assert "--input-range 0-255 --data" in sidecar["export_command"]
     reloaded = keras.models.load_model(result.checkpoint)
     arch = get_arch("keras", "unet")
     images = np.random.default_rng(5).integers(0, 256, (3, 32, 64), dtype=np.uint8)

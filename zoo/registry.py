@@ -1,62 +1,26 @@
 """The architectures `ens train` can build, keyed by (framework, arch), with the input and output
 conventions each one follows, so the sidecar tells an exporter exactly what to fold into the graph.
 
-The models differ on purpose, like real course models: the torch U-Net wants x/255 and returns
-logits, the SE U-Net wants (x/255 - mean)/std and returns logits, and the Keras U-Net takes raw
-pixels channels-last and returns softmax probabilities.
+The models differ on purpose, like real course models: the torch U-Net wants inputs in 0-1 (x/255)
+and returns logits, the SE U-Net wants (x/255 - mean)/std and returns logits, and the Keras U-Net
+takes raw 0-255 pixels channels-last (Rescaling inside) and returns softmax probabilities.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-
-import numpy as np
+from dataclasses import dataclass
 
 from ensemble.errors import EnsError
+from exporters.preprocessing import Normalisation
 
+Preprocessing = Normalisation
+"""The model input as a function of raw 0..255 pixels, declared as `ens export --input-range --mean --std`."""
 
-@dataclass(frozen=True)
-class Preprocessing:
-    """The model input as a function of raw 0..255 pixels x: (x / scale - mean) / std, the same
-    convention as `ens export --scale --mean --std`."""
-
-    scale: float = 1.0
-    mean: float = 0.0
-    std: float = 1.0
-
-    def apply(self, pixels: np.ndarray) -> np.ndarray:
-        """Float32 model input from raw pixels of any numeric dtype.
-
-        >>> Preprocessing(255, 0.5, 0.25).apply(np.array([0, 255])).tolist()
-        [-2.0, 2.0]
-        """
-        x = np.asarray(pixels, np.float32)
-        if self.scale != 1.0:
-            x = x / np.float32(self.scale)
-        if self.mean != 0.0 or self.std != 1.0:
-            x = (x - np.float32(self.mean)) / np.float32(self.std)
-        return x
-
-    def export_options(self) -> list[str]:
-        """The `ens export` options that fold this preprocessing into a member.
-
-        >>> Preprocessing(255).export_options()
-        ['--scale', '255']
-        """
-        options = [] if self.scale == 1.0 else ["--scale", f"{self.scale:g}"]
-        if self.mean != 0.0 or self.std != 1.0:
-            options += ["--mean", f"{self.mean:g}", "--std", f"{self.std:g}"]
-        return options
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "formula": "(x / scale - mean) / std, x = raw pixels 0..255"}
-
-
-RAW = Preprocessing()
-UNIT = Preprocessing(scale=255)
-GRAY_IMAGENET = Preprocessing(scale=255, mean=0.449, std=0.226)
+RAW = Preprocessing("0-255")
+UNIT = Preprocessing("0-1")
+GRAY_IMAGENET = Preprocessing("0-1", mean=0.449, std=0.226)
 """Grey-level ImageNet statistics (the mean of the RGB means and stds), a common course choice."""
 
 

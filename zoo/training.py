@@ -44,7 +44,8 @@ shared with one other busy process, spinning made a 2-thread training step about
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on; `seed` drives initialisation, shuffling and flips,
-    `split` the validation split (keep it shared by every member of an ensemble)."""
+    `split` the validation split (keep it shared by every member of an ensemble), read from
+    `val_ids_file` when explicit ids were given."""
 
     framework: str
     arch: str
@@ -62,6 +63,7 @@ class TrainConfig:
     flip: bool = True
     class_weights: tuple[float, ...] | None = None
     threads: int | None = None
+    val_ids_file: Path | None = None
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -251,10 +253,26 @@ def export_command(arch: Arch, config: TrainConfig, val_miou: float | None) -> s
     args = ["ens", "export", str(config.out), "--name", name if name[:1].isalpha() else f"m{name}"]
     if arch.framework == "torch":
         args += ["--factory", arch.factory, "--factory-kwargs", json.dumps(config.factory_kwargs)]
-    args += [*arch.preprocessing.export_options(), "--data", str(config.data)]
+    args += [
+        *arch.preprocessing.options(),
+        "--data",
+        str(config.data),
+        *split_options(config.split, config.val_ids_file),
+    ]
     if val_miou is not None:
         args += ["--val-miou", f"{val_miou:.4f}"]
     return shlex.join(args)
+
+
+def split_options(spec: SplitSpec, val_ids_file: Path | None = None) -> list[str]:
+    """The options that give `ens export` (and fit, score) the validation split this run used."""
+    if spec.val_ids is not None:
+        return ["--val-ids", str(val_ids_file)] + ([] if spec.drop_outliers else ["--keep-outliers"])
+    default = SplitSpec()
+    options = [] if spec.seed == default.seed else ["--split-seed", str(spec.seed)]
+    if spec.val_fraction != default.val_fraction:
+        options += ["--val-fraction", f"{spec.val_fraction:g}"]
+    return options + ([] if spec.drop_outliers else ["--keep-outliers"])
 
 
 def physical_cores() -> int:

@@ -6,9 +6,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ensemble.cli.app import app
-from ensemble.cli.common import DEFAULT_DATA, console, user_errors
+from ensemble.cli.common import (
+    DEFAULT_DATA,
+    DropOutliersOpt,
+    SplitSeedOpt,
+    ValFractionOpt,
+    ValIdsOpt,
+    console,
+    split_spec,
+    user_errors,
+)
 from ensemble.cli.members_cmd import format_size
 from ensemble.errors import EnsError
 from ensemble.member import DEFAULT_STORE
@@ -28,8 +38,9 @@ def _exporters():
 SourceArg = Annotated[
     Path,
     typer.Argument(
-        help=".pt/.pth/.ckpt/.bin (state_dict, TorchScript or, with --trust, a pickled model), "
-        ".pt2 (torch.export), or .keras/.h5 (Keras 3)."
+        help="Model file, recognised by its content: a state_dict (.pt/.pth/.ckpt/.bin, with --factory), "
+        "a .keras/.h5 Keras 3 model, or, with --trust, a TorchScript file, a torch.export .pt2 archive "
+        "or a pickled model."
     ),
 ]
 NameOpt = Annotated[str, typer.Option("--name", help="Member name in the store (letters, digits, _ or -).")]
@@ -43,29 +54,49 @@ FactoryOpt = Annotated[
 FactoryKwargsOpt = Annotated[
     str | None, typer.Option("--factory-kwargs", help="JSON object of keyword arguments for --factory.")
 ]
-ScaleOpt = Annotated[
-    float | None, typer.Option("--scale", help="Divide raw 0..255 pixels by S (e.g. 255) before the net.")
+InputRangeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-range",
+        help="Value range the net was trained on: 0-255 (raw pixels, the default), 0-1 (x/255, what "
+        "Keras Rescaling(1/255) gives) or -1-1 (x/127.5-1). Raw 0..255 pixels are mapped onto it.",
+    ),
 ]
 MeanOpt = Annotated[
-    float | None, typer.Option("--mean", help="Then subtract M (needs --std), e.g. --mean 0.5 --std 0.25.")
+    float | None,
+    typer.Option(
+        "--mean",
+        help="Then subtract M, in --input-range units (needs --std), e.g. --input-range 0-1 --mean 0.449.",
+    ),
 ]
-StdOpt = Annotated[float | None, typer.Option("--std", help="Then divide by S.")]
+StdOpt = Annotated[
+    float | None, typer.Option("--std", help="Then divide by S, in --input-range units, e.g. --std 0.226.")
+]
+ScaleOpt = Annotated[float | None, typer.Option("--scale", hidden=True, help="Refused: use --input-range.")]
 CustomObjectsOpt = Annotated[
     Path | None,
-    typer.Option("--custom-objects", dir_okay=False, help="Python file registering custom Keras layers."),
+    typer.Option(
+        "--custom-objects",
+        dir_okay=False,
+        help="Python file registering custom Keras layers (importing it runs it: needs --trust).",
+    ),
 ]
 DataOpt = Annotated[
     Path | None,
     typer.Option(
         "--data",
         dir_okay=False,
-        help=f"Course-format npz whose images are used for the parity check (default {DEFAULT_DATA}; "
-        "seeded random images when that is absent).",
+        help=f"Course-format npz: its images are used for the parity check and its labelled validation "
+        f"split to score the member (default {DEFAULT_DATA}; seeded random images when that is absent).",
     ),
 ]
 TrustOpt = Annotated[
     bool,
-    typer.Option("--trust", help="Allow files that run code when loaded (pickled models, Lambda layers)."),
+    typer.Option(
+        "--trust",
+        help="Allow inputs that run code: pickled models, TorchScript and torch.export archives, Keras "
+        "Lambda layers, --custom-objects files and a --factory module from the current folder.",
+    ),
 ]
 ToleranceOpt = Annotated[
     float, typer.Option("--tolerance", help="Largest allowed abs difference of probabilities, ORT vs source.")
@@ -81,11 +112,22 @@ ClassNamesOpt = Annotated[
     ),
 ]
 ValMiouOpt = Annotated[
-    float | None, typer.Option("--val-miou", help="Validation mIoU (0..1) to record in the member.")
+    float | None,
+    typer.Option(
+        "--val-miou",
+        help="Validation mIoU (0..1) measured in training: checked against the member's own score when "
+        "--data has labels, recorded as given otherwise.",
+    ),
 ]
 OutDirOpt = Annotated[Path, typer.Option("--out-dir", file_okay=False, help="Member store folder.")]
 ForceOpt = Annotated[
-    bool, typer.Option("--force", help="Replace an existing member; skip the store's class check.")
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace a member exported from another file; skip the store's class check; write a member "
+        "that is degenerate on the validation split, scores better under another --input-range, or "
+        "scores away from --val-miou.",
+    ),
 ]
 
 
@@ -96,7 +138,7 @@ def export(
     name: NameOpt,
     factory: FactoryOpt = None,
     factory_kwargs: FactoryKwargsOpt = None,
-    scale: ScaleOpt = None,
+    input_range: InputRangeOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
     custom_objects: CustomObjectsOpt = None,
@@ -109,26 +151,36 @@ def export(
     val_miou: ValMiouOpt = None,
     out_dir: OutDirOpt = DEFAULT_STORE,
     force: ForceOpt = False,
+    split_seed: SplitSeedOpt = 0,
+    val_fraction: ValFractionOpt = 0.2,
+    val_ids: ValIdsOpt = None,
+    drop_outliers: DropOutliersOpt = True,
+    scale: ScaleOpt = None,
 ) -> None:
     """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
     ex = _exporters()
+    from exporters.preprocessing import refuse_scale
     from exporters.request import parse_class_names, parse_factory_kwargs
 
+    if scale is not None:
+        raise refuse_scale(scale)
     request = ex.ExportRequest(
         source=source, name=name, factory=factory, factory_kwargs=parse_factory_kwargs(factory_kwargs),
-        normalisation=ex.Normalisation.from_options(scale, mean, std), custom_objects=custom_objects,
+        normalisation=ex.Normalisation.from_options(input_range, mean, std), custom_objects=custom_objects,
         data=data, trust=trust, tolerance=tolerance, height=height, width=width,
         class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
+        split=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
     )  # fmt: skip
     result = ex.export_member(request, default_data=DEFAULT_DATA)
     member, info = result.member, result.member.info
     size = "dynamic H, W" if result.dynamic_hw else f"{info.input_hw[0]}x{info.input_hw[1]} fixed"
     console.print(
-        f"[green]wrote[/] {member.path} ({format_size(member.size_bytes)}, {size}) "
+        f"[green]wrote[/] {escape(str(member.path))} ({format_size(member.size_bytes)}, {size}) "
         f"in {result.seconds:.1f} s\n"
         f"  parity max abs error {info.parity_max_abs_err:.2e} | {info.n_classes} classes: "
-        f"{', '.join(info.class_names)} | preprocessing {info.preprocessing}\n"
-        f"  {'; '.join(result.notes)}",
+        f"{escape(', '.join(info.class_names))} | preprocessing {escape(info.preprocessing)}\n"
+        f"  {escape(result.quality_note)}\n"
+        f"  {escape('; '.join(result.notes))}",
         highlight=False,
         soft_wrap=True,
     )

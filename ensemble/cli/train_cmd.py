@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ensemble.cli.app import app
@@ -83,12 +84,13 @@ def train(
         lr=lr,
         split=split,
         threads=threads,
+        val_ids_file=val_ids,
     )
     config.check()
     if data == DEFAULT_DATA:
         from ensemble.synthetic import ensure_demo_data
 
-        ensure_demo_data(data, console.print)
+        ensure_demo_data(data, lambda line: console.print(escape(line), highlight=False))
     with _progress() as (on_step, on_epoch):
         result = run(config, on_step, on_epoch)
     score = "n/a (no validation images)" if result.val_miou is None else f"{result.val_miou:.4f}"

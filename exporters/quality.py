@@ -1,0 +1,183 @@
+"""Is an exported member any good? Its course mIoU on the shared validation split, compared with
+always predicting the majority class, and how much of the labelled area it gives to one class.
+
+Parity cannot catch wrong preprocessing: the source and its ONNX copy see the same wrong inputs
+and agree. This check runs the member itself with the project's metric: a net fed inputs far
+outside its training range predicts one class nearly everywhere, or scores clearly better when its
+input is remapped to another of the declarable ranges, and either is refused unless forced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.data import open_data
+from ensemble.decode import decode
+from ensemble.metrics import ConfusionAccumulator, course_miou
+from ensemble.session import MemberSession
+from ensemble.sources import make_source
+from ensemble.split import SplitSpec
+from exporters.preprocessing import RANGES, Normalisation
+
+DOMINANT_SHARE = 0.95
+"""A member that gives one class more than this share of the labelled pixels is degenerate."""
+CLAIM_TOLERANCE = 0.01
+"""Largest gap between a --val-miou claim and the measured val mIoU (same split, same metric)."""
+PROBE_IMAGES = 64
+PROBE_MARGIN = 0.05
+"""Another --input-range that scores this much higher on the probe images means a misread range."""
+BATCH = 32
+CAUSE = "the likeliest cause is preprocessing that differs from training"
+
+
+@dataclass(frozen=True)
+class RangeProbe:
+    """The member's course mIoU on the first validation images as declared, and fed as if the best
+    other --input-range had been declared instead."""
+
+    declared: float
+    other_range: str
+    other: float
+    n_images: int
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A member's scores on the labelled validation images (course metric: true-0 pixels dropped)."""
+
+    val_miou: float
+    baseline_miou: float
+    majority_class: int
+    top_class: int
+    top_share: float
+    scored_on: str
+    probe: RangeProbe | None = None
+
+    def problem(self, class_names: tuple[str, ...], declared: Normalisation) -> str | None:
+        """Why the member must not enter the store unforced, with the likely cause; None if it may."""
+        preprocessing = f"net input = {declared.formula()}; check --input-range/--mean/--std"
+        probe = self.probe
+        if probe is not None and probe.other > probe.declared + PROBE_MARGIN:
+            return (
+                f"on the first {probe.n_images} validation images it scores {probe.declared:.4f} as declared "
+                f"(--input-range {declared.input_range}) but {probe.other:.4f} when fed as --input-range "
+                f"{probe.other_range}, so the net was most likely trained on {probe.other_range} inputs: "
+                f"pass --input-range {probe.other_range} if it was"
+            )
+        if self.top_share > DOMINANT_SHARE:
+            return (
+                f"on {self.scored_on} it predicts {class_names[self.top_class]!r} on {self.top_share:.1%} of "
+                f"the labelled pixels (val mIoU {self.val_miou:.4f}); {CAUSE} ({preprocessing}), else an "
+                "untrained or broken model"
+            )
+        if self.val_miou < self.baseline_miou:
+            return (
+                f"on {self.scored_on} its val mIoU {self.val_miou:.4f} is below the {self.baseline_miou:.4f} "
+                f"of always predicting the majority class {class_names[self.majority_class]!r}; {CAUSE} "
+                f"({preprocessing}), else an untrained or broken model"
+            )
+        return None
+
+    def summary(self) -> str:
+        return (
+            f"val course mIoU {self.val_miou:.4f} on {self.scored_on} "
+            f"(majority-class baseline {self.baseline_miou:.4f})"
+        )
+
+
+def measure_quality(
+    session: MemberSession,
+    data: Path | None,
+    spec: SplitSpec,
+    n_classes: int,
+    declared: Normalisation | None = None,
+) -> tuple[Quality | None, str]:
+    """Score the member on the validation split of `data`; (None, why) when there is nothing to score.
+
+    With `declared` (raw pixels -> net input, no mean/std), the first validation images are also
+    scored as if each other input range had been declared, to catch a misread range."""
+    if data is None or not data.is_file():
+        return None, f"val mIoU not measured: {'no --data given' if data is None else f'{data} absent'}"
+    handle = open_data(data)
+    n_val = len(spec.val_ids) if spec.val_ids is not None else int(round(handle.n_train * spec.val_fraction))
+    if handle.n_train == 0 or n_val == 0:
+        return None, f"val mIoU not measured: {data.name} has no labelled validation images"
+    source = make_source(handle, "val", spec)
+    truth = source.truth()
+    if int(truth.max(initial=0)) >= n_classes:
+        return None, (
+            f"val mIoU not measured: {data.name} has labels up to {int(truth.max())} but the model "
+            f"predicts {n_classes} classes"
+        )
+    confusion, first = ConfusionAccumulator(n_classes), ConfusionAccumulator(n_classes)
+    probe_images: list[np.ndarray] = []
+    start = 0
+    for _, images in source.batches(BATCH):
+        labels = decode(session.run(images[:, None].astype(np.float32)))
+        confusion.update(truth[start : start + len(images)], labels)
+        if start < PROBE_IMAGES:
+            keep = min(len(images), PROBE_IMAGES - start)
+            first.update(truth[start : start + keep], labels[:keep])
+            probe_images.append(images[:keep])
+        start += len(images)
+    matrix = confusion.matrix
+    if matrix[1:].sum() == 0:
+        return None, f"val mIoU not measured: the validation images of {data.name} hold only class 0"
+    probe = None
+    if declared is not None and declared.mean == 0.0 and declared.std == 1.0:
+        images = np.concatenate(probe_images)
+        probe = _probe_ranges(session, images, truth[: len(images)], n_classes, declared, first.matrix)
+    quality = Quality(
+        **_scores(matrix),
+        scored_on=f"{source.n_images} validation image{'s' * (source.n_images != 1)} of {data.name} "
+        f"({source.description})",
+        probe=probe,
+    )
+    return quality, quality.summary()
+
+
+def _scores(matrix: np.ndarray) -> dict:
+    """Course mIoU, the majority-class baseline and the most predicted class over labelled pixels."""
+    labelled = matrix[1:]
+    predicted = labelled.sum(axis=0)
+    majority = 1 + int(np.argmax(labelled.sum(axis=1)))
+    baseline = np.zeros_like(matrix)
+    baseline[:, majority] = matrix.sum(axis=1)
+    return {
+        "val_miou": course_miou(matrix),
+        "baseline_miou": course_miou(baseline),
+        "majority_class": majority,
+        "top_class": int(np.argmax(predicted)),
+        "top_share": float(predicted.max() / max(predicted.sum(), 1)),
+    }
+
+
+def _probe_ranges(
+    session: MemberSession,
+    images: np.ndarray,
+    truth: np.ndarray,
+    n_classes: int,
+    declared: Normalisation,
+    declared_matrix: np.ndarray,
+) -> RangeProbe | None:
+    """Feed the member pixels that its declared mapping turns into each other range's net input; the
+    best other range that gives a sound member (not one class, above the baseline) is returned."""
+    low, high = RANGES[declared.input_range]
+    best = RangeProbe(course_miou(declared_matrix), "", 0.0, len(images))
+    for other in RANGES:
+        if other == declared.input_range:
+            continue
+        net_input = Normalisation(other).apply(images[:, None])
+        pixels = (net_input - np.float32(low)) * np.float32(255.0 / (high - low))
+        confusion = ConfusionAccumulator(n_classes)
+        for start in range(0, len(images), BATCH):
+            probs = session.run(np.ascontiguousarray(pixels[start : start + BATCH], np.float32))
+            confusion.update(truth[start : start + BATCH], decode(probs))
+        scores = _scores(confusion.matrix)
+        sound = scores["top_share"] <= DOMINANT_SHARE and scores["val_miou"] > scores["baseline_miou"]
+        if sound and scores["val_miou"] > best.other:
+            best = RangeProbe(best.declared, other, scores["val_miou"], len(images))
+    return best if best.other_range else None

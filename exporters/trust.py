@@ -1,0 +1,54 @@
+"""What runs code when ens loads it, checked before any loading, and the one wording of a refusal.
+
+Unpickling calls whatever functions a file names; a TorchScript archive is a program; torch.export.load
+unpickles parts of an archive with weights_only=False; a Keras Lambda layer holds Python bytecode;
+`--custom-objects` and a `--factory` module found only in the current folder are Python files that
+run when imported. Each needs `--trust`. Everything else is read as data (state_dicts with
+`weights_only=True`, Keras configs in safe mode).
+"""
+
+from __future__ import annotations
+
+from ensemble.errors import EnsError
+from exporters.factory import local_factory_file
+from exporters.request import ExportRequest
+
+STATE_DICT_HINT = "or save model.state_dict() and export it with --factory"
+FORMAT_RISKS = {
+    "torch.export": (
+        "is a torch.export archive",
+        "torch.export.load unpickles parts of it with weights_only=False, which runs any code the file names",
+    ),
+    "torchscript": (
+        "is a TorchScript archive",
+        "torch.jit.load compiles and runs the program stored in it",
+    ),
+}
+
+
+def untrusted(what: str, risk: str, hint: str = STATE_DICT_HINT) -> EnsError:
+    """The refusal for anything that would run code from a file: what it is, the risk, --trust."""
+    return EnsError(f"{what}: {risk}; pass --trust only if you trust where it came from, {hint}")
+
+
+def check_trust(request: ExportRequest, source_format: str) -> None:
+    """Refuse, before anything is loaded or imported, every input that runs code, unless --trust."""
+    if request.trust:
+        return
+    if source_format in FORMAT_RISKS:
+        kind, risk = FORMAT_RISKS[source_format]
+        raise untrusted(f"{str(request.source)!r} {kind}", risk)
+    if request.custom_objects is not None:
+        raise untrusted(
+            f"--custom-objects {str(request.custom_objects)!r} is a Python file",
+            "importing it runs its code",
+            "or install the layers as a package and register them there",
+        )
+    if request.factory:
+        local = local_factory_file(request.factory)
+        if local is not None:
+            raise untrusted(
+                f"--factory {request.factory!r} imports {str(local)!r} from this folder",
+                "importing it runs its code",
+                "or install the module as a package",
+            )
