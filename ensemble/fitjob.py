@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ensemble.data import DataFile
 from ensemble.ensemblefile import EnsembleSpec, default_path, write_spec
-from ensemble.fit import FitResult, FitSettings, fit_ensemble
+from ensemble.fit import FitResult, FitSettings, check_settings, fit_ensemble
 from ensemble.member import DEFAULT_STORE, Member
 from ensemble.probcache import DEFAULT_CACHE, ProbCache, merged_probs
 from ensemble.sources import make_source
@@ -53,6 +53,7 @@ def fit(
     members = resolve_members(request.members, request.store)
     n_classes = members[0].n_classes
     source = make_source(request.data, "val", request.split_spec)
+    check_settings(request.settings, source.n_images)
     truth = source.truth(n_classes)
     views = get_views(request.tta)
     cache = ProbCache(source, request.cache_dir, request.device, request.threads, request.batch_size)
@@ -73,8 +74,12 @@ def fit(
             "data_sha256": request.data.sha256,
             "split": source.description,
             "n_images": source.n_images,
-            "per_class": request.settings.per_class,
-            "folds": request.settings.folds,
+            "weights_per": {
+                "asked": request.settings.weights_per,
+                "chosen": result.weights_per,
+                "cv": result.cv_by_weights_per,
+            },
+            "folds": result.folds,
             "in_sample": result.in_sample.to_dict(),
             "cv": None if result.cv is None else result.cv.to_dict(),
             "stages_used": dict(zip(("weights", "class_gain", "cleanup"), result.use, strict=True)),

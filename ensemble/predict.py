@@ -22,6 +22,7 @@ from ensemble.split import SplitSpec
 
 SUBMISSIONS = Path("submissions")
 DEFAULT_TTA = "flip"
+DEFAULT_CONNECTIVITY = 4
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class PredictRequest:
     weights: str | None = None
     min_area: str | None = None
     class_gain: str | None = None
+    connectivity: int | None = None
     tta: str | None = None
     ensemble: Path | None = None
     out: Path | None = None
@@ -64,10 +66,11 @@ def resolve_options(
     request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
 ) -> PredictOptions:
     """Explicit options win, then the ensemble file, then the defaults (equal weights, flip, gains of 1,
-    no cleanup)."""
+    no cleanup, 4-connectivity). The file's `metric` and `fit` are the fit's evidence: they decide
+    nothing here and are copied into the manifest."""
     n_classes = members[0].n_classes
     options = request.options
-    if request.weights:
+    if request.weights is not None:
         options = replace(options, weights=parse_weights(request.weights, [m.name for m in members]))
     elif spec is not None:
         options = replace(options, weights=spec.weight_matrix())
@@ -80,17 +83,18 @@ def resolve_options(
     else:
         gain = spec.gain_vector() if spec is not None else None
     tta = request.tta or (spec.tta if spec is not None else DEFAULT_TTA)
-    return replace(options, min_area=min_area, tta=tta, class_gain=gain)
+    connectivity = request.connectivity or (spec.connectivity if spec is not None else DEFAULT_CONNECTIVITY)
+    return replace(options, min_area=min_area, tta=tta, class_gain=gain, connectivity=connectivity)
 
 
-def prepare(request: PredictRequest) -> tuple[Ensemble, ImageSource, Path | None]:
+def prepare(request: PredictRequest) -> tuple[Ensemble, ImageSource, Path | None, EnsembleSpec | None]:
     """Load and check members, options and the image source; builds the sessions once."""
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
     options = resolve_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     ensemble = Ensemble(members, options)
     ensemble.check_image_shape(source.image_shape)
-    return ensemble, source, spec_path
+    return ensemble, source, spec_path, spec
 
 
 def predict(
@@ -99,7 +103,7 @@ def predict(
     on_batch: Callable[[int], None] | None = None,
 ) -> PredictOutcome:
     """Predict the requested split and write the CSV and its manifest; nothing partial on failure."""
-    ensemble, source, spec_path = prepare(request)
+    ensemble, source, spec_path, spec = prepare(request)
     if on_start:
         on_start(ensemble, source)
     out = request.out or default_out()
@@ -109,6 +113,8 @@ def predict(
     result = run(ensemble, source, out, request.fmt, request.save_probs, truth, on_batch)
     manifest = build_manifest(ensemble, source, result, out, request.fmt)
     manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+    if spec is not None:
+        manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
     if result.confusion is not None:
         manifest["val_confusion"] = np.asarray(result.confusion).tolist()
     return PredictOutcome(out, write_manifest(out, manifest), result, ensemble, source, spec_path)
