@@ -36,8 +36,9 @@ def parse_min_area(text: str, n_classes: int) -> np.ndarray:
         return areas
     areas = np.zeros(n_classes, dtype=np.int64)
     for cls, value in key_values(text, "--min-area", "1=30,4=5"):
-        index = parse_int(cls, "--min-area class", 0, n_classes - 1, hint)
-        areas[index] = parse_int(value, f"--min-area {cls}=", 0, MAX_AREA, hint)
+        what = f"--min-area entry '{cls}={value}':"
+        index = parse_int(cls, f"{what} class", 0, n_classes - 1, hint)
+        areas[index] = parse_int(value, f"{what} area", 0, MAX_AREA, hint)
     return areas
 
 

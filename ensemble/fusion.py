@@ -126,7 +126,8 @@ def parse_weights(text: str, names: Sequence[str]) -> np.ndarray:
     for name, value in key_values(text, "--weights", example):
         if name not in names:
             raise EnsError(f"--weights names {name!r}, which is not among the members {list(names)}")
-        weight = parse_number(value, f"--weights {name}=", f"give a weight >= 0, e.g. --weights {example}")
+        what = f"--weights entry '{name}={value}': weight"
+        weight = parse_number(value, what, f"give NAME=WEIGHT with WEIGHT >= 0, e.g. --weights {example}")
         if weight < 0:
             raise EnsError(
                 f"--weights {name}={value} is negative; weights are >= 0, e.g. --weights {example}"

@@ -25,8 +25,9 @@ def parse_class_gain(text: str, n_classes: int) -> np.ndarray:
     """
     gains = np.ones(n_classes)
     for cls, value in key_values(text, "--class-gain", "4=8"):
-        index = parse_int(cls, "--class-gain class", 0, n_classes - 1, "e.g. --class-gain 4=8")
-        gain = parse_number(value, f"--class-gain {cls}=", "give a gain > 0, e.g. --class-gain 4=8")
+        what = f"--class-gain entry '{cls}={value}':"
+        index = parse_int(cls, f"{what} class", 0, n_classes - 1, "give CLASS=GAIN, e.g. --class-gain 4=8")
+        gain = parse_number(value, f"{what} gain", "give CLASS=GAIN with GAIN > 0, e.g. --class-gain 4=8")
         if not MIN_GAIN <= gain <= MAX_GAIN:
             raise EnsError(
                 f"--class-gain {cls}={value} is outside {MIN_GAIN:g}..{MAX_GAIN:g}; a gain multiplies "
