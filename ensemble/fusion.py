@@ -42,7 +42,7 @@ def normalise_weights(weights: np.ndarray | Sequence[float], n_members: int, n_c
     if bad.any():
         member, cls = np.argwhere(bad)[0]
         raise EnsError(
-            f"fusion weight {matrix[member, cls]!r} of member {member}, class {cls} is not allowed; "
+            f"fusion weight {float(matrix[member, cls])!r} of member {member}, class {cls} is not allowed; "
             "weights must be finite numbers >= 0"
         )
     top = matrix.max(axis=0)

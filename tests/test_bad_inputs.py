@@ -369,6 +369,16 @@ def test_explicit_connectivity_overrides_the_file(tmp_path, tiny_npz, store):
     assert json.loads(out.with_suffix(".manifest.json").read_text())["cleanup"]["connectivity"] == 4
 
 
+def test_score_applies_the_file_connectivity_to_explicit_min_area(tmp_path, tiny_npz, store):
+    path = write_json(tmp_path / "ens.json", dict(spec_dict(store), connectivity=8))
+    report = tmp_path / "score.json"
+    args = ["--data", tiny_npz, "--models-dir", store, "--ensemble", path, "--cache-dir", tmp_path / "cache"]
+    result = ens("score", "--val", *args, "--val-fraction", "0.5", "--min-area", "5", "--json", report)
+    assert result.exit_code == 0, result.output
+    last = json.loads(report.read_text())["rows"][-1]
+    assert last["name"] == "+ cleanup" and last["cleanup"]["connectivity"] == 8
+
+
 def _nested(depth: int) -> str:
     return '{"format": "ens-ensemble/1", "fit": ' + "[" * depth + "]" * depth + "}"
 
