@@ -82,8 +82,9 @@ def build_rows(
     if spec is not None and (spec.gain_vector() != 1).any():
         gain = spec.gain_vector()
         rows.append(Row("+ class gains", every, weights, tta, zeros, gain))
-    if min_area is None and spec is not None:
-        min_area, connectivity = spec.min_area, spec.connectivity
+    if spec is not None:  # the fitted neighbourhood applies to --min-area thresholds too
+        connectivity = spec.connectivity
+        min_area = spec.min_area if min_area is None else min_area
     if min_area is not None and any(min_area):
         areas = np.asarray(min_area, np.int64)
         rows.append(Row("+ cleanup", every, weights, tta, areas, gain, connectivity))

@@ -14,8 +14,10 @@ import numba
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.optionvalues import key_values, parse_int
 
 IGNORED_CLASS = 0
+MAX_AREA = 2**31 - 1  # far above any image's pixel count; int32 so the kernel's compare is exact
 MinArea = int | Sequence[int] | Mapping[int, int] | np.ndarray
 _DY = (-1, 1, 0, 0, -1, -1, 1, 1)  # 4-neighbours first, then the diagonals
 _DX = (0, 0, -1, 1, -1, 1, -1, 1)
@@ -27,39 +29,53 @@ def parse_min_area(text: str, n_classes: int) -> np.ndarray:
     >>> parse_min_area("20", 5).tolist(), parse_min_area("1=30,4=5", 5).tolist()
     ([0, 20, 20, 20, 20], [0, 30, 0, 0, 5])
     """
-    text = text.strip()
-    if text.isdigit():
-        areas = np.full(n_classes, int(text), dtype=np.int64)
+    hint = "give one area (e.g. 20) or CLASS=AREA pairs (e.g. 1=30,2=30,3=30,4=5); 0 turns cleanup off"
+    if "=" not in text:
+        areas = np.full(n_classes, parse_int(text, "--min-area", 0, MAX_AREA, hint), dtype=np.int64)
         areas[IGNORED_CLASS] = 0
         return areas
     areas = np.zeros(n_classes, dtype=np.int64)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        cls, sep, value = part.partition("=")
-        if not (sep and cls.strip().isdigit() and value.strip().isdigit()):
-            raise EnsError(
-                f"--min-area {text!r} is neither one area (e.g. 20) nor CLASS=AREA pairs "
-                "(e.g. 1=30,2=30,3=30,4=5)"
-            )
-        if not 0 <= int(cls) < n_classes:
-            raise EnsError(f"--min-area names class {int(cls)}; classes are 0..{n_classes - 1}")
-        areas[int(cls)] = int(value)
+    for cls, value in key_values(text, "--min-area", "1=30,4=5"):
+        what = f"--min-area entry '{cls}={value}':"
+        index = parse_int(cls, f"{what} class", 0, n_classes - 1, hint)
+        areas[index] = parse_int(value, f"{what} area", 0, MAX_AREA, hint)
     return areas
 
 
 def min_area_array(min_area: MinArea, n_classes: int) -> np.ndarray:
-    """Normalise a min_area given as one int, a per-class sequence or a {class: area} mapping."""
+    """Normalise a min_area given as one int, a per-class sequence or a {class: area} mapping.
+
+    Areas must be whole numbers in 0..MAX_AREA: 8.9 or 1e30 are refused, not cut to an int64.
+    """
     if isinstance(min_area, Mapping):
         areas = np.zeros(n_classes, dtype=np.int64)
         for cls, area in min_area.items():
-            areas[int(cls)] = int(area)
+            index = _whole(cls, min_area, n_classes)
+            if not 0 <= index < n_classes:
+                raise EnsError(f"min_area {min_area!r} names class {cls}; classes are 0..{n_classes - 1}")
+            areas[index] = _whole(area, min_area, n_classes)
     elif np.ndim(min_area) == 0:
-        areas = np.full(n_classes, int(min_area), dtype=np.int64)
+        areas = np.full(n_classes, _whole(min_area, min_area, n_classes), dtype=np.int64)
         areas[IGNORED_CLASS] = 0
     else:
-        areas = np.asarray(min_area, dtype=np.int64)
-    if areas.shape != (n_classes,) or (areas < 0).any():
+        values = np.asarray(min_area)
+        if values.ndim != 1:
+            raise EnsError(f"min_area {min_area!r} must give {n_classes} areas (one per class)")
+        areas = np.array([_whole(v, min_area, n_classes) for v in values.tolist()], dtype=np.int64)
+    if areas.shape != (n_classes,):
         raise EnsError(f"min_area {min_area!r} must give {n_classes} non-negative areas (one per class)")
     return areas
+
+
+def _whole(value, min_area, n_classes: int) -> int:
+    """One area as an int in 0..MAX_AREA, refusing bools, fractions and non-numbers."""
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if whole and 0 <= int(value) <= MAX_AREA:
+        return int(value)
+    raise EnsError(
+        f"min_area {min_area!r} holds {value!r}; areas are whole numbers in 0..{MAX_AREA}, "
+        f"one per class or one for all {n_classes} classes"
+    )
 
 
 def remove_small_regions(

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.npz import ArrayHeader, iter_rows, read_headers
+from ensemble.npz import ArrayHeader, check_budget, iter_rows, read_headers
 
 TRAIN_KEY = "training_set"
 TEST_KEY = "test_set"
@@ -47,6 +47,7 @@ class DataFile:
 
     def load_train(self, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return (images, masks), both uint8 (N, H, W)."""
+        check_budget(2 * self.n_train * self.height * self.width, f"the uint8 {TRAIN_KEY!r}", self.path)
         images = np.empty((self.n_train, self.height, self.width), np.uint8)
         masks = np.empty_like(images)
         start = 0
@@ -68,6 +69,7 @@ class DataFile:
     def load_test_images(self) -> np.ndarray:
         """Return all test images as uint8 (M, H, W)."""
         self._require(TEST_KEY)
+        check_budget(2 * self.n_test * self.height * self.width, f"the uint8 {TEST_KEY!r}", self.path)
         parts = list(self.iter_test_images(_CHUNK_ROWS))
         return np.concatenate(parts) if parts else np.empty((0, self.height, self.width), np.uint8)
 
@@ -78,6 +80,7 @@ class DataFile:
                 f"{str(self.path)!r} has no {TEST_MASKS_KEY!r} array, so the test set cannot be "
                 "scored offline; score the validation split instead (--split val)"
             )
+        check_budget(2 * self.n_test * self.height * self.width, f"the uint8 {TEST_MASKS_KEY!r}", self.path)
         parts = []
         start = 0
         for chunk in iter_rows(self.path, TEST_MASKS_KEY, _CHUNK_ROWS):
@@ -134,10 +137,10 @@ def open_data(path: str | Path) -> DataFile:
 
 
 def _check_numeric(header: ArrayHeader, path: Path) -> None:
-    if header.dtype.kind not in "biuf":
+    if header.dtype.kind not in "iuf" or header.dtype.shape:
         raise EnsError(
             f"array {header.key!r} in {str(path)!r} has dtype {header.dtype}; "
-            "expected a numeric dtype (uint8, int, float)"
+            "expected a numeric dtype (uint8, int, float); booleans are not pixels or labels"
         )
 
 

@@ -4,28 +4,35 @@ Three stages, each fitted on top of the previous one: fusion weights, per-class 
 per-class cleanup min_area. The estimate is k-fold over validation images: fit on k-1 folds, score
 the held-out fold, pool the held-out confusion matrices. A stage whose cross-validated gain is not
 positive is switched off in the final fit, so `ens fit` never recommends something it cannot show.
+With `weights_per="auto"` the same folds also decide between one weight per member and one per
+member and class: the one whose whole pipeline scores higher held out is kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ensemble.areafit import fit_min_area
 from ensemble.cleanup import remove_small_regions
 from ensemble.decode import decode
+from ensemble.errors import EnsError
 from ensemble.fusion import fuse, normalise_weights
 from ensemble.gains import fit_gains, scaled_weights
 from ensemble.metrics import confusion_matrix, get_metric
 from ensemble.weightfit import fit_weights, pixel_score, pixel_set
 
 DEFAULT_FOLDS = 5
+WEIGHTS_PER = ("auto", "member", "class")
 
 
 @dataclass(frozen=True)
 class FitSettings:
-    per_class: bool = False
+    """`weights_per`: "member" (one weight per member), "class" (per member and class) or "auto"
+    (whichever cross-validates better)."""
+
+    weights_per: str = "auto"
     metric: str = "course"
     connectivity: int = 4
     folds: int = DEFAULT_FOLDS
@@ -85,6 +92,9 @@ class FitResult:
     cv: Stages | None
     use: tuple[bool, bool, bool]
     notes: list[str] = field(default_factory=list)
+    weights_per: str = "member"
+    cv_by_weights_per: dict[str, float] = field(default_factory=dict)
+    folds: int = 0
 
     @property
     def weights(self) -> np.ndarray:
@@ -108,7 +118,8 @@ def _fit_once(probs, truth, index, n_classes, settings: FitSettings, use=(True, 
     """Weights, then gains on top, then min_area on the resulting labels, each only if `use` says so."""
     equal = normalise_weights(np.ones(len(probs)), len(probs), n_classes)
     pixels = pixel_set([p[index] for p in probs], truth[index], seed=settings.seed)
-    weights = fit_weights(pixels, settings.per_class, settings.metric).weights if use[0] else equal
+    per_class = settings.weights_per == "class"
+    weights = fit_weights(pixels, per_class, settings.metric).weights if use[0] else equal
     gains = np.ones(n_classes)
     if use[1]:
         gains, _ = fit_gains(
@@ -142,37 +153,75 @@ def fit_ensemble(
 ) -> FitResult:
     """Fit on `probs` (one TTA-merged (N, C, H, W) array per member) against uint8 (N, H, W) truth.
 
-    `on_step(description)` is called before each of the folds + 1 fits.
+    `on_step(description)` is called before each fit (folds per candidate weighting, then the final one).
     """
     n_images, n_classes = probs[0].shape[:2]
-    reduce = get_metric(settings.metric).reduce
-    cv = None
-    folds = min(settings.folds, n_images)
+    folds = check_settings(settings, n_images)
+    candidates = ("member", "class") if settings.weights_per == "auto" else (settings.weights_per,)
+    notes = []
+    cv_by: dict[str, Stages] = {}
     if folds >= 2:
         fold_of = np.empty(n_images, np.int64)
         fold_of[np.random.default_rng(settings.seed).permutation(n_images)] = np.arange(n_images) % folds
-        totals = [np.zeros((n_classes, n_classes), np.int64) for _ in range(4)]
-        for fold in range(folds):
-            if on_step:
-                on_step(f"fold {fold + 1}/{folds}")
-            train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-            fitted = _fit_once(probs, truth, train, n_classes, settings)
-            matrices = _stage_confusions(probs, truth, held, fitted, n_classes, settings.connectivity)
-            totals = [t + m for t, m in zip(totals, matrices, strict=True)]
-        cv = Stages(*(reduce(t) for t in totals))
+        for per in candidates:
+            cv_by[per] = _cross_validate(probs, truth, fold_of, replace(settings, weights_per=per), on_step)
+        chosen = max(candidates, key=lambda per: cv_by[per].cleaned)  # ties keep "member", the simpler
+        if len(candidates) > 1:
+            scores = ", ".join(f"per {per} {cv_by[per].cleaned:.4f}" for per in candidates)
+            notes.append(f"weights per {chosen}: the better {folds}-fold CV score ({scores})")
+    else:
+        chosen = "member" if settings.weights_per == "auto" else settings.weights_per
+        if settings.weights_per == "auto":
+            notes.append("no cross-validation (--folds < 2): one weight per member, the simpler choice")
+    cv = cv_by.get(chosen)
     use = (
         (True, True, True)
         if cv is None
         else (cv.weight_gain > 0, cv.class_gain_gain > 0, cv.cleanup_gain > 0)
     )
-    notes = []
     for used, what, fallback in zip(use, ("learned weights", "class gains", "cleanup"),
                                     ("equal weights", "gains of 1", "no cleanup"), strict=True):  # fmt: skip
         if not used:
             notes.append(f"{what} did not help in {folds}-fold CV; using {fallback}")
     if on_step:
         on_step("final fit on all images")
+    final = replace(settings, weights_per=chosen)
     everything = np.arange(n_images)
-    fitted = _fit_once(probs, truth, everything, n_classes, settings, use)
+    fitted = _fit_once(probs, truth, everything, n_classes, final, use)
     matrices = _stage_confusions(probs, truth, everything, fitted, n_classes, settings.connectivity)
-    return FitResult(fitted, Stages(*(reduce(m) for m in matrices)), cv, use, notes)
+    reduce = get_metric(settings.metric).reduce
+    scores = {per: stages.cleaned for per, stages in cv_by.items()}
+    in_sample = Stages(*(reduce(m) for m in matrices))
+    return FitResult(fitted, in_sample, cv, use, notes, chosen, scores, folds if folds >= 2 else 0)
+
+
+def check_settings(settings: FitSettings, n_images: int) -> int:
+    """The number of folds to use; refuses settings the fit cannot honour as asked."""
+    if settings.weights_per not in WEIGHTS_PER:
+        raise EnsError(
+            f"--weights-per {settings.weights_per!r} is unknown; choose one of {', '.join(WEIGHTS_PER)}"
+        )
+    if n_images < 1:
+        raise EnsError("there are no validation images to fit on; check the split options")
+    if not 0 <= settings.folds <= n_images:
+        raise EnsError(
+            f"--folds {settings.folds} is outside 0..{n_images}: each fold needs at least one of the "
+            f"{n_images} validation images; use e.g. --folds {min(DEFAULT_FOLDS, n_images)}, or 0 for none"
+        )
+    return settings.folds
+
+
+def _cross_validate(probs, truth, fold_of: np.ndarray, settings: FitSettings, on_step) -> Stages:
+    """Pooled held-out confusion of each stage over the folds of `fold_of`, reduced to scores."""
+    n_classes = probs[0].shape[1]
+    folds = int(fold_of.max()) + 1
+    totals = [np.zeros((n_classes, n_classes), np.int64) for _ in range(4)]
+    for fold in range(folds):
+        if on_step:
+            on_step(f"fold {fold + 1}/{folds}, weights per {settings.weights_per}")
+        train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+        fitted = _fit_once(probs, truth, train, n_classes, settings)
+        matrices = _stage_confusions(probs, truth, held, fitted, n_classes, settings.connectivity)
+        totals = [t + m for t, m in zip(totals, matrices, strict=True)]
+    reduce = get_metric(settings.metric).reduce
+    return Stages(*(reduce(t) for t in totals))

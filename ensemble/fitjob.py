@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ensemble.data import DataFile
 from ensemble.ensemblefile import EnsembleSpec, default_path, write_spec
-from ensemble.fit import FitResult, FitSettings, fit_ensemble
+from ensemble.fit import FitResult, FitSettings, check_settings, fit_ensemble
 from ensemble.member import DEFAULT_STORE, Member
 from ensemble.outputs import refuse_overwrite, run_inputs
 from ensemble.probcache import DEFAULT_CACHE, ProbCache, merged_probs
@@ -59,6 +59,7 @@ def fit(
     refuse_overwrite({"--out": out}, run_inputs(request.data, members, None, request.split_spec))
     n_classes = members[0].n_classes
     source = make_source(request.data, "val", request.split_spec)
+    check_settings(request.settings, source.n_images)
     truth = source.truth(n_classes)
     views = get_views(request.tta)
     cache = ProbCache(
@@ -81,8 +82,12 @@ def fit(
             "data_sha256": request.data.sha256,
             "split": source.description,
             "n_images": source.n_images,
-            "per_class": request.settings.per_class,
-            "folds": request.settings.folds,
+            "weights_per": {
+                "asked": request.settings.weights_per,
+                "chosen": result.weights_per,
+                "cv": result.cv_by_weights_per,
+            },
+            "folds": result.folds,
             "in_sample": result.in_sample.to_dict(),
             "cv": None if result.cv is None else result.cv.to_dict(),
             "stages_used": dict(zip(("weights", "class_gain", "cleanup"), result.use, strict=True)),

@@ -13,11 +13,24 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.gains import scaled_weights
+from ensemble.optionvalues import key_values, parse_number
 
 
 def normalise_weights(weights: np.ndarray | Sequence[float], n_members: int, n_classes: int) -> np.ndarray:
-    """Check and broadcast weights to a (members, classes) float32 matrix whose columns sum to 1."""
-    matrix = np.asarray(weights, dtype=np.float64)
+    """Check and broadcast weights to a (members, classes) float32 matrix whose columns sum to 1.
+
+    Each column is divided by its maximum before its sum is taken, so weights near the float64
+    limit cannot overflow the sum to inf (which would zero the class).
+
+    >>> normalise_weights([1.7e308, 1.7e308, 0.0], 3, 2)[:, 0].tolist()
+    [0.5, 0.5, 0.0]
+    """
+    try:
+        matrix = np.array(weights, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EnsError(
+            f"fusion weights {weights!r} are not numbers; give one number >= 0 per member"
+        ) from exc
     if matrix.ndim == 1:
         matrix = np.repeat(matrix[:, None], n_classes, axis=1)
     if matrix.shape != (n_members, n_classes):
@@ -25,15 +38,21 @@ def normalise_weights(weights: np.ndarray | Sequence[float], n_members: int, n_c
             f"fusion weights have shape {tuple(np.shape(weights))}; expected ({n_members},) or "
             f"({n_members}, {n_classes}) for {n_members} members and {n_classes} classes"
         )
-    if not np.isfinite(matrix).all() or (matrix < 0).any():
-        raise EnsError(f"fusion weights must be finite and >= 0, got {matrix.tolist()}")
-    column = matrix.sum(axis=0)
-    if (column <= 0).any():
+    bad = ~np.isfinite(matrix) | (matrix < 0)
+    if bad.any():
+        member, cls = np.argwhere(bad)[0]
         raise EnsError(
-            f"fusion weights of class {int(np.argmax(column <= 0))} are all 0; "
+            f"fusion weight {float(matrix[member, cls])!r} of member {member}, class {cls} is not allowed; "
+            "weights must be finite numbers >= 0"
+        )
+    top = matrix.max(axis=0)
+    if (top <= 0).any():
+        raise EnsError(
+            f"fusion weights of class {int(np.argmax(top <= 0))} are all 0; "
             "give at least one member a positive weight"
         )
-    return (matrix / column).astype(np.float32)
+    scaled = matrix / top
+    return (scaled / scaled.sum(axis=0)).astype(np.float32)
 
 
 class WeightedMerger:
@@ -97,20 +116,26 @@ def fuse(
 
 
 def parse_weights(text: str, names: Sequence[str]) -> np.ndarray:
-    """Parse `a=0.5,b=0.3,c=0.2` into per-member weights in the order of `names`."""
+    """Parse `a=0.5,b=0.3,c=0.2` into per-member weights in the order of `names`.
+
+    >>> parse_weights("b=1, a=3", ["a", "b"]).tolist()
+    [3.0, 1.0]
+    """
+    example = ",".join(f"{n}=1" for n in names)
     weights = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        try:
-            weight = float(value) if sep else float("nan")
-        except ValueError:
-            weight = float("nan")
-        if not np.isfinite(weight) or weight < 0:
-            raise EnsError(f"--weights entry {part!r} is not NAME=WEIGHT with WEIGHT >= 0; e.g. a=0.5,b=0.5")
-        if name.strip() not in names:
-            raise EnsError(f"--weights names {name.strip()!r}, which is not among the members {list(names)}")
-        weights[name.strip()] = weight
+    for name, value in key_values(text, "--weights", example):
+        if name not in names:
+            raise EnsError(f"--weights names {name!r}, which is not among the members {list(names)}")
+        what = f"--weights entry '{name}={value}': weight"
+        weight = parse_number(value, what, f"give NAME=WEIGHT with WEIGHT >= 0, e.g. --weights {example}")
+        if weight < 0:
+            raise EnsError(
+                f"--weights {name}={value} is negative; weights are >= 0, e.g. --weights {example}"
+            )
+        weights[name] = weight
     missing = [n for n in names if n not in weights]
     if missing:
-        raise EnsError(f"--weights gives no weight for {missing}; give one for every member")
+        raise EnsError(f"--weights gives no weight for {missing}; give one for every member, e.g. {example}")
+    if not any(weights.values()):
+        raise EnsError(f"--weights {text!r} gives every member weight 0; give at least one a weight > 0")
     return np.array([weights[n] for n in names], dtype=np.float64)

@@ -12,6 +12,9 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.gridsearch import class_grid_search
+from ensemble.optionvalues import key_values, parse_int, parse_number
+
+MIN_GAIN, MAX_GAIN = 1e-6, 1e6
 
 
 def parse_class_gain(text: str, n_classes: int) -> np.ndarray:
@@ -21,25 +24,31 @@ def parse_class_gain(text: str, n_classes: int) -> np.ndarray:
     [1.0, 1.0, 1.0, 1.0, 8.0]
     """
     gains = np.ones(n_classes)
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        cls, sep, value = part.partition("=")
-        try:
-            index, gain = int(cls), float(value) if sep else float("nan")
-        except ValueError:
-            index, gain = -1, float("nan")
-        if not sep or not np.isfinite(gain) or gain <= 0:
-            raise EnsError(f"--class-gain entry {part!r} is not CLASS=GAIN with GAIN > 0; e.g. 4=8")
-        if not 0 <= index < n_classes:
-            raise EnsError(f"--class-gain names class {index}; classes are 0..{n_classes - 1}")
+    for cls, value in key_values(text, "--class-gain", "4=8"):
+        what = f"--class-gain entry '{cls}={value}':"
+        index = parse_int(cls, f"{what} class", 0, n_classes - 1, "give CLASS=GAIN, e.g. --class-gain 4=8")
+        gain = parse_number(value, f"{what} gain", "give CLASS=GAIN with GAIN > 0, e.g. --class-gain 4=8")
+        if not MIN_GAIN <= gain <= MAX_GAIN:
+            raise EnsError(
+                f"--class-gain {cls}={value} is outside {MIN_GAIN:g}..{MAX_GAIN:g}; a gain multiplies "
+                "the class score before the argmax, e.g. 4=8"
+            )
         gains[index] = gain
     return gains
 
 
 def gain_array(gain, n_classes: int) -> np.ndarray:
-    """Check a gain vector (None: all ones)."""
-    gains = np.ones(n_classes) if gain is None else np.asarray(gain, np.float64)
-    if gains.shape != (n_classes,) or not np.isfinite(gains).all() or (gains <= 0).any():
-        raise EnsError(f"class gains must be {n_classes} finite values > 0, got {np.asarray(gain).tolist()}")
+    """Check a gain vector (None: all ones); gains stay in MIN_GAIN..MAX_GAIN so that the float32
+    fusion weights they scale neither overflow nor vanish."""
+    try:
+        gains = np.ones(n_classes) if gain is None else np.array(gain, np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EnsError(f"class gains {gain!r} are not numbers; give {n_classes} numbers > 0") from exc
+    if gains.shape != (n_classes,) or not ((gains >= MIN_GAIN) & (gains <= MAX_GAIN)).all():
+        raise EnsError(
+            f"class gains must be {n_classes} numbers in {MIN_GAIN:g}..{MAX_GAIN:g}, "
+            f"got {np.asarray(gain).tolist()}; e.g. 1 for every class but a rare one"
+        )
     return gains
 
 

@@ -25,6 +25,7 @@ from ensemble.split import SplitSpec
 
 SUBMISSIONS = Path("submissions")
 DEFAULT_TTA = "flip"
+DEFAULT_CONNECTIVITY = 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class PredictRequest:
     weights: str | None = None
     min_area: str | None = None
     class_gain: str | None = None
+    connectivity: int | None = None
     tta: str | None = None
     ensemble: Path | None = None
     out: Path | None = None
@@ -67,10 +69,11 @@ def resolve_options(
     request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
 ) -> PredictOptions:
     """Explicit options win, then the ensemble file, then the defaults (equal weights, flip, gains of 1,
-    no cleanup)."""
+    no cleanup, 4-connectivity). The file's `metric` and `fit` are the fit's evidence: they decide
+    nothing here and are copied into the manifest."""
     n_classes = members[0].n_classes
     options = request.options
-    if request.weights:
+    if request.weights is not None:
         options = replace(options, weights=parse_weights(request.weights, [m.name for m in members]))
     elif spec is not None:
         options = replace(options, weights=spec.weight_matrix())
@@ -83,7 +86,8 @@ def resolve_options(
     else:
         gain = spec.gain_vector() if spec is not None else None
     tta = request.tta or (spec.tta if spec is not None else DEFAULT_TTA)
-    return replace(options, min_area=min_area, tta=tta, class_gain=gain)
+    connectivity = request.connectivity or (spec.connectivity if spec is not None else DEFAULT_CONNECTIVITY)
+    return replace(options, min_area=min_area, tta=tta, class_gain=gain, connectivity=connectivity)
 
 
 def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Path] | None]:
@@ -95,7 +99,9 @@ def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Pa
     }
 
 
-def prepare(request: PredictRequest, out: Path | None = None) -> tuple[Ensemble, ImageSource, Path | None]:
+def prepare(
+    request: PredictRequest, out: Path | None = None
+) -> tuple[Ensemble, ImageSource, Path | None, EnsembleSpec | None]:
     """Load and check members, options and the image source; builds the sessions once.
 
     With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
@@ -110,7 +116,7 @@ def prepare(request: PredictRequest, out: Path | None = None) -> tuple[Ensemble,
     source = make_source(request.data, request.split, request.split_spec)
     ensemble = Ensemble(members, options)
     ensemble.check_image_shape(source.image_shape)
-    return ensemble, source, spec_path
+    return ensemble, source, spec_path, spec
 
 
 def predict(
@@ -123,7 +129,7 @@ def predict(
     The CSV and the manifest are committed together: either both are replaced or neither.
     """
     out = request.out or default_out()
-    ensemble, source, spec_path = prepare(request, out)
+    ensemble, source, spec_path, spec = prepare(request, out)
     if on_start:
         on_start(ensemble, source)
     truth = None
@@ -133,6 +139,8 @@ def predict(
         result = run(ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch)
         manifest = build_manifest(ensemble, source, result, out, request.fmt, written=csv_tmp)
         manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+        if spec is not None:
+            manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
         if result.confusion is not None:
             manifest["val_confusion"] = np.asarray(result.confusion).tolist()
         manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")

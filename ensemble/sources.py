@@ -62,6 +62,11 @@ def make_source(data: DataFile, split: str = "test", spec: SplitSpec | None = No
     if split == "test":
         if not data.has_test:
             raise EnsError(f"{str(data.path)!r} has no 'test_set'; use --split val")
+        if data.n_test == 0:
+            raise EnsError(
+                f"'test_set' of {str(data.path)!r} holds 0 images (shape (0, {data.height}, {data.width})); "
+                "a submission needs at least one; use the full data file, or --split val"
+            )
         return ImageSource("test", data.n_test, data.image_shape, data, description="test set")
     if split != "val":
         raise EnsError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -73,6 +78,11 @@ def make_source(data: DataFile, split: str = "test", spec: SplitSpec | None = No
 
 def validation_split(data: DataFile, spec: SplitSpec):
     """Resolve `spec` on the file's labelled images, dropping duplicated-mask outliers if asked."""
+    if data.n_train == 0:
+        raise EnsError(
+            f"'training_set' of {str(data.path)!r} holds 0 images, so there is no validation split; "
+            "use a data file with labelled images"
+        )
     _, masks = data.load_train()
     outliers = find_duplicate_masks(masks).indices if spec.drop_outliers else None
     split = spec.resolve(data.n_train, outliers)

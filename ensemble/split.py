@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.optionvalues import check_seed, parse_int
 
 DEFAULT_SEED = 0
 DEFAULT_VAL_FRACTION = 0.2
+MAX_ID = 2**62  # far above any image count; keeps ids in int64
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,10 @@ class SplitSpec:
     def resolve(self, n_images: int, outliers: np.ndarray | None = None) -> Split:
         """Return the split of `n_images` labelled images, without `outliers` if asked to drop them."""
         if self.val_ids is not None:
-            val = _check_ids(np.asarray(self.val_ids, dtype=np.int64), n_images)
+            val = _check_ids(tuple(self.val_ids), n_images)
             described = f"{len(val)} explicit validation ids"
         else:
+            check_seed(self.seed, "--split-seed")
             if not 0.0 <= self.val_fraction < 1.0:
                 raise EnsError(f"--val-fraction {self.val_fraction} is outside [0, 1); use e.g. 0.2")
             order = np.random.default_rng(self.seed).permutation(n_images)
@@ -66,28 +69,30 @@ class SplitSpec:
 
 def read_ids_file(path: str | Path) -> tuple[int, ...]:
     """Read training-set indices separated by commas, spaces or newlines (# starts a comment)."""
-    text = Path(path).read_text()
-    tokens = [t for line in text.splitlines() for t in re.split(r"[,\s]+", line.split("#")[0]) if t]
+    raw = Path(path).read_bytes()
     try:
-        return tuple(int(t) for t in tokens)
-    except ValueError as exc:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise EnsError(
-            f"--val-ids file {str(path)!r} holds {bad!r}; expected integer image indices "
-            "separated by commas or newlines"
+            f"--val-ids file {str(path)!r} is not UTF-8 text (byte {raw[exc.start]:#04x} at offset "
+            f"{exc.start}); expected image indices in digits 0-9, separated by commas or newlines"
         ) from exc
+    tokens = [t for line in text.splitlines() for t in re.split(r"[,\s]+", line.split("#")[0]) if t]
+    what = f"--val-ids file {str(path)!r}: entry"
+    hint = "expected training-set indices in digits 0-9, separated by commas or newlines"
+    return tuple(parse_int(t, what, -MAX_ID, MAX_ID, hint) for t in tokens)
 
 
-def _check_ids(ids: np.ndarray, n_images: int) -> np.ndarray:
+def _check_ids(ids: tuple[int, ...], n_images: int) -> np.ndarray:
     if len(ids) == 0:
         raise EnsError("the --val-ids file is empty; list at least one training-set index")
-    out_of_range = ids[(ids < 0) | (ids >= n_images)]
-    if len(out_of_range):
+    out_of_range = [i for i in ids if not 0 <= i < n_images]
+    if out_of_range:
         raise EnsError(
-            f"validation id {int(out_of_range[0])} is outside 0..{n_images - 1} "
-            f"(the training set has {n_images} images)"
+            f"validation id {out_of_range[0]} is outside 0..{n_images - 1} "
+            f"(the training set has {n_images} images); list indices of the training set"
         )
-    unique, counts = np.unique(ids, return_counts=True)
+    unique, counts = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
     if (counts > 1).any():
         raise EnsError(f"validation id {int(unique[counts > 1][0])} is listed twice; list each once")
     return unique

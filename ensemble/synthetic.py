@@ -21,6 +21,7 @@ from ensemble.aliens import render_aliens
 from ensemble.atomic import atomic_write
 from ensemble.data import TEST_KEY, TEST_MASKS_KEY, TRAIN_KEY
 from ensemble.errors import EnsError
+from ensemble.optionvalues import check_seed
 from ensemble.outliers import DEFAULT_MIN_COPIES
 from ensemble.terrain import render_scenes
 
@@ -53,7 +54,8 @@ class DemoSpec:
         return max(round(self.n_train * ALIEN_SHARE), min(DEFAULT_MIN_COPIES, self.n_train // 8))
 
     def check(self) -> None:
-        """Raise EnsError for sizes the generator cannot honour."""
+        """Raise EnsError for sizes or a seed the generator cannot honour."""
+        check_seed(self.seed, "--seed")
         for name, value, low in (
             ("--n-train", self.n_train, 1),
             ("--n-test", self.n_test, 0),

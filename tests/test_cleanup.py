@@ -95,6 +95,6 @@ def test_bad_input(labels, kwargs, message):
 def test_parse_min_area():
     assert parse_min_area("0", 5).tolist() == [0, 0, 0, 0, 0]
     assert parse_min_area("1=30,2=30,3=30,4=5", 5).tolist() == [0, 30, 30, 30, 5]
-    for text, message in [("1:30", "CLASS=AREA"), ("9=4", "classes are 0..4"), ("-3", "CLASS=AREA")]:
+    for text, message in [("1:30", "CLASS=AREA"), ("9=4", "outside 0..4"), ("-3", "CLASS=AREA")]:
         with pytest.raises(EnsError, match=message):
             parse_min_area(text, 5)

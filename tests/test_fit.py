@@ -106,3 +106,24 @@ def test_class_gains_rescue_a_rare_class_the_members_never_pick():
     gains, best = fit_gains(lambda g: pixel_score(pixels, scaled_weights(ones, g)), 5)
     assert gains[4] > 1 and gains[0] == 1
     assert best > pixel_score(pixels, ones) + 0.05
+
+
+def test_auto_weighting_picks_per_class_weights_when_cross_validation_prefers_them():
+    rng = np.random.default_rng(3)
+    truth = random_truth(rng, n=24)
+    probs = [
+        member(rng, truth, confidence=3.0, classes=[1, 2]),
+        member(rng, truth, confidence=3.0, classes=[3, 4]),
+    ]
+    result = fit_ensemble(probs, truth, FitSettings(folds=3))
+    scores = result.cv_by_weights_per
+    assert result.weights_per == "class" and scores["class"] > scores["member"]
+    assert result.cv.cleaned == scores["class"] and result.folds == 3
+    assert result.weights[0, 1] > 0.5 > result.weights[0, 4]
+    assert any("weights per class" in note for note in result.notes)
+    forced = fit_ensemble(probs, truth, FitSettings(weights_per="member", folds=1))
+    assert forced.weights_per == "member" and forced.cv_by_weights_per == {} and forced.folds == 0
+    assert np.ptp(forced.weights, axis=1).max() < 1e-6  # one weight per member
+    unforced = fit_ensemble(probs, truth, FitSettings(folds=0))
+    assert unforced.weights_per == "member" and unforced.cv is None
+    assert any("no cross-validation" in note for note in unforced.notes)

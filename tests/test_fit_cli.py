@@ -62,6 +62,15 @@ def test_fit_then_score_then_predict_agree(tmp_path, demo, store):
     assert spec["fit"]["cv"]["weight_gain"] == pytest.approx(
         spec["fit"]["cv"]["learned"] - spec["fit"]["cv"]["equal"]
     )
+    chosen = spec["fit"]["weights_per"]
+    assert (
+        spec["fit"]["folds"] == 3 and chosen["asked"] == "auto" and set(chosen["cv"]) == {"member", "class"}
+    )
+    assert (
+        chosen["cv"][chosen["chosen"]]
+        == max(chosen["cv"].values())
+        == spec["fit"]["cv"]["learned+gains+cleanup"]
+    )
 
     report = tmp_path / "ablation.json"
     result = ens(

@@ -192,6 +192,6 @@ def test_unwritable_output_path(tmp_path, tiny_npz, store):
 
 def test_bad_option_values(tmp_path, tiny_npz, store):
     base = ["--data", str(tiny_npz), "--models-dir", str(store)]
-    assert "not NAME=WEIGHT" in run_error([*base, "--weights", "a=1,b=x,c=1"])
+    assert "give NAME=WEIGHT" in run_error([*base, "--weights", "a=1,b=x,c=1"])
     assert "CLASS=AREA" in run_error([*base, "--min-area", "big"])
     assert "does not exist" in run_error(["--data", str(tmp_path / "none.npz"), "--models-dir", str(store)])

@@ -169,6 +169,8 @@ def ens(*args):
         (["--arch", "se_unet", "--framework", "keras"], "unknown architecture 'se_unet'.*keras/unet"),
         (["--width", "0"], "--width 0 is too small"),
         (["--framework", "keras"], "does not end in .keras"),
+        (["--seed", "-1"], r"--seed -1 is outside 0\.\.4294967295"),
+        (["--split-seed", "-1"], r"--split-seed -1 is outside 0\.\.4294967295"),
     ],
 )
 def test_ens_train_bad_options_give_one_line_errors(tmp_path, tiny_data, args, expected):

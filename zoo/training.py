@@ -23,6 +23,7 @@ import numpy as np
 
 from ensemble.atomic import write_text
 from ensemble.errors import EnsError
+from ensemble.optionvalues import check_seed
 from ensemble.split import SplitSpec
 from zoo.batches import (
     background_free_weights,
@@ -83,6 +84,7 @@ class TrainConfig:
                 f"--framework {self.framework} needs {self.framework}, which is not installed; "
                 f"{FRAMEWORKS[self.framework][1]}"
             )
+        check_seed(self.seed, "--seed")
         minimums = {"--epochs": 1, "--width": 1, "--depth": 1, "--batch-size": 1, "--n-classes": 2}
         values = (self.epochs, self.width, self.depth, self.batch_size, self.n_classes)
         for (name, low), value in zip(minimums.items(), values, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,12 @@ from ensemble.session import Device
 from ensemble.tta import TTA
 
 
+class WeightsPer(str, Enum):
+    auto = "auto"
+    member = "member"
+    klass = "class"
+
+
 @app.command("fit")
 @user_errors
 def fit_cmd(
@@ -48,15 +55,21 @@ def fit_cmd(
     tta: Annotated[
         TTA, typer.Option("--tta", help="TTA views the weights are fitted (and used) with.")
     ] = TTA.flip,
-    per_class: Annotated[
-        bool, typer.Option("--per-class", help="One weight per member and class instead of per member.")
-    ] = False,
+    weights_per: Annotated[
+        WeightsPer,
+        typer.Option(
+            "--weights-per",
+            help="One fusion weight per member, or per member and class; auto: whichever scores "
+            "higher in the cross-validation.",
+        ),
+    ] = WeightsPer.auto,
     metric: Annotated[
         str, typer.Option("--metric", help=f"Metric to maximise: {', '.join(list_metrics())}.")
     ] = ("course"),
-    folds: Annotated[int, typer.Option("--folds", min=0, help="Cross-validation folds (0 or 1: none).")] = (
-        DEFAULT_FOLDS
-    ),
+    folds: Annotated[
+        int,
+        typer.Option("--folds", help="Cross-validation folds, at most the validation images (0 or 1: none)."),
+    ] = (DEFAULT_FOLDS),
     connectivity: Annotated[
         Connectivity, typer.Option("--connectivity", help="Neighbourhood of cleanup regions.")
     ] = Connectivity.four,
@@ -86,7 +99,7 @@ def fit_cmd(
         store=models_dir,
         split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
         tta=tta.value,
-        settings=FitSettings(per_class, metric, int(connectivity.value), folds),
+        settings=FitSettings(weights_per.value, metric, int(connectivity.value), folds),
         out=out,
         cache_dir=cache_dir,
         device=device.value,
@@ -122,7 +135,7 @@ def _report(outcome: FitOutcome) -> None:
     )
     stages.add_row("in-sample", *(f"{v:.4f}" for v in _values(result.in_sample)))
     if result.cv is not None:
-        stages.add_row(f"{spec.fit['folds']}-fold CV", *(f"{v:.4f}" for v in _values(result.cv)))
+        stages.add_row(f"{result.folds}-fold CV", *(f"{v:.4f}" for v in _values(result.cv)))
     console.print(stages)
     if result.cv is not None:
         console.print(

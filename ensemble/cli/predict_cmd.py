@@ -85,8 +85,12 @@ def predict_cmd(
         ),
     ] = None,
     connectivity: Annotated[
-        Connectivity, typer.Option("--connectivity", help="Neighbourhood of regions.")
-    ] = Connectivity.four,
+        Connectivity | None,
+        typer.Option(
+            "--connectivity",
+            help="Neighbourhood of cleanup regions. Default: the ensemble file's, else 4.",
+        ),
+    ] = None,
     allow_background: Annotated[
         bool, typer.Option("--allow-background", help="Let the argmax pick class 0 (costs course mIoU).")
     ] = False,
@@ -115,7 +119,6 @@ def predict_cmd(
     """Predict the test set (or the validation split) and write a submission CSV with its manifest."""
     options = PredictOptions(
         allow_background=allow_background,
-        connectivity=int(connectivity.value),
         batch_size=batch_size,
         device=device.value,
         threads=threads,
@@ -129,6 +132,7 @@ def predict_cmd(
         weights=weights,
         min_area=min_area,
         class_gain=class_gain,
+        connectivity=int(connectivity.value) if connectivity is not None else None,
         tta=tta.value if tta is not None else None,
         ensemble=ensemble,
         out=out,
