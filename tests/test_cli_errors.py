@@ -79,9 +79,9 @@ def test_markup_in_paths_member_and_class_names_is_printed_verbatim(marked):
 
 def test_debug_reraises_with_the_chained_cause(tmp_path, tiny_npz):
     ids = tmp_path / "ids.txt"
-    ids.write_text("1, 2, x\n")
+    ids.write_bytes(b"1, 2, \xff\n")
     args = ["predict", "--data", tiny_npz, "--split", "val", "--val-ids", ids]
-    line = one_line_error(ens(*args, env={"ENS_DEBUG": "0"}), "holds 'x'", "integer image indices")
+    line = one_line_error(ens(*args, env={"ENS_DEBUG": "0"}), "is not UTF-8 text", "image indices")
     assert "Traceback" not in line
 
     for prefix, env in ((["--debug"], {}), ([], {"ENS_DEBUG": "1"})):

@@ -223,7 +223,9 @@ def test_ensemble_file_listing_a_member_three_times_is_refused(tmp_path, tiny_np
     spec = EnsembleSpec(("a", "a", "a"), (sha,) * 3, ((0.2,) * 5,) * 3, "none", (0,) * 5)
     write_spec(store / "ensemble.json", spec)
     before = snapshot(tmp_path)
-    one_line_error(ens(*predict_args(store, tiny_npz, tmp_path / "sub.csv")), "'a'", "are the same file")
+    one_line_error(
+        ens(*predict_args(store, tiny_npz, tmp_path / "sub.csv")), '"a", "a", "a"', "distinct member names"
+    )
     assert_unchanged(before, tmp_path)
 
 

@@ -207,7 +207,7 @@ def test_fit_cache_dir_under_a_file_names_the_option(tmp_path, tiny_npz, store):
     blocker = tmp_path / "cachefile"
     blocker.write_text("x")
     before = snapshot(tmp_path)
-    args = ["fit", *base(tiny_npz, store), "--members", "a", "--cache-dir", blocker / "sub"]
+    args = ["fit", *base(tiny_npz, store), "--members", "a", "--folds", "0", "--cache-dir", blocker / "sub"]
     line = refused(before, "cachefile' is a file, not a folder", "--cache-dir", args=args, roots=[tmp_path])
     assert "set ENS_CACHE" not in line and "File exists" not in line
 
