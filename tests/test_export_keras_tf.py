@@ -7,6 +7,7 @@ torch, where those layers fail: the export must notice that and move to the Tens
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,8 +18,6 @@ import numpy as np
 import pytest
 from conftest import assert_unchanged, ens, one_line_error, snapshot
 from export_checks import assert_contract, images_npz, metadata, run_member, sample_pixels, softmax
-
-from exporters.keras_model import missing_tensorflow
 
 HW = (16, 32)
 
@@ -103,7 +102,7 @@ def run_on_tensorflow(script: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tensorflow():
     """TensorFlow must be installed (make test installs it); outside CI its absence skips."""
-    missing = missing_tensorflow()
+    missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"{missing} not installed; make test installs them with the tensorflow extra")
@@ -213,44 +212,19 @@ def test_tensorflow_imported_by_layers_that_run_on_torch_exports_on_torch(tensor
     np.testing.assert_allclose(run_member(tmp_path / "ops.onnx", pixels), expected, atol=1e-5)
 
 
-NO_TENSORFLOW = """
-import json, sys
-sys.modules["tensorflow"] = None  # what a Python without TensorFlow sees: import tensorflow fails
-from typer.testing import CliRunner
-from ensemble.cli import app
-
-results = []
-for args in json.loads(sys.argv[1]):
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
-    results.append({"code": result.exit_code, "output": result.output})
-print(json.dumps(results))
-"""
-
-
-def test_without_tensorflow_every_import_style_gets_the_install_hint(tf_models, tmp_path):
+def test_without_tensorflow_every_import_style_gets_the_install_hint(tf_models, tmp_path, monkeypatch):
+    """None in sys.modules is what Python without TensorFlow shows: `import tensorflow` raises
+    ModuleNotFoundError and no spec is found, whether imported at the top of the file or in call()."""
     root, data = tf_models
     (tmp_path / "lazy.py").write_text(LAYERS_LAZY_IMPORT)
-    files = (root / "separate.py", root / "one_line.py", tmp_path / "lazy.py")
-    runs = [
-        ["export", str(root / "gate.keras"), "--name", "n", "--data", str(data), "--out-dir", str(tmp_path),
-         "--custom-objects", str(layers)]
-        for layers in files
-    ]  # fmt: skip
     before = snapshot(root, tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-c", NO_TENSORFLOW, json.dumps(runs)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    lines = [one_line_error(_Result(**result), "tensorflow is not installed", "pip install 'ens[tensorflow]'")
-             for result in results]  # fmt: skip
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    lines = []
+    for layers in (root / "separate.py", root / "one_line.py", tmp_path / "lazy.py"):
+        args = ["export", root / "gate.keras", "--name", "n", "--data", data, "--out-dir", tmp_path,
+                "--custom-objects", layers]  # fmt: skip
+        hint = ("tensorflow is not installed", "pip install 'ens[tensorflow]'")
+        lines.append(one_line_error(ens(*args), *hint))
     assert "--custom-objects" in lines[0] and "--custom-objects" in lines[1]
     assert "custom layer 'TfResize' failed on Keras' torch backend" in lines[2]
     assert_unchanged(before, root, tmp_path)
-
-
-class _Result:
-    """A CLI result read back from the subprocess, shaped for one_line_error."""
-
-    def __init__(self, code: int, output: str) -> None:
-        self.exit_code, self.output = code, output
