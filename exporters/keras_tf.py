@@ -42,8 +42,9 @@ WHERE = "on Keras' TensorFlow backend (subprocess)"
 
 
 def load_on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
-    """A source whose loading, runs and exports happen in a TensorFlow-backend worker process."""
-    worker = _Worker(request)
+    """A source whose loading, runs and exports happen in a TensorFlow-backend worker process;
+    `why` (the torch backend's failure) opens every note and error about it."""
+    worker = _Worker(request, why)
     facts = worker.facts
     dict_keys: list = []
 
@@ -73,7 +74,8 @@ def load_on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
 class _Worker:
     """The parent's handle on one worker process; it loads the model as soon as it starts."""
 
-    def __init__(self, request: ExportRequest) -> None:
+    def __init__(self, request: ExportRequest, why: str) -> None:
+        self.why = why
         self.folder = tempfile.TemporaryDirectory(prefix="ens_keras_tf_")
         self.work = Path(self.folder.name)
         self.log = open(self.work / "worker.log", "w+b")  # noqa: SIM115 (closed in close())
@@ -118,11 +120,12 @@ class _Worker:
         if not line:
             code = self.process.wait()
             raise EnsError(
-                f"the Keras export worker {WHERE} stopped (exit code {code}: {self._last_log_line()})"
+                f"{self.why}, and the export worker {WHERE} stopped (exit code {code}: "
+                f"{self._last_log_line()})"
             )
         reply = json.loads(line)
         if "error" in reply:
-            raise EnsError(f"{WHERE}: {reply['error']}")
+            raise EnsError(f"{self.why}, and {WHERE}: {reply['error']}")
         return reply
 
     def _last_log_line(self) -> str:
