@@ -1,6 +1,6 @@
 # The two set-up commands of the README:
 #   make demo   set up the runtime and run the main job on the embedded demo data and members
-#   make test   set up everything (torch, keras, dev tools) and run the test suite
+#   make test   set up everything (torch, keras, tensorflow, dev tools) and run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -16,7 +16,7 @@ setup: $(BIN)/python
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[torch,keras,dev]'
+	$(BIN)/pip install -q -e '.[torch,keras,tensorflow,dev]'
 
 demo: setup
 	$(BIN)/ens data demo

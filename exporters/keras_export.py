@@ -1,21 +1,21 @@
 """Keras sources: `.keras` and `.h5` files saved by Keras 3, exported on the torch backend.
 
 Keras picks its backend at import, so the torch backend is selected here before keras is
-imported. Custom layers written with `tf.*` ops only run on the TensorFlow backend: those models
-are exported by `exporters.keras_tf` in a subprocess. Files written by Keras 2 (tf.keras) are
-refused with a rebuild hint: Keras 3 may load them differently, and parity against such a
+imported. The model is loaded and run on a sample batch; when that fails inside a custom layer
+(layers written with `tf.*` ops run only on the TensorFlow backend), the export moves to
+`exporters.keras_tf`, a subprocess on the TensorFlow backend. Files written by Keras 2 (tf.keras)
+are refused with a rebuild hint: Keras 3 may load them differently, and parity against such a
 reload would not prove the member matches the model that was trained.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import json
 import os
 import re
 import sys
 import tempfile
+import traceback
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,48 +24,59 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError
-from exporters.formats import KERAS_SUFFIXES
+from exporters.keras_model import (
+    KERAS_CALL_HEADER,
+    builtin_preprocessing,
+    export_onnx,
+    first_line,
+    input_hw,
+    load_custom_objects,
+    load_model,
+    missing_tensorflow,
+    output_index,
+    run_model,
+    tensorflow_missing_hint,
+)
 from exporters.quiet import quiet
 from exporters.request import ExportRequest
+from exporters.samples import FALLBACK_HW, data_hw, load_samples
 from exporters.source import LoadedSource
-from exporters.trust import untrusted
-
-OPSET = 18
-PREPROCESSING_LAYERS = ("Rescaling", "Normalization")
-TF_IMPORT = re.compile(r"^\s*(import tensorflow|from tensorflow)\b", re.MULTILINE)
 
 
 def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
-    """Load a Keras 3 model (with --custom-objects) and describe how to run and convert it."""
+    """Load a Keras 3 model (with --custom-objects) on the torch backend and run a sample batch;
+    when that fails inside a custom layer, export on the TensorFlow backend in a subprocess."""
     path = request.source
     refuse_keras2(path)
-    if uses_tensorflow(request.custom_objects):
-        from exporters.keras_tf import load_on_tensorflow
-
-        return load_on_tensorflow(request)
     keras = import_keras()
     custom = load_custom_objects(request.custom_objects)
-    model = _load_model(keras, path, custom, request.trust)
-    fixed_hw = _input_hw(model, path)
+    try:
+        model = load_model(keras, path, custom, request.trust)
+    except EnsError as exc:
+        retried = _retry_on_tensorflow(keras, request, custom, exc)
+        if retried is None:
+            raise
+        return retried
+    fixed_hw = input_hw(model, path)
+    try:
+        run_model(keras, model, _probe_batch(request, fixed_hw))
+    except Exception as exc:  # the pipeline reports other failures on the real images
+        retried = _retry_on_tensorflow(keras, request, custom, exc)
+        if retried is not None:
+            return retried
 
     dict_keys: list = []
 
     def run(batch: np.ndarray) -> Any:
-        with quiet():
-            out = model(batch, training=False)
-        if isinstance(out, dict):
-            dict_keys[:] = list(out)
-        return keras.tree.map_structure(lambda t: np.asarray(keras.ops.convert_to_numpy(t)), out)
+        out, dict_keys[:] = run_model(keras, model, batch)
+        return out
 
     def to_onnx(example: np.ndarray, dynamic_hw: bool, key: Any) -> tuple[onnx.ModelProto, int]:
-        spec = keras.InputSpec(shape=(None, *example.shape[1:3], 1))
         failure = None
         with tempfile.TemporaryDirectory() as tmp, quiet() as log:
             target = Path(tmp) / "raw.onnx"
             try:
-                model.export(
-                    str(target), format="onnx", input_signature=[spec], verbose=False, opset_version=OPSET
-                )
+                export_onnx(keras, model, target, example.shape[1:3])
                 raw = onnx.load(str(target))
             except Exception as exc:  # keras/torch exporter failure: reported below in one line
                 failure = exc
@@ -74,7 +85,7 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
             raise EnsError(
                 f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: "
                 f"{text.splitlines()[0][:160] if text else log.last_line()})"
-            )
+            ) from failure
         return raw, output_index(key, dict_keys)
 
     versions = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}
@@ -89,15 +100,72 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         run=run,
         to_onnx=to_onnx,
         versions=versions,
-        builtin_preprocessing=_builtin_preprocessing(model),
+        builtin_preprocessing=builtin_preprocessing(model),
         fixed_hw=fixed_hw,
     )
+
+
+def _probe_batch(request: ExportRequest, fixed_hw: tuple[int, int] | None) -> np.ndarray:
+    """Two seeded images at the export size (as far as it is known before the data is read)."""
+    given = (request.height, request.width) if request.height is not None else None
+    hw = given or fixed_hw or data_hw(request.data) or FALLBACK_HW
+    return load_samples(None, True, hw).pixels()[:2].transpose(0, 2, 3, 1).copy()
+
+
+def _retry_on_tensorflow(keras, request: ExportRequest, custom: dict, exc: Exception) -> LoadedSource | None:
+    """The model on the TensorFlow backend (in a subprocess) when `exc` happened inside a custom
+    layer, a hint to install TensorFlow when it is absent, and None for any other failure."""
+    failure = exc.__cause__ if isinstance(exc, EnsError) and exc.__cause__ is not None else exc
+    names = {key.split(">")[-1] for key in keras.saving.get_custom_objects()}
+    names |= {getattr(value, "__name__", key) for key, value in custom.items()}
+    layer = failing_custom_layer(failure, request.custom_objects, names)
+    if layer is None:
+        return None
+    missing = missing_tensorflow()
+    if missing:
+        raise tensorflow_missing_hint(
+            f"custom layer {layer} failed on Keras' torch backend ({type(failure).__name__}: "
+            f"{first_line(failure)})",
+            missing,
+        ) from exc
+    from exporters.keras_tf import load_on_tensorflow
+
+    return load_on_tensorflow(
+        request, f"custom layer {layer} failed on the torch backend ({type(failure).__name__})"
+    )
+
+
+def failing_custom_layer(exc: BaseException, custom_file: Path | None, names: set[str]) -> str | None:
+    """The name of the custom layer an exception came from: a frame of the --custom-objects file
+    on its traceback (its `self`), or a registered custom class named by Keras' call context."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if custom_file is not None:
+            for frame, _ in traceback.walk_tb(current.__traceback__):
+                if _same_file(frame.f_code.co_filename, custom_file):
+                    owner = frame.f_locals.get("self")
+                    return repr(type(owner).__name__ if owner is not None else frame.f_code.co_name)
+        called = re.search(KERAS_CALL_HEADER + r" (\w+)", str(current))
+        if called and called.group(1) in names:
+            return repr(called.group(1))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _same_file(name: str, path: Path) -> bool:
+    try:
+        return Path(name).resolve() == path.resolve()
+    except OSError:
+        return False
 
 
 def import_keras():
     """Import keras on the torch backend (unless this process already imported it)."""
     if "keras" not in sys.modules:
         os.environ["KERAS_BACKEND"] = "torch"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # a custom-objects file may import TensorFlow
     try:
         with quiet():
             import keras
@@ -153,172 +221,3 @@ def _saved_version(path: Path) -> str:
             "load_weights() this file and save the whole model with model.save('model.keras')"
         )
     return version
-
-
-def uses_tensorflow(custom_objects: Path | None) -> bool:
-    """True when the custom-objects file imports TensorFlow (its layers need that backend)."""
-    if custom_objects is None:
-        return False
-    if not custom_objects.is_file():
-        raise EnsError(
-            f"--custom-objects {str(custom_objects)!r} does not exist; pass the .py file defining the layers"
-        )
-    return bool(TF_IMPORT.search(custom_objects.read_text(errors="replace")))
-
-
-def tensorflow_missing_hint(what: str) -> EnsError:
-    return EnsError(
-        f"{what} uses TensorFlow ops (tf.*), which run only on Keras' TensorFlow backend, and "
-        "TensorFlow is not installed; pip install tensorflow tf2onnx (the export then runs on that "
-        "backend in a subprocess), or rewrite the layers with keras.ops"
-    )
-
-
-def load_custom_objects(path: Path | None) -> dict:
-    """Execute the file (its @register_keras_serializable classes register themselves) and
-    return its `custom_objects` dict, if any."""
-    if path is None:
-        return {}
-    spec = importlib.util.spec_from_file_location(f"ens_custom_objects_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        with quiet():
-            spec.loader.exec_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "tensorflow":
-            raise tensorflow_missing_hint(f"--custom-objects {str(path)!r}") from None
-        raise EnsError(
-            f"--custom-objects {str(path)!r} imports {exc.name!r}, which is not installed"
-        ) from None
-    except Exception as exc:  # user code
-        raise EnsError(
-            f"--custom-objects {str(path)!r} raised {type(exc).__name__}: {str(exc)[:200]}"
-        ) from None
-    objects = getattr(module, "custom_objects", {}) or {}
-    if not isinstance(objects, dict):
-        raise EnsError(
-            f"--custom-objects {str(path)!r} defines custom_objects as a {type(objects).__name__}; "
-            "make it a dict of name -> class"
-        )
-    return dict(objects)
-
-
-def output_index(key: Any, dict_keys: list) -> int:
-    """Index of the chosen output among the exported graph's outputs (keras flattens dicts by
-    sorted key); the parity check confirms the choice."""
-    if isinstance(key, str):
-        return sorted(dict_keys).index(key)
-    return key or 0
-
-
-def _load_model(keras, path: Path, custom: dict, trust: bool):
-    lambdas = lambda_layers(path)
-    if lambdas and not trust:
-        raise untrusted(
-            f"{str(path)!r} holds {_few(lambdas)}",
-            "a Lambda layer is Python code that runs when the model is built and called",
-            "or replace the Lambda with a layer registered by @keras.saving.register_keras_serializable()",
-        )
-    if path.suffix.lower() not in KERAS_SUFFIXES:
-        raise EnsError(
-            f"{str(path)!r} holds a Keras model but is named {path.suffix or '(no suffix)'!r}, and Keras "
-            "loads by suffix; rename it to .keras (a zip archive) or .h5 (HDF5)"
-        )
-    try:
-        with quiet():
-            return keras.saving.load_model(path, custom_objects=custom, compile=False, safe_mode=not trust)
-    except Exception as exc:  # keras raises ValueError/TypeError with long messages
-        text = str(exc).strip()
-        first = (text.splitlines()[0] if text else type(exc).__name__)[:200]
-        if "safe_mode" in text or "arbitrary code" in text:
-            raise untrusted(
-                f"{str(path)!r} holds Python code (e.g. a Lambda layer)",
-                "it runs when the model is loaded",
-                "or replace it with a registered layer",
-            ) from exc
-        if "tensorflow" in text.lower():
-            raise tensorflow_missing_hint(f"{str(path)!r}") from exc
-        named = [layer for layer in lambdas if "(function " in layer]
-        if named and re.search(r"Could not locate function|could not be deserialized", text):
-            raise EnsError(
-                f"{str(path)!r} holds {_few(named)}, whose Python function the file does not contain "
-                "(only its name); pass --custom-objects FILE.py that defines it, with --trust"
-            ) from exc
-        if re.search(r"Could not locate|Unknown (layer|object)|custom_objects", text):
-            raise EnsError(
-                f"{str(path)!r} uses a custom class Keras does not know ({first}); pass --custom-objects "
-                "FILE.py defining it with @keras.saving.register_keras_serializable() (with --trust)"
-            ) from exc
-        raise EnsError(f"cannot load {str(path)!r} with Keras ({type(exc).__name__}: {first})") from exc
-
-
-def lambda_layers(path: Path) -> list[str]:
-    """The Lambda layers of a saved model's config, read as JSON (nothing is built), described like
-    "Lambda layer 'scale_in' (function 'scale')" or "... (a lambda)"."""
-    found: list[str] = []
-    stack = [_saved_config(path)]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(reversed(node))
-        elif isinstance(node, dict):
-            if node.get("class_name") == "Lambda" and isinstance(node.get("config"), dict):
-                config = node["config"]
-                function = config.get("function")
-                named = isinstance(function, dict) and function.get("class_name") == "function"
-                what = f"function {function.get('config')!r}" if named else "a lambda"
-                found.append(f"Lambda layer {config.get('name', '?')!r} ({what})")
-            stack.extend(reversed(list(node.values())))
-    return found
-
-
-def _saved_config(path: Path):
-    """The model config JSON of a .keras archive or an .h5 file; None when it cannot be read."""
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("config.json"))
-        import h5py
-
-        with h5py.File(path, "r") as handle:
-            config = handle.attrs.get("model_config")
-        return json.loads(config.decode() if isinstance(config, bytes) else config) if config else None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-
-
-def _few(items: list[str], shown: int = 2) -> str:
-    return ", ".join(items[:shown]) + (f" (+{len(items) - shown} more)" if len(items) > shown else "")
-
-
-def _input_hw(model, path: Path) -> tuple[int, int] | None:
-    shape = model.input_shape
-    if isinstance(shape, list) or (shape and isinstance(shape[0], (tuple, list))):
-        raise EnsError(f"{str(path)!r} has {len(shape)} inputs; a member takes one image batch")
-    if len(shape) != 4 or shape[-1] != 1:
-        raise EnsError(
-            f"{str(path)!r} takes input {tuple(shape)}; a member takes grayscale (N, H, W, 1) in Keras"
-        )
-    height, width = shape[1], shape[2]
-    return (int(height), int(width)) if height is not None and width is not None else None
-
-
-def _builtin_preprocessing(model) -> str:
-    """Describe Rescaling/Normalization layers inside the model (they already handle raw pixels)."""
-    found = []
-    layers, stack = [], list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop(0)
-        layers.append(layer)
-        stack[:0] = list(getattr(layer, "layers", []))
-    for layer in layers:
-        kind = type(layer).__name__
-        if kind == "Rescaling":
-            config = layer.get_config()
-            with contextlib.suppress(TypeError, ValueError):
-                found.append(f"Rescaling(x*{float(config['scale']):.6g}+{float(config['offset']):g})")
-                continue
-            found.append("Rescaling")
-        elif kind in PREPROCESSING_LAYERS:
-            found.append(f"{kind} layer {layer.name!r}")
-    return ", ".join(found)

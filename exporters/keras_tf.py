@@ -1,19 +1,22 @@
 """Keras models whose custom layers use tf.* ops, exported on the TensorFlow backend in a subprocess.
 
-Keras fixes its backend when imported and this process runs it on torch, so a child process
-started with KERAS_BACKEND=tensorflow loads the model, runs it on the export samples and writes
-the ONNX graph (Keras' TensorFlow exporter uses tf2onnx). The parent wraps and verifies that
-graph like any other source. Run as `python -m exporters.keras_tf WORKDIR` (a job.json inside).
+Keras fixes its backend when imported and this process runs it on torch, so a worker process
+started with KERAS_BACKEND=tensorflow loads the model once, then runs it on the export's batches
+and writes its ONNX graphs (Keras' TensorFlow exporter uses tf2onnx). The parent wraps and verifies
+those graphs like any other source's. Requests and replies are JSON lines on the worker's stdin
+and a private copy of its stdout; arrays and graphs travel as files in a temporary folder. All
+the worker prints (TensorFlow's start-up logs included) goes to a log file, quoted on failure.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -21,138 +24,195 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError
+from exporters.keras_model import (
+    builtin_preprocessing,
+    export_onnx,
+    first_line,
+    input_hw,
+    load_custom_objects,
+    load_model,
+    output_index,
+    run_model,
+)
 from exporters.request import ExportRequest
 from exporters.source import LoadedSource
 
+BACKEND = "tensorflow"
+WHERE = "on Keras' TensorFlow backend (subprocess)"
 
-def load_on_tensorflow(request: ExportRequest, backend: str = "tensorflow") -> LoadedSource:
-    """A source whose every run/export happens in a child process on `backend`."""
-    if backend == "tensorflow":
-        from exporters.keras_export import tensorflow_missing_hint
 
-        if importlib.util.find_spec("tensorflow") is None:
-            raise tensorflow_missing_hint(f"--custom-objects {str(request.custom_objects)!r}")
-        if importlib.util.find_spec("tf2onnx") is None:
-            raise EnsError("exporting on Keras' TensorFlow backend needs tf2onnx; pip install tf2onnx")
-    facts = _call(request, backend, None)[0]
-    results: dict[bytes, tuple[Any, onnx.ModelProto]] = {}
+def load_on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
+    """A source whose loading, runs and exports happen in a TensorFlow-backend worker process;
+    `why` (the torch backend's failure) opens every note and error about it."""
+    worker = _Worker(request, why)
+    facts = worker.facts
+    dict_keys: list = []
 
-    def _result(batch: np.ndarray) -> tuple[Any, onnx.ModelProto]:
-        key = batch.tobytes() + str(batch.shape).encode()
-        if key not in results:
-            results[key] = _call(request, backend, batch)[1:]
-        return results[key]
+    def run(batch: np.ndarray) -> Any:
+        out, dict_keys[:] = worker.run(batch)
+        return out
 
     def to_onnx(example: np.ndarray, dynamic_hw: bool, key: Any) -> tuple[onnx.ModelProto, int]:
-        from exporters.keras_export import output_index
+        return worker.export(None if dynamic_hw else example.shape[1:3]), output_index(key, dict_keys)
 
-        outputs, model = _result(example)
-        return model, output_index(key, list(outputs) if isinstance(outputs, dict) else [])
-
-    fixed = facts["input_shape"][1:3]
-    return LoadedSource(
+    fixed = facts["input_hw"]
+    source = LoadedSource(
         framework="keras",
-        kind=f"Keras {request.source.suffix} model ({backend} backend, subprocess)",
+        kind=f"Keras {request.source.suffix} model",
         channels_last=True,
-        run=lambda batch: _result(batch)[0],
+        run=run,
         to_onnx=to_onnx,
         versions=facts["versions"],
         builtin_preprocessing=facts["builtin"],
-        fixed_hw=tuple(fixed) if None not in fixed else None,
-        notes=[f"exported on the Keras {backend} backend in a subprocess"],
+        fixed_hw=tuple(fixed) if fixed else None,
+        notes=[f"{why}: exported on the TensorFlow backend in a subprocess"],
     )
+    weakref.finalize(source, worker.close)
+    return source
 
 
-def _call(request: ExportRequest, backend: str, batch: np.ndarray | None) -> tuple[dict, Any, Any]:
-    with tempfile.TemporaryDirectory(prefix="ens_keras_") as tmp:
-        work = Path(tmp)
+class _Worker:
+    """The parent's handle on one worker process; it loads the model as soon as it starts."""
+
+    def __init__(self, request: ExportRequest, why: str) -> None:
+        self.why = why
+        self.folder = tempfile.TemporaryDirectory(prefix="ens_keras_tf_")
+        self.work = Path(self.folder.name)
+        self.log = open(self.work / "worker.log", "w+b")  # noqa: SIM115 (closed in close())
+        env = {**os.environ, "KERAS_BACKEND": BACKEND, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "exporters.keras_tf", str(self.work)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env, text=True,
+        )  # fmt: skip
         job = {
             "source": str(request.source.resolve()),
             "custom_objects": str(request.custom_objects.resolve()) if request.custom_objects else None,
             "trust": request.trust,
-            "batch": batch is not None,
         }
-        (work / "job.json").write_text(json.dumps(job))
-        if batch is not None:
-            np.save(work / "batch.npy", batch)
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
-        done = subprocess.run(
-            [sys.executable, "-m", "exporters.keras_tf", str(work)], env=env, capture_output=True, text=True
-        )
-        result_file = work / "result.json"
-        if not result_file.is_file():
-            tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
-            raise EnsError(f"the Keras {backend} export subprocess failed ({tail})")
-        facts = json.loads(result_file.read_text())
-        if facts.get("error"):
-            raise EnsError(facts["error"])
-        if batch is None:
-            return facts, None, None
-        with np.load(work / "outputs.npz") as stored:
-            arrays = {name: stored[name] for name in stored.files}
-        outputs: Any = arrays["tensor"] if facts["structure"] == "tensor" else None
-        if facts["structure"] == "dict":
-            outputs = {key: arrays[f"item_{i}"] for i, key in enumerate(facts["keys"])}
-        elif facts["structure"] == "list":
-            outputs = [arrays[f"item_{i}"] for i in range(len(facts["keys"]))]
-        return facts, outputs, onnx.load(str(work / "raw.onnx"))
+        try:
+            self.facts = self.ask("load", **job)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, batch: np.ndarray) -> tuple[Any, list]:
+        np.save(self.work / "batch.npy", batch)
+        reply = self.ask("run")
+        with np.load(self.work / "outputs.npz") as stored:
+            arrays = [stored[f"item_{i}"] for i in range(len(stored.files))]
+        keys = reply["keys"]
+        if reply["structure"] == "dict":
+            return dict(zip(keys, arrays, strict=True)), keys
+        return (arrays if reply["structure"] == "list" else arrays[0]), []
+
+    def export(self, hw: tuple[int, int] | None) -> onnx.ModelProto:
+        self.ask("export", hw=list(hw) if hw else None)
+        return onnx.load(str(self.work / "raw.onnx"))
+
+    def ask(self, op: str, **args: Any) -> dict:
+        """Send one request and wait for its reply; a dead worker is reported with its last log line."""
+        try:
+            self.process.stdin.write(json.dumps({"op": op, **args}) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except OSError:  # BrokenPipeError: the worker is gone
+            line = ""
+        if not line:
+            code = self.process.wait()
+            raise EnsError(
+                f"{self.why}, and the export worker {WHERE} stopped (exit code {code}: "
+                f"{self._last_log_line()})"
+            )
+        reply = json.loads(line)
+        if "error" in reply:
+            raise EnsError(f"{self.why}, and {WHERE}: {reply['error']}")
+        return reply
+
+    def _last_log_line(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        lines = [ln.strip() for ln in self.log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+        return lines[-1][:200] if lines else "no output"
+
+    def close(self) -> None:
+        """Stop the worker (it exits when its stdin closes) and delete its folder."""
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process.stdout.close()
+        self.log.close()
+        self.folder.cleanup()
 
 
-def _work(work: Path) -> dict:
-    """Child side: load the model, report its facts, run it and export it when a batch is given."""
-    import keras
+class _Model:
+    """Worker side: the model loaded on the TensorFlow backend, serving run and export requests."""
 
-    from exporters.keras_export import (
-        OPSET,
-        _builtin_preprocessing,
-        _input_hw,
-        _load_model,
-        load_custom_objects,
-    )
+    def __init__(self, work: Path) -> None:
+        self.work = work
 
-    job = json.loads((work / "job.json").read_text())
-    source = Path(job["source"])
-    custom = load_custom_objects(Path(job["custom_objects"]) if job["custom_objects"] else None)
-    model = _load_model(keras, source, custom, job["trust"])
-    versions = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow
+    def load(self, source: str, custom_objects: str | None, trust: bool) -> dict:
+        import keras
 
-        versions["tensorflow"] = tensorflow.__version__
-    facts = {"input_shape": [None, *(_input_hw(model, source) or (None, None)), 1], "versions": versions,
-             "builtin": _builtin_preprocessing(model)}  # fmt: skip
-    if not job["batch"]:
-        return facts
-    batch = np.load(work / "batch.npy")
-    out = model(batch, training=False)
-    convert = keras.ops.convert_to_numpy
-    if isinstance(out, dict):
-        facts.update(structure="dict", keys=list(out))
-        arrays = {f"item_{i}": convert(v) for i, v in enumerate(out.values())}
-    elif isinstance(out, (list, tuple)):
-        facts.update(structure="list", keys=list(range(len(out))))
-        arrays = {f"item_{i}": convert(v) for i, v in enumerate(out)}
-    else:
-        facts.update(structure="tensor", keys=[])
-        arrays = {"tensor": convert(out)}
-    np.savez(work / "outputs.npz", **arrays)
-    spec = keras.InputSpec(shape=(None, *batch.shape[1:3], 1))
-    model.export(
-        str(work / "raw.onnx"), format="onnx", input_signature=[spec], verbose=False, opset_version=OPSET
-    )
-    return facts
+        self.keras = keras
+        self.source = Path(source)
+        custom = load_custom_objects(Path(custom_objects) if custom_objects else None)
+        self.model = load_model(keras, self.source, custom, trust)
+        versions = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}
+        for name in ("tensorflow", "tf2onnx"):
+            versions[name] = _version(name)
+        return {
+            "input_hw": input_hw(self.model, self.source),
+            "versions": versions,
+            "builtin": builtin_preprocessing(self.model),
+        }
+
+    def run(self) -> dict:
+        out, keys = run_model(self.keras, self.model, np.load(self.work / "batch.npy"))
+        if isinstance(out, dict):
+            structure, arrays = "dict", [out[key] for key in keys]
+        elif isinstance(out, (list, tuple)):
+            structure, arrays = "list", list(out)
+        else:
+            structure, arrays = "tensor", [out]
+        np.savez(self.work / "outputs.npz", **{f"item_{i}": np.asarray(a) for i, a in enumerate(arrays)})
+        return {"structure": structure, "keys": keys}
+
+    def export(self, hw: list[int] | None) -> dict:
+        export_onnx(self.keras, self.model, self.work / "raw.onnx", tuple(hw) if hw else None)
+        return {}
 
 
-def main(work: Path) -> None:
-    try:
-        facts = _work(work)
-    except EnsError as exc:
-        facts = {"error": str(exc)}
-    except Exception as exc:  # report any failure of the child in one line
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        facts = {"error": f"the Keras export subprocess raised {type(exc).__name__}: {first}"}
-    (work / "result.json").write_text(json.dumps(facts))
+def _version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in (name, f"{name}-cpu"):
+        with contextlib.suppress(PackageNotFoundError):
+            return version(distribution)
+    return "unknown"
+
+
+def _serve(work: Path) -> None:
+    """Worker main loop: one JSON request per stdin line, one JSON reply per line on the channel."""
+    channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything printed by TensorFlow, Keras or tf2onnx goes to the log
+    sys.stdout = sys.stderr
+    model = _Model(work)
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request.pop("op")
+        try:
+            reply = getattr(model, op)(**request)
+        except EnsError as exc:
+            reply = {"error": str(exc)}
+        except Exception as exc:  # any failure of the user's model or of the exporter, in one line
+            reply = {"error": f"{op} raised {type(exc).__name__}: {first_line(exc)}"}
+        channel.write(json.dumps(reply) + "\n")
+        channel.flush()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    _serve(Path(sys.argv[1]))

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from ensemble.cli import app
 from exporters import ExportRequest, export_member
-from exporters.keras_tf import load_on_tensorflow
 
 runner = CliRunner()
 
@@ -153,19 +152,6 @@ def test_keras2_files_are_refused_with_a_rebuild_hint(tmp_path):
     )
 
 
-def test_tensorflow_layers_without_tensorflow_fail_with_a_hint(tmp_path):
-    keras_net(rescaling=True, softmax=True).save(tmp_path / "net.keras")
-    (tmp_path / "tf_layers.py").write_text("import tensorflow as tf\n")
-    args = ["export", tmp_path / "net.keras", "--name", "n", "--out-dir", tmp_path,
-            "--custom-objects", tmp_path / "tf_layers.py", "--trust"]  # fmt: skip
-    try:
-        import tensorflow  # noqa: F401
-    except ImportError:
-        one_line_error(ens(*args), "TensorFlow is not installed", "pip install tensorflow")
-    else:
-        pytest.skip("TensorFlow is installed: the subprocess export is used instead")
-
-
 def test_rescaling_model_refuses_a_second_scale(tmp_path, data):
     keras_net(rescaling=True, softmax=True).save(tmp_path / "net.keras")
     result = ens(
@@ -181,16 +167,3 @@ def test_rescaling_model_refuses_a_second_scale(tmp_path, data):
         tmp_path,
     )
     one_line_error(result, "already normalises raw pixels (Rescaling", "drop --input-range")
-
-
-@pytest.mark.slow
-def test_subprocess_backend_export(tmp_path, data):
-    """The machinery used for TensorFlow-only layers, run here on the torch backend."""
-    model = keras_net(rescaling=True, softmax=True)
-    model.save(tmp_path / "net.keras")
-    request = ExportRequest(tmp_path / "net.keras", "sub", data=data, out_dir=tmp_path)
-    source = load_on_tensorflow(request, backend="torch")
-    assert source.builtin_preprocessing.startswith("Rescaling") and source.fixed_hw is None
-    pixels = sample_pixels(data)
-    raw = source.run(np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)))
-    np.testing.assert_allclose(raw.transpose(0, 3, 1, 2), keras_probs(model, pixels), atol=1e-6)
