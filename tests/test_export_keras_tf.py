@@ -138,10 +138,11 @@ def test_tf_layers_with_rescaling_export_on_the_tensorflow_backend(tf_models, tm
     worker on its own) stay out of the terminal: nothing reaches file descriptors 1 and 2."""
     root, data = tf_models
     args = ["export", root / "gate.keras", "--name", "gate", "--data", data, "--out-dir", tmp_path,
-            "--custom-objects", root / "separate.py"]  # fmt: skip
+            "--custom-objects", root / "separate.py", "--trust"]  # fmt: skip
     result = ens(*args)
     assert result.exit_code == 0, result.output
-    assert len(result.output.strip().splitlines()) == 3, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 4 and "val mIoU not measured" in lines[2], result.output
     assert "custom layer 'TfResize' failed on the torch backend (RuntimeError)" in result.output
     assert "exported on the TensorFlow backend in a subprocess" in result.output
     assert capfd.readouterr() == ("", ""), "TensorFlow or the worker printed to the terminal"
@@ -150,7 +151,7 @@ def test_tf_layers_with_rescaling_export_on_the_tensorflow_backend(tf_models, tm
     assert_contract(member, pixels)
     assert np.abs(run_member(member, pixels) - tf_probs(root / "gate.keras", False)).max() <= 1e-4
     meta = metadata(member)
-    assert meta["ens.preprocessing"] == "inside the model: Rescaling(x*0.00392157+0)"
+    assert meta["ens.preprocessing"].endswith("then inside the model: Rescaling(x*0.00392157+0)")
     assert float(meta["ens.parity_max_abs_err"]) <= 1e-4
     versions = json.loads(meta["ens.exporter_versions"])
     assert versions["keras_backend"] == "tensorflow" and {"tensorflow", "tf2onnx"} <= set(versions)
@@ -163,7 +164,7 @@ def test_tf_layers_with_rescaling_export_on_the_tensorflow_backend(tf_models, tm
 def test_tf_layers_imported_on_one_line_with_logits(tf_models, tmp_path, capfd):
     root, data = tf_models
     args = ["export", root / "logits.keras", "--name", "logits", "--data", data, "--out-dir", tmp_path,
-            "--custom-objects", root / "one_line.py", "--class-names", "a,b,c"]  # fmt: skip
+            "--custom-objects", root / "one_line.py", "--class-names", "a,b,c", "--trust"]  # fmt: skip
     result = ens(*args)
     assert result.exit_code == 0, result.output
     assert "exported on the TensorFlow backend in a subprocess" in result.output
@@ -174,7 +175,7 @@ def test_tf_layers_imported_on_one_line_with_logits(tf_models, tmp_path, capfd):
     assert np.abs(run_member(member, pixels) - tf_probs(root / "logits.keras", True)).max() <= 1e-4
     meta = metadata(member)
     assert "softmax appended" in meta["ens.export_notes"]
-    assert meta["ens.preprocessing"] == "none (raw 0..255 pixels)"
+    assert meta["ens.preprocessing"] == "x (input range 0-255; x = raw pixel 0..255)"
 
 
 def test_a_layer_broken_on_both_backends_fails_in_one_line(tf_models, tmp_path):
@@ -182,7 +183,7 @@ def test_a_layer_broken_on_both_backends_fails_in_one_line(tf_models, tmp_path):
     (tmp_path / "bad_axis.py").write_text(LAYERS_SEPARATE_IMPORTS.replace("axis=[1, 2]", "axis=[1, 2, 7]"))
     before = snapshot(root, tmp_path)
     args = ["export", root / "gate.keras", "--name", "bad", "--data", data, "--out-dir", tmp_path,
-            "--custom-objects", tmp_path / "bad_axis.py"]  # fmt: skip
+            "--custom-objects", tmp_path / "bad_axis.py", "--trust"]  # fmt: skip
     one_line_error(ens(*args), "on Keras' TensorFlow backend (subprocess)", "gate.keras", "TfChannelGate")
     assert_unchanged(before, root, tmp_path)
 
@@ -201,7 +202,7 @@ def test_tensorflow_imported_by_layers_that_run_on_torch_exports_on_torch(tensor
     model.save(tmp_path / "ops.keras")
     data = images_npz(tmp_path / "tiny.npz", HW)
     args = ["export", tmp_path / "ops.keras", "--name", "ops", "--data", data, "--out-dir", tmp_path,
-            "--custom-objects", tmp_path / "layers.py", "--class-names", "a,b,c"]  # fmt: skip
+            "--custom-objects", tmp_path / "layers.py", "--class-names", "a,b,c", "--trust"]  # fmt: skip
     result = ens(*args)
     assert result.exit_code == 0, result.output
     assert "TensorFlow" not in result.output
@@ -222,7 +223,7 @@ def test_without_tensorflow_every_import_style_gets_the_install_hint(tf_models, 
     lines = []
     for layers in (root / "separate.py", root / "one_line.py", tmp_path / "lazy.py"):
         args = ["export", root / "gate.keras", "--name", "n", "--data", data, "--out-dir", tmp_path,
-                "--custom-objects", layers]  # fmt: skip
+                "--custom-objects", layers, "--trust"]  # fmt: skip
         hint = ("tensorflow is not installed", "pip install 'ens[tensorflow]'")
         lines.append(one_line_error(ens(*args), *hint))
     assert "--custom-objects" in lines[0] and "--custom-objects" in lines[1]
