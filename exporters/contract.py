@@ -13,7 +13,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ensemble.errors import EnsError
-from ensemble.member import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
+from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
 from exporters.preprocessing import Normalisation
 
 MIN_OPSET = 13  # Softmax over one axis (earlier opsets flatten the trailing dimensions)

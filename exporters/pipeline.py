@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ensemble.atomic import write_bytes
 from ensemble.errors import EnsError
-from ensemble.member import CONTRACT_VERSION, Member, MemberInfo, load_member
-from ensemble.outputs import refuse_overwrite
-from ensemble.session import build_session
-from ensemble.store import list_member_files
+from ensemble.files.atomic import write_bytes
+from ensemble.files.outputs import refuse_overwrite
+from ensemble.members.member import CONTRACT_VERSION, Member, MemberInfo, load_member
+from ensemble.members.session import build_session
+from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
 from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data import open_data
-from ensemble.decode import decode
-from ensemble.metrics import ConfusionAccumulator, course_miou
-from ensemble.session import MemberSession
-from ensemble.sources import make_source
-from ensemble.split import SplitSpec
+from ensemble.data.datafile import open_data
+from ensemble.data.sources import make_source
+from ensemble.data.split import SplitSpec
+from ensemble.inference.decode import decode
+from ensemble.members.session import MemberSession
+from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 from exporters.preprocessing import RANGES, Normalisation
 
 DOMINANT_SHARE = 0.95

@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
-from ensemble.member import DEFAULT_STORE
-from ensemble.split import SplitSpec
+from ensemble.members.member import DEFAULT_STORE
 from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data import open_data
+from ensemble.data.datafile import open_data
 from ensemble.errors import EnsError
 
 N_SAMPLES = 8

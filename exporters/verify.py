@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError
-from ensemble.member import INPUT_NAME, OUTPUT_NAME
-from ensemble.session import MemberSession
+from ensemble.members.member import INPUT_NAME, OUTPUT_NAME
+from ensemble.members.session import MemberSession
 
 SUM_TOLERANCE = 1e-4
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ensemble.member import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, MemberInfo, metadata_dict
+from ensemble.members.member import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, MemberInfo, metadata_dict
 
 CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big rock")
 

@@ -10,12 +10,12 @@ from onnx_members import make_member
 from typer.testing import CliRunner
 
 from ensemble.cli import app
-from ensemble.data import open_data
-from ensemble.probcache import ProbCache
-from ensemble.sources import make_source
-from ensemble.store import get_member
-from ensemble.synthetic import DemoSpec, write_demo
-from ensemble.tta import HFLIP, IDENTITY
+from ensemble.data.datafile import open_data
+from ensemble.data.sources import make_source
+from ensemble.demo.synthetic import DemoSpec, write_demo
+from ensemble.fitting.cache import ProbCache
+from ensemble.inference.tta import HFLIP, IDENTITY
+from ensemble.members.store import get_member
 
 runner = CliRunner()
 

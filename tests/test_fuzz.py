@@ -18,18 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx_members import make_member
 
-from ensemble.cleanup import min_area_array, parse_min_area
-from ensemble.csvcheck import check_submission
-from ensemble.data import open_data
-from ensemble.ensemblefile import EnsembleSpec, read_spec
+from ensemble.data.datafile import open_data
+from ensemble.data.split import SplitSpec, read_ids_file
+from ensemble.data.summary import inspect_data
 from ensemble.errors import EnsError
-from ensemble.fusion import normalise_weights, parse_weights
-from ensemble.gains import gain_array, parse_class_gain
-from ensemble.inspect import inspect_data
-from ensemble.predict import PredictRequest, resolve_options
-from ensemble.split import SplitSpec, read_ids_file
-from ensemble.store import get_member
-from ensemble.submission import read_submission, write_submission
+from ensemble.inference.cleanup import min_area_array, parse_min_area
+from ensemble.inference.fusion import normalise_weights, parse_weights
+from ensemble.inference.gains import gain_array, parse_class_gain
+from ensemble.inference.predict import PredictRequest, resolve_options
+from ensemble.members.ensemblefile import EnsembleSpec, read_spec
+from ensemble.members.store import get_member
+from ensemble.submission.check import check_submission
+from ensemble.submission.io import read_submission, write_submission
 
 FUZZ = settings(
     max_examples=60,

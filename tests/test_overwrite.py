@@ -10,11 +10,11 @@ import pytest
 from conftest import assert_unchanged, ens, one_line_error, snapshot
 from onnx_members import make_member
 
-from ensemble.atomic import atomic_files
-from ensemble.ensemblefile import EnsembleSpec, write_spec
 from ensemble.errors import EnsError
-from ensemble.store import get_member
-from ensemble.submission import write_submission
+from ensemble.files.atomic import atomic_files
+from ensemble.members.ensemblefile import EnsembleSpec, write_spec
+from ensemble.members.store import get_member
+from ensemble.submission.io import write_submission
 
 
 @pytest.fixture

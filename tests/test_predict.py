@@ -11,7 +11,7 @@ from onnx_members import make_member
 from typer.testing import CliRunner
 
 from ensemble.cli import app
-from ensemble.submission import read_submission
+from ensemble.submission.io import read_submission
 
 runner = CliRunner()
 

@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx_members import make_member
 
-from ensemble.member import load_member
-from ensemble.session import CPU, build_session, session_options
+from ensemble.members.member import load_member
+from ensemble.members.session import CPU, build_session, session_options
 
 
 def test_cpu_sessions_on_the_shared_arena_match_plain_ort(tmp_path):

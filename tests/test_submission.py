@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ensemble.csvcheck import check_submission, parse_submission
 from ensemble.errors import EnsError
-from ensemble.numtext import format_ints, scan_ints
-from ensemble.submission import (
+from ensemble.submission.check import check_submission, parse_submission
+from ensemble.submission.io import (
     SubmissionWriter,
     convert_submission,
     read_submission,
     write_submission,
 )
+from ensemble.submission.numtext import format_ints, scan_ints
 
 FORMATS = ["flat", "rle"]
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from ensemble.cli import app
 from ensemble.cli.submission_cmd import parse_shape
 from ensemble.errors import EnsError
-from ensemble.metrics import confusion_matrix, course_miou
-from ensemble.submission import read_submission, write_submission
+from ensemble.scoring.metrics import confusion_matrix, course_miou
+from ensemble.submission.io import read_submission, write_submission
 
 runner = CliRunner()
 

@@ -10,12 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from ensemble.cli import app
-from ensemble.data import open_data
+from ensemble.data.datafile import open_data
+from ensemble.data.outliers import find_duplicate_masks
+from ensemble.data.summary import inspect_data
+from ensemble.demo.synthetic import DemoSpec, ensure_demo_data, generate_demo, write_demo
+from ensemble.demo.terrain import render_scenes
 from ensemble.errors import EnsError
-from ensemble.inspect import inspect_data
-from ensemble.outliers import find_duplicate_masks
-from ensemble.synthetic import DemoSpec, ensure_demo_data, generate_demo, write_demo
-from ensemble.terrain import render_scenes
 
 TINY = DemoSpec(seed=3, n_train=40, n_test=20)
 TARGET_SHARES = np.array([0.24, 0.34, 0.23, 0.18, 0.0013])

@@ -12,7 +12,7 @@ from conftest import write_npz
 from typer.testing import CliRunner
 
 from ensemble.cli import app
-from ensemble.split import SplitSpec
+from ensemble.data.split import SplitSpec
 from zoo.batches import background_free_weights, load_training_data, pixel_weights
 from zoo.registry import ARCHS, get_arch, resolve_factory
 from zoo.training import TrainConfig, sidecar_path, train

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data import open_data
-from ensemble.decode import decode
+from ensemble.data.datafile import open_data
+from ensemble.data.outliers import find_duplicate_masks
+from ensemble.data.split import Split, SplitSpec
 from ensemble.errors import EnsError
-from ensemble.metrics import ConfusionAccumulator, course_miou
-from ensemble.outliers import find_duplicate_masks
-from ensemble.split import Split, SplitSpec
+from ensemble.inference.decode import decode
+from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ensemble.atomic import atomic_write
+from ensemble.files.atomic import atomic_write
 from zoo.registry import Arch
 from zoo.training import TrainConfig, physical_cores
 

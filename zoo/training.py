@@ -21,10 +21,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ensemble.atomic import write_text
+from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
+from ensemble.files.atomic import write_text
 from ensemble.optionvalues import check_seed
-from ensemble.split import SplitSpec
 from zoo.batches import (
     background_free_weights,
     iter_batches,

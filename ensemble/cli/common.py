@@ -29,7 +29,7 @@ from ensemble.entry import (
     interrupt_message,
 )
 from ensemble.errors import EnsError
-from ensemble.session import Device
+from ensemble.members.session import Device
 
 console = Console()
 err_console = Console(stderr=True)
@@ -149,8 +149,8 @@ CacheOpt = Annotated[
 
 def open_data_option(path: Path):
     """Open `--data`; the default demo file is generated on first use, a missing user file is an error."""
-    from ensemble.data import open_data
-    from ensemble.synthetic import ensure_demo_data
+    from ensemble.data.datafile import open_data
+    from ensemble.demo.synthetic import ensure_demo_data
 
     if path == DEFAULT_DATA:
         ensure_demo_data(path, notify=lambda line: err_console.print(line, markup=False, highlight=False))
@@ -159,7 +159,7 @@ def open_data_option(path: Path):
 
 def split_spec(split_seed: int, val_fraction: float, val_ids: Path | None, drop_outliers: bool):
     """The SplitSpec the shared split options describe."""
-    from ensemble.split import SplitSpec, read_ids_file
+    from ensemble.data.split import SplitSpec, read_ids_file
 
     ids = read_ids_file(val_ids) if val_ids is not None else None
     return SplitSpec(split_seed, val_fraction, ids, drop_outliers, ids_file=val_ids)

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from ensemble.cli.app import data_app
 from ensemble.cli.common import DEFAULT_DATA, console, user_errors
-from ensemble.gallery import save_data_grid
-from ensemble.inspect import inspect_data
-from ensemble.synthetic import DemoSpec, write_demo
+from ensemble.data.summary import inspect_data
+from ensemble.demo.synthetic import DemoSpec, write_demo
+from ensemble.scoring.gallery import save_data_grid
 
 
 @data_app.command("demo")

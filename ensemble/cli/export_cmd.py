@@ -21,7 +21,7 @@ from ensemble.cli.common import (
 )
 from ensemble.cli.members_cmd import format_size
 from ensemble.errors import EnsError
-from ensemble.member import DEFAULT_STORE
+from ensemble.members.member import DEFAULT_STORE
 
 
 def _exporters():

@@ -29,14 +29,14 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.cli.predict_cmd import Connectivity
-from ensemble.ensemblefile import default_path
-from ensemble.fit import DEFAULT_FOLDS, FitSettings
-from ensemble.fitjob import FitOutcome, FitRequest, fit
-from ensemble.member import DEFAULT_STORE
-from ensemble.metrics import list_metrics
-from ensemble.probcache import DEFAULT_CACHE
-from ensemble.session import Device
-from ensemble.tta import TTA
+from ensemble.fitting.cache import DEFAULT_CACHE
+from ensemble.fitting.fit import DEFAULT_FOLDS, FitSettings
+from ensemble.fitting.job import FitOutcome, FitRequest, fit
+from ensemble.inference.tta import TTA
+from ensemble.members.ensemblefile import default_path
+from ensemble.members.member import DEFAULT_STORE
+from ensemble.members.session import Device
+from ensemble.scoring.metrics import list_metrics
 
 
 class WeightsPer(str, Enum):
@@ -90,7 +90,7 @@ def fit_cmd(
     batch_size: BatchSizeOpt = 64,
 ) -> None:
     """Learn fusion weights, class gains and cleanup min_area on the validation split."""
-    from ensemble.metrics import get_metric
+    from ensemble.scoring.metrics import get_metric
 
     get_metric(metric)
     request = FitRequest(

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from ensemble.cli.app import app
 from ensemble.cli.common import console, user_errors
-from ensemble.inference import probe_contract
-from ensemble.member import DEFAULT_STORE, load_member
-from ensemble.store import store_files
+from ensemble.inference.runner import probe_contract
+from ensemble.members.member import DEFAULT_STORE, load_member
+from ensemble.members.store import store_files
 
 
 def format_size(n_bytes: int) -> str:

@@ -29,11 +29,11 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
-from ensemble.member import DEFAULT_STORE
-from ensemble.pipeline import DEFAULT_BATCH, PredictOptions
-from ensemble.predict import PredictOutcome, PredictRequest, predict
-from ensemble.session import Device
-from ensemble.tta import TTA
+from ensemble.inference.pipeline import DEFAULT_BATCH, PredictOptions
+from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
+from ensemble.inference.tta import TTA
+from ensemble.members.member import DEFAULT_STORE
+from ensemble.members.session import Device
 
 
 class Format(str, Enum):

@@ -11,7 +11,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ensemble.atomic import write_text
 from ensemble.cli.app import app
 from ensemble.cli.common import (
     DEFAULT_DATA,
@@ -32,14 +31,15 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.cli.submission_cmd import MetricName, NClassesOpt, SplitName
-from ensemble.csvscore import score_submission
 from ensemble.errors import EnsError
-from ensemble.member import DEFAULT_STORE
-from ensemble.outputs import refuse_overwrite
-from ensemble.probcache import DEFAULT_CACHE
-from ensemble.scorejob import ScoreOutcome, ScoreRequest, score_stages
-from ensemble.session import Device
-from ensemble.tta import TTA
+from ensemble.files.atomic import write_text
+from ensemble.files.outputs import refuse_overwrite
+from ensemble.fitting.cache import DEFAULT_CACHE
+from ensemble.inference.tta import TTA
+from ensemble.members.member import DEFAULT_STORE
+from ensemble.members.session import Device
+from ensemble.scoring.csvscore import score_submission
+from ensemble.scoring.job import ScoreOutcome, ScoreRequest, score_stages
 
 
 @app.command("score")
@@ -136,7 +136,7 @@ def score(
     if json_path is not None:
         write_text(json_path, json.dumps(outcome.ablation.to_json(), indent=2) + "\n")
     if plots is not None:
-        from ensemble.plots import save_plots
+        from ensemble.scoring.plots import save_plots
 
         written = save_plots(outcome.ablation, plots)
         console.print(
@@ -145,7 +145,7 @@ def score(
 
 
 def _plot_files(plots: Path | None) -> list[Path] | None:
-    from ensemble.plots import plot_paths
+    from ensemble.scoring.plots import plot_paths
 
     return None if plots is None else plot_paths(plots)
 

@@ -11,9 +11,9 @@ import typer
 
 from ensemble.cli.app import app
 from ensemble.cli.common import console, user_errors
-from ensemble.csvcheck import parse_submission
 from ensemble.errors import EnsError
-from ensemble.submission import convert_submission
+from ensemble.submission.check import parse_submission
+from ensemble.submission.io import convert_submission
 
 
 class FormatName(str, Enum):

@@ -20,8 +20,8 @@ from ensemble.cli.common import (
     console,
     user_errors,
 )
+from ensemble.data.split import SplitSpec, read_ids_file
 from ensemble.errors import EnsError
-from ensemble.split import SplitSpec, read_ids_file
 
 
 class Framework(str, Enum):
@@ -88,7 +88,7 @@ def train(
     )
     config.check()
     if data == DEFAULT_DATA:
-        from ensemble.synthetic import ensure_demo_data
+        from ensemble.demo.synthetic import ensure_demo_data
 
         ensure_demo_data(data, lambda line: console.print(escape(line), highlight=False))
     with _progress() as (on_step, on_epoch):

@@ -1,0 +1,98 @@
+"""`ens fit` as a library call: cached validation probabilities -> fit -> ensemble file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ensemble.data.datafile import DataFile
+from ensemble.data.sources import make_source
+from ensemble.data.split import SplitSpec
+from ensemble.files.outputs import refuse_overwrite, run_inputs
+from ensemble.fitting.cache import DEFAULT_CACHE, ProbCache, merged_probs
+from ensemble.fitting.fit import FitResult, FitSettings, check_settings, fit_ensemble
+from ensemble.inference.tta import get_views
+from ensemble.members.ensemblefile import EnsembleSpec, default_path, write_spec
+from ensemble.members.member import DEFAULT_STORE, Member
+from ensemble.members.store import resolve_members
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    data: DataFile
+    members: str | None = None
+    store: Path = DEFAULT_STORE
+    split_spec: SplitSpec = SplitSpec()
+    tta: str = "flip"
+    settings: FitSettings = FitSettings()
+    out: Path | None = None
+    cache_dir: Path = DEFAULT_CACHE
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    spec: EnsembleSpec
+    path: Path
+    result: FitResult
+    members: list[Member]
+    n_images: int
+    split: str
+    store: Path
+
+
+def fit(
+    request: FitRequest,
+    on_total: Callable[[int, str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+) -> FitOutcome:
+    """Fit weights and cleanup on the validation split and write the ensemble file atomically.
+
+    `on_warning` hears of damaged probability cache entries (recomputed)."""
+    members = resolve_members(request.members, request.store)
+    out = request.out or default_path(request.store)
+    refuse_overwrite({"--out": out}, run_inputs(request.data, members, None, request.split_spec))
+    n_classes = members[0].n_classes
+    source = make_source(request.data, "val", request.split_spec)
+    check_settings(request.settings, source.n_images)
+    truth = source.truth(n_classes)
+    views = get_views(request.tta)
+    cache = ProbCache(
+        source, request.cache_dir, request.device, request.threads, request.batch_size, on_warning
+    )
+    if on_total:
+        on_total(len(members) * len(views) * source.n_images, "member probabilities")
+    probs = [merged_probs(cache, member, views, on_batch=on_batch) for member in members]
+    result = fit_ensemble(probs, truth, request.settings, on_step)
+    spec = EnsembleSpec(
+        members=tuple(m.name for m in members),
+        member_sha256=tuple(m.sha256 for m in members),
+        weights=tuple(tuple(round(float(v), 6) for v in row) for row in result.weights),
+        tta=request.tta,
+        min_area=tuple(int(v) for v in result.min_area),
+        class_gain=tuple(round(float(v), 4) for v in result.gains),
+        connectivity=request.settings.connectivity,
+        metric=request.settings.metric,
+        fit={
+            "data_sha256": request.data.sha256,
+            "split": source.description,
+            "n_images": source.n_images,
+            "weights_per": {
+                "asked": request.settings.weights_per,
+                "chosen": result.weights_per,
+                "cv": result.cv_by_weights_per,
+            },
+            "folds": result.folds,
+            "in_sample": result.in_sample.to_dict(),
+            "cv": None if result.cv is None else result.cv.to_dict(),
+            "stages_used": dict(zip(("weights", "class_gain", "cleanup"), result.use, strict=True)),
+            "notes": result.notes,
+        },
+    )
+    path = write_spec(out, spec)
+    return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)

@@ -1,0 +1,147 @@
+"""`ens predict` as a library call: resolve members, data and options, run, write the manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.data.datafile import DataFile
+from ensemble.data.sources import ImageSource, make_source
+from ensemble.data.split import SplitSpec
+from ensemble.files.atomic import atomic_files
+from ensemble.files.outputs import refuse_overwrite, run_inputs
+from ensemble.inference.cleanup import parse_min_area
+from ensemble.inference.fusion import parse_weights
+from ensemble.inference.gains import parse_class_gain
+from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
+from ensemble.inference.pipeline import Ensemble, PredictOptions, PredictResult, run
+from ensemble.inference.probstore import probs_files
+from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
+from ensemble.members.member import DEFAULT_STORE, Member
+
+SUBMISSIONS = Path("submissions")
+DEFAULT_TTA = "flip"
+DEFAULT_CONNECTIVITY = 4
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """The user's choices, as given on the command line (text forms still unparsed)."""
+
+    data: DataFile
+    members: str | None = None
+    store: Path = DEFAULT_STORE
+    split: str = "test"
+    split_spec: SplitSpec = SplitSpec()
+    weights: str | None = None
+    min_area: str | None = None
+    class_gain: str | None = None
+    connectivity: int | None = None
+    tta: str | None = None
+    ensemble: Path | None = None
+    out: Path | None = None
+    fmt: str = "rle"
+    save_probs: Path | None = None
+    options: PredictOptions = PredictOptions()
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    csv: Path
+    manifest: Path
+    result: PredictResult
+    ensemble: Ensemble
+    source: ImageSource
+    ensemble_file: Path | None = None
+
+
+def default_out(now: dt.datetime | None = None) -> Path:
+    """`submissions/<timestamp>.csv`."""
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return SUBMISSIONS / f"{stamp}.csv"
+
+
+def resolve_options(
+    request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
+) -> PredictOptions:
+    """Explicit options win, then the ensemble file, then the defaults (equal weights, flip, gains of 1,
+    no cleanup, 4-connectivity). The file's `metric` and `fit` are the fit's evidence: they decide
+    nothing here and are copied into the manifest."""
+    n_classes = members[0].n_classes
+    options = request.options
+    if request.weights is not None:
+        options = replace(options, weights=parse_weights(request.weights, [m.name for m in members]))
+    elif spec is not None:
+        options = replace(options, weights=spec.weight_matrix())
+    if request.min_area is not None:
+        min_area = parse_min_area(request.min_area, n_classes)
+    else:
+        min_area = np.asarray(spec.min_area if spec is not None else np.zeros(n_classes), np.int64)
+    if request.class_gain is not None:
+        gain = parse_class_gain(request.class_gain, n_classes)
+    else:
+        gain = spec.gain_vector() if spec is not None else None
+    tta = request.tta or (spec.tta if spec is not None else DEFAULT_TTA)
+    connectivity = request.connectivity or (spec.connectivity if spec is not None else DEFAULT_CONNECTIVITY)
+    return replace(options, min_area=min_area, tta=tta, class_gain=gain, connectivity=connectivity)
+
+
+def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Path] | None]:
+    """Every file a prediction writes, labelled for `refuse_overwrite`."""
+    return {
+        "--out": out,
+        "the manifest of --out": manifest_path(out),
+        "--save-probs": probs_files(request.save_probs) if request.save_probs is not None else None,
+    }
+
+
+def prepare(
+    request: PredictRequest, out: Path | None = None
+) -> tuple[Ensemble, ImageSource, Path | None, EnsembleSpec | None]:
+    """Load and check members, options and the image source; builds the sessions once.
+
+    With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
+    data, a member, the ensemble file or --val-ids) before any session is built.
+    """
+    members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
+    if out is not None:
+        refuse_overwrite(
+            output_paths(request, out), run_inputs(request.data, members, spec_path, request.split_spec)
+        )
+    options = resolve_options(request, members, spec)
+    source = make_source(request.data, request.split, request.split_spec)
+    ensemble = Ensemble(members, options)
+    ensemble.check_image_shape(source.image_shape)
+    return ensemble, source, spec_path, spec
+
+
+def predict(
+    request: PredictRequest,
+    on_start: Callable[[Ensemble, ImageSource], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> PredictOutcome:
+    """Predict the requested split and write the CSV and its manifest; nothing partial on failure.
+
+    The CSV and the manifest are committed together: either both are replaced or neither.
+    """
+    out = request.out or default_out()
+    ensemble, source, spec_path, spec = prepare(request, out)
+    if on_start:
+        on_start(ensemble, source)
+    truth = None
+    if source.split == "val":
+        _, truth = request.data.load_train(ensemble.n_classes)
+    with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
+        result = run(ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch)
+        manifest = build_manifest(ensemble, source, result, out, request.fmt, written=csv_tmp)
+        manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+        if spec is not None:
+            manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
+        if result.confusion is not None:
+            manifest["val_confusion"] = np.asarray(result.confusion).tolist()
+        manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
+    return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path)

@@ -1,0 +1,89 @@
+"""`--save-probs DIR`: fused probabilities kept as float16 for later analysis.
+
+Written into a memory-mapped .npy batch by batch (memory stays bounded) under a temp name, and
+renamed to `probs.npy` with `ids.npy` beside it only when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from ensemble.errors import EnsError
+from ensemble.files.atomic import ensure_dir, replace_all
+
+PROBS_FILE = "probs.npy"
+IDS_FILE = "ids.npy"
+
+
+def probs_files(directory: Path) -> list[Path]:
+    """The files `--save-probs DIR` writes, for the up-front overwrite check."""
+    return [Path(directory) / PROBS_FILE, Path(directory) / IDS_FILE]
+
+
+class ProbsWriter:
+    """Context manager collecting (N, C, H, W) float16 probabilities and their ids."""
+
+    def __init__(self, directory: Path, n_images: int, n_classes: int, image_shape: tuple[int, int]) -> None:
+        self.directory = Path(directory)
+        self.shape = (n_images, n_classes, *image_shape)
+        self.ids = np.zeros(n_images, np.int64)
+        self._tmp = self.directory / f".{PROBS_FILE}.tmp"
+        self._ids_tmp = self.directory / f".{IDS_FILE}.tmp"
+        self._array: np.memmap | None = None
+        self._filled = 0
+
+    def __enter__(self) -> ProbsWriter:
+        ensure_dir(self.directory)
+        try:
+            self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float16, shape=self.shape)
+        except BaseException as exc:
+            self._remove_temps()
+            if not isinstance(exc, OSError):
+                raise
+            raise EnsError(
+                f"cannot write probabilities to {str(self.directory)!r}: {exc.strerror or exc}; "
+                "choose a writable --save-probs folder"
+            ) from exc
+        return self
+
+    def write(self, ids: np.ndarray, probs: np.ndarray) -> None:
+        stop = self._filled + len(ids)
+        self._array[self._filled : stop] = probs
+        self.ids[self._filled : stop] = ids
+        self._filled = stop
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        array, self._array = self._array, None
+        if array is not None:
+            array.flush()
+            del array
+        try:
+            if exc_type is None and self._filled == self.shape[0]:
+                with open(self._ids_tmp, "wb") as handle:
+                    np.save(handle, self.ids)
+                files = probs_files(self.directory)
+                replace_all([(self._tmp, files[0]), (self._ids_tmp, files[1])])
+        finally:
+            self._remove_temps()
+
+    def _remove_temps(self) -> None:
+        for tmp in (self._tmp, self._ids_tmp):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def load_probs(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read back (ids, probabilities) saved by `--save-probs`, memory-mapped."""
+    directory = Path(directory)
+    if not (directory / PROBS_FILE).is_file():
+        raise EnsError(
+            f"{str(directory)!r} holds no probs.npy; write one with `ens predict --save-probs DIR`"
+        )
+    return np.load(directory / IDS_FILE), np.load(directory / PROBS_FILE, mmap_mode="r")

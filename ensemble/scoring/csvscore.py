@@ -1,0 +1,96 @@
+"""Offline score of a submission CSV against labelled masks: the test masks of a synthetic file,
+or the training masks of the ids listed (a validation-split CSV)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.data.datafile import open_data
+from ensemble.errors import EnsError
+from ensemble.scoring.metrics import confusion_matrix, get_metric, iou_per_class
+from ensemble.submission.io import read_submission
+
+SPLITS = ("test", "val")
+
+
+@dataclass(frozen=True)
+class SubmissionScore:
+    """The score of one CSV: the metric's mean, per-class IoU (NaN: class absent or not counted)
+    and the true pixel count of every class."""
+
+    submission: Path
+    format: str
+    split: str
+    metric: str
+    miou: float
+    iou: tuple[float, ...]
+    pixels: tuple[int, ...]
+    n_images: int
+
+    def to_json(self) -> dict:
+        return {
+            "miou": self.miou,
+            "metric": self.metric,
+            "per_class": {str(c): None if math.isnan(v) else v for c, v in enumerate(self.iou)},
+            "n_images": self.n_images,
+            "split": self.split,
+            "format": self.format,
+            "submission": str(self.submission),
+        }
+
+
+def score_submission(
+    csv: str | os.PathLike,
+    truth: str | os.PathLike,
+    split: str = "test",
+    metric: str = "course",
+    n_classes: int = 5,
+) -> SubmissionScore:
+    """Read `csv` (image shape from the truth file), look up its masks and score it."""
+    reduction = get_metric(metric)
+    if split not in SPLITS:
+        raise EnsError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    data = open_data(truth)
+    ids, labels, fmt = read_submission(csv, data.image_shape, n_classes)
+    masks = truth_masks(data, ids, split, n_classes)
+    matrix = confusion_matrix(masks, labels, n_classes)
+    iou = iou_per_class(matrix, ignore_true=(0,))
+    if metric != "course":
+        iou[0] = np.nan
+    return SubmissionScore(
+        submission=Path(csv),
+        format=fmt,
+        split=split,
+        metric=metric,
+        miou=reduction.reduce(matrix),
+        iou=tuple(float(v) for v in iou),
+        pixels=tuple(int(v) for v in matrix.sum(axis=1)),
+        n_images=len(ids),
+    )
+
+
+def truth_masks(data, ids: np.ndarray, split: str, n_classes: int) -> np.ndarray:
+    """The masks of `ids`: test-set indices (every test image exactly once) or training indices."""
+    if split == "test":
+        masks = data.load_test_masks(n_classes)
+        where = f"the {len(masks)} test images of {str(data.path)!r}"
+        if len(ids) != len(masks):
+            raise EnsError(
+                f"submission has {len(ids)} images but there are {where}; score a full test "
+                "submission, or a validation CSV with --split val"
+            )
+    else:
+        _, masks = data.load_train(n_classes)
+        where = f"the {len(masks)} training images of {str(data.path)!r}"
+    outside = ids[ids >= len(masks)]
+    if outside.size:
+        raise EnsError(
+            f"submission id {outside[0]} is not among {where} (ids 0..{len(masks) - 1}); "
+            "check --truth and --split"
+        )
+    return masks[ids]
