@@ -75,7 +75,7 @@ def demo_file(n_test: int, out_dir: Path) -> Path:
 
 
 def physical_cores() -> int:
-    from ensemble.members.session import physical_cores as cores
+    from ensemble.machine import physical_cores as cores
 
     return cores()
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from ensemble.capture import quiet
 from ensemble.errors import EnsError
 from exporters.keras_model import (
     KERAS_CALL_HEADER,
@@ -37,7 +38,6 @@ from exporters.keras_model import (
     run_model,
     tensorflow_missing_hint,
 )
-from exporters.quiet import quiet
 from exporters.request import ExportRequest
 from exporters.samples import FALLBACK_HW, data_hw, load_samples
 from exporters.source import LoadedSource

@@ -15,9 +15,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ensemble.capture import quiet
 from ensemble.errors import EnsError
 from exporters.formats import KERAS_SUFFIXES
-from exporters.quiet import quiet
 from exporters.trust import untrusted
 
 OPSET = 18

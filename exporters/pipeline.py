@@ -18,6 +18,7 @@ import onnx
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_bytes
+from ensemble.files.hashing import path_sha256
 from ensemble.files.outputs import refuse_overwrite
 from ensemble.members.member import CONTRACT_VERSION, Member, MemberInfo, load_member
 from ensemble.members.session import build_session
@@ -27,7 +28,7 @@ from exporters.formats import FORMATS, detect_format
 from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
-from exporters.source import LoadedSource, check_source_output, file_sha256, pick_output
+from exporters.source import LoadedSource, check_source_output, pick_output
 from exporters.trust import check_trust
 from exporters.verify import check_graph, parity_error, probe_size
 
@@ -63,7 +64,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     data = request.data or default_data
     refuse_overwrite({"--out-dir/--name": request.target}, _inputs(request, data))
     check_trust(request, source_format)
-    sha256 = file_sha256(request.source)
+    sha256 = path_sha256(request.source)
     replacing = _check_target(request, sha256)
     source = _load(source_format, request)
     samples = load_samples(data, request.data is None, _export_hw(request, source, data))

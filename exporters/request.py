@@ -8,13 +8,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ensemble.course import CLASS_NAMES
 from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
 from ensemble.members.member import DEFAULT_STORE
+from ensemble.optionvalues import name_list
 from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-AN2DL_CLASSES = ("background", "soil", "bedrock", "sand", "big rock")
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,8 @@ def parse_class_names(text: str | None) -> tuple[str, ...] | None:
     """'a,b,c' -> ('a', 'b', 'c'), refusing empty or repeated names."""
     if text is None:
         return None
-    names = tuple(part.strip() for part in text.split(","))
-    if any(not name for name in names) or len(set(names)) != len(names) or len(names) < 2:
+    names = tuple(name_list(text, "--class-names", "background,soil,bedrock,sand,big rock"))
+    if len(names) < 2:
         raise EnsError(
             f"--class-names {text!r} must list at least 2 distinct, non-empty names like "
             "background,soil,bedrock,sand,big rock"
@@ -105,6 +106,6 @@ def class_names_for(n_classes: int, given: tuple[str, ...] | None) -> tuple[str,
                 f"give exactly {n_classes} names"
             )
         return given
-    if n_classes == len(AN2DL_CLASSES):
-        return AN2DL_CLASSES
+    if n_classes == len(CLASS_NAMES):
+        return CLASS_NAMES
     return tuple(f"class_{i}" for i in range(n_classes))

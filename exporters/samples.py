@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.course import IMAGE_SHAPE
 from ensemble.data.datafile import open_data
 from ensemble.errors import EnsError
 
 N_SAMPLES = 8
 FALLBACK_SEED = 0
-FALLBACK_HW = (64, 128)
+FALLBACK_HW = IMAGE_SHAPE
 
 
 @dataclass(frozen=True)

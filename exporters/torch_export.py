@@ -21,10 +21,10 @@ import numpy as np
 import onnx
 import torch
 
+from ensemble.capture import quiet
 from ensemble.errors import EnsError
 from exporters.factory import build_network
 from exporters.pickles import code_imports, file_imports
-from exporters.quiet import quiet
 from exporters.request import ExportRequest
 from exporters.source import LoadedSource
 from exporters.trust import FORMAT_RISKS, untrusted

@@ -11,9 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ensemble.course import CLASS_NAMES
 from ensemble.members.member import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, MemberInfo, metadata_dict
-
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big rock")
 
 
 def make_member(

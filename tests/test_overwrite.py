@@ -219,7 +219,7 @@ def test_fit_cache_dir_under_a_file_names_the_option(tmp_path, tiny_npz, store):
 def csv(tmp_path, tiny_npz):
     path = tmp_path / "sub.csv"
     labels = np.random.default_rng(1).integers(1, 5, (6, 8, 12))
-    write_submission(path, np.arange(6), labels, "rle")
+    write_submission(path, np.arange(6), labels, "rle", 5)
     return path
 
 

@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from ensemble.files.atomic import atomic_write
+from ensemble.machine import physical_cores
 from zoo.registry import Arch
-from zoo.training import TrainConfig, physical_cores
+from zoo.training import TrainConfig
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.cli.submission_cmd import MetricName, NClassesOpt, SplitName
+from ensemble.course import N_CLASSES
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.outputs import refuse_overwrite
@@ -65,7 +66,7 @@ def score(
         typer.Option("--split", help="CSV scoring: test (ids index test_masks) or val (training masks)."),
     ] = SplitName.test,
     metric: Annotated[MetricName, typer.Option("--metric", help="Reduction to report.")] = MetricName.course,
-    n_classes: NClassesOpt = 5,
+    n_classes: NClassesOpt = N_CLASSES,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the scores here.")] = None,
     plots: Annotated[
         Path | None,
@@ -186,7 +187,7 @@ def _score_csv(
     csv: Path, truth: Path, split: str, metric: str, n_classes: int, json_path: Path | None
 ) -> None:
     refuse_overwrite({"--json": json_path}, {"the scored CSV": csv, "--truth": truth})
-    result = score_submission(csv, truth, split, metric, n_classes)
+    result = score_submission(csv, truth, n_classes, split, metric)
     title = f"{escape(str(result.submission))} ({result.format}, {result.split})"
     table = Table("class", "IoU", "pixels", title=title)
     for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):

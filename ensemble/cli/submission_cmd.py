@@ -11,6 +11,7 @@ import typer
 
 from ensemble.cli.app import app
 from ensemble.cli.common import console, user_errors
+from ensemble.course import N_CLASSES, SHAPE_TEXT
 from ensemble.errors import EnsError
 from ensemble.submission.check import parse_submission
 from ensemble.submission.io import convert_submission
@@ -55,8 +56,8 @@ def check(
     n_images: Annotated[
         int | None, typer.Option("--n-images", min=0, help="Expected image count, e.g. 10022.")
     ] = None,
-    shape: ShapeOpt = "64x128",
-    n_classes: NClassesOpt = 5,
+    shape: ShapeOpt = SHAPE_TEXT,
+    n_classes: NClassesOpt = N_CLASSES,
 ) -> None:
     """Validate a submission CSV before upload; exit 1 listing the first problems."""
     parsed = parse_submission(csv, parse_shape(shape), n_classes, n_images)
@@ -75,8 +76,8 @@ def convert(
     source: CsvArg,
     target: Annotated[Path, typer.Argument(help="CSV to write (atomically).", dir_okay=False)],
     to: Annotated[FormatName, typer.Option("--to", help="Format to write.")],
-    shape: ShapeOpt = "64x128",
-    n_classes: NClassesOpt = 5,
+    shape: ShapeOpt = SHAPE_TEXT,
+    n_classes: NClassesOpt = N_CLASSES,
 ) -> None:
     """Validate a submission and write it in the other format (flat <-> rle)."""
     source_format, n_images = convert_submission(source, target, to.value, parse_shape(shape), n_classes)

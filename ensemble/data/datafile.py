@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.files.hashing import cached_file_sha256
 from ensemble.data.npz import ArrayHeader, check_budget, iter_rows, read_headers
 
 TRAIN_KEY = "training_set"
@@ -42,8 +43,7 @@ class DataFile:
     @property
     def sha256(self) -> str:
         """Content hash of the file, for manifests and cache keys."""
-        stat = self.path.stat()
-        return _file_sha256(str(self.path.resolve()), stat.st_size, stat.st_mtime_ns)
+        return cached_file_sha256(self.path)
 
     def load_train(self, n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Return (images, masks), both uint8 (N, H, W)."""
@@ -183,12 +183,3 @@ def _raise_bad(chunk, bad, key, start, part, rule) -> None:
         f"array {key!r}{part} ({chunk.dtype}): {rule}, found {value:g} in image {image} "
         f"at pixel {tuple(int(i) for i in index[1:])}; hint: {hint}"
     )
-
-
-@functools.lru_cache(maxsize=16)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

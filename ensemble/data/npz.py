@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.machine import physical_memory
 
 _VERSIONS = ((1, 0), (2, 0), (3, 0))
 # what zipfile, zlib, bz2 and lzma raise on a damaged, encrypted or unsupported archive entry
@@ -56,10 +57,8 @@ class ArrayHeader:
 
 def memory_budget() -> int:
     """Bytes one array may take in memory: the machine's physical memory."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not POSIX: no budget beyond what numpy can get
-        return 2**62
+    memory = physical_memory()
+    return 2**62 if memory is None else memory  # unknown: no budget beyond what numpy can get
 
 
 def check_budget(nbytes: int, what: str, path: Path) -> None:

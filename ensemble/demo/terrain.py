@@ -15,7 +15,6 @@ import numpy as np
 from ensemble.demo.noise import field, profile
 
 BACKGROUND, SOIL, BEDROCK, SAND, BIG_ROCK = 0, 1, 2, 3, 4
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big_rock")
 
 _REGION_OCTAVES = ((56.0, 1.0), (22.0, 0.5))  # shared by the truth and the label
 _DETAIL_OCTAVES = ((7.0, 0.22),)  # only in the truth: small regions annotators skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -32,3 +33,22 @@ def files_sha256(files: Sequence[Path], root: Path) -> str:
         name = Path(path).resolve().relative_to(base).as_posix()
         digest.update(f"{name}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
+
+
+def path_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of every file below a folder (sorted, with their relative paths)."""
+    path = Path(path)
+    if path.is_dir():
+        return files_sha256(sorted(p for p in path.rglob("*") if p.is_file()), path)
+    return file_sha256(path)
+
+
+def cached_file_sha256(path: str | os.PathLike) -> str:
+    """`file_sha256`, remembered per (path, size, mtime): a large data file is read once per run."""
+    stat = os.stat(path)
+    return _cached_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)

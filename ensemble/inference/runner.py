@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ensemble.course import IMAGE_SHAPE
 from ensemble.errors import EnsError
 from ensemble.inference.tta import View, augment, merge
 from ensemble.members.member import Member
-from ensemble.members.session import Device, MemberSession, build_session, ort_message
+from ensemble.members.session import ORT_ERRORS, Device, MemberSession, build_session, ort_message
 from ensemble.timing import Timings
 
 CONTRACT_TOLERANCE = 1e-3
-PROBE_HW = (64, 128)  # the course's image size, used for a probe where the member's size is free
 
 
 def to_pixels(images: np.ndarray) -> np.ndarray:
@@ -29,7 +29,7 @@ def member_probs(
     try:
         with timings("inference"):
             out = runner.run(batch)
-    except Exception as exc:  # ORT raises its own error types for shape/type mismatches
+    except ORT_ERRORS as exc:
         raise EnsError(
             f"member {runner.member.name!r} failed on input {tuple(batch.shape)} ({ort_message(exc)}); "
             "check the member accepts this image size and a dynamic batch"
@@ -98,11 +98,11 @@ def check_contract(probs: np.ndarray, member: str) -> None:
 
 
 def probe_contract(member: Member) -> tuple[str, str | None]:
-    """Run `member` once on CPU on two random images at its input size (64x128 where it is free).
+    """Run `member` once on CPU on two random images at its input size (the course's where it is free).
 
     Returns (the input size tried, what broke the contract or kept it from running, or None).
     """
-    height, width = (fixed or free for fixed, free in zip(member.info.input_hw, PROBE_HW, strict=True))
+    height, width = (fixed or free for fixed, free in zip(member.info.input_hw, IMAGE_SHAPE, strict=True))
     size = f"{height}x{width}"
     pixels = np.random.default_rng(0).integers(0, 256, (2, 1, height, width)).astype(np.float32)
     try:
@@ -110,7 +110,7 @@ def probe_contract(member: Member) -> tuple[str, str | None]:
         out = runner.run(pixels)
     except EnsError as exc:
         return size, str(exc)
-    except Exception as exc:  # ORT's own error types
+    except ORT_ERRORS as exc:
         return size, f"it fails on input {pixels.shape} ({ort_message(exc)})"
     expected = (2, member.n_classes, height, width)
     if out.shape != expected:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 
 from ensemble.errors import EnsError
 from ensemble.files.hashing import files_sha256
@@ -120,7 +121,7 @@ def _read_model(path: Path) -> tuple[onnx.ModelProto, int]:
         )
     try:
         model = onnx.load_model_from_string(path.read_bytes())
-    except Exception as exc:  # onnx raises DecodeError and friends
+    except (DecodeError, ValueError, RuntimeError) as exc:
         raise EnsError(f"{where} is not an ONNX model ({type(exc).__name__}); {EXPORT_HINT}") from exc
     if not model.HasField("graph") or not model.ir_version:
         raise EnsError(f"{where} is not an ONNX model (no graph or IR version); {EXPORT_HINT}")

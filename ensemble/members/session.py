@@ -12,10 +12,7 @@ import contextlib
 import functools
 import os
 import re
-import sys
-import tempfile
 import textwrap
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -23,13 +20,25 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ensemble.capture import quiet
 from ensemble.errors import EnsError
+from ensemble.machine import gpu_present, physical_cores, usable_cores
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, Member
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
 TRT_CACHE = Path(os.environ.get("ENS_CACHE", ".cache/ens")) / "tensorrt"
+# What ONNX Runtime raises: its own pybind error types, and ValueError/RuntimeError from its Python layer.
+ORT_ERRORS: tuple[type[Exception], ...] = (
+    *(
+        error
+        for error in vars(ort.capi.onnxruntime_pybind11_state).values()
+        if isinstance(error, type) and issubclass(error, Exception)
+    ),
+    RuntimeError,
+    ValueError,
+)
 
 
 class Device(str, Enum):
@@ -109,32 +118,6 @@ def ort_message(exc: BaseException, limit: int = 240) -> str:
     return textwrap.shorten(text, limit, placeholder=" …")
 
 
-def usable_cores() -> int:
-    """Logical CPUs this process may run on (its affinity mask)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-threads do not speed up convolutions)."""
-    usable = usable_cores()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        pairs = set(re.findall(r"physical id\s*:\s*(\d+)[\s\S]*?core id\s*:\s*(\d+)", text))
-        cores = len(pairs) or usable
-    except OSError:
-        cores = usable
-    return max(1, min(cores, usable))
-
-
-def gpu_present() -> bool:
-    """True when an NVIDIA driver exposes at least one device."""
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return (gpus.is_dir() and any(gpus.iterdir())) or Path("/dev/nvidia0").exists()
-
-
 def thread_count(threads: int | None) -> tuple[int, str | None]:
     """Intra-op threads for a request (None: the physical cores) and a note when it was capped.
 
@@ -208,13 +191,13 @@ def build_session(
     providers = requested_providers(device)
     names = tuple(p if isinstance(p, str) else p[0] for p in providers)
     options = session_options(threads, cpu_only=names == (CPU,))
-    with _captured_output() as captured:
+    with quiet() as captured:
         if names[0] != CPU and hasattr(ort, "preload_dlls"):
             with contextlib.suppress(Exception):
                 ort.preload_dlls()
         try:
             session = ort.InferenceSession(str(member.path), options, providers=providers)
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        except ORT_ERRORS as exc:
             raise EnsError(
                 f"ONNX Runtime cannot load member {member.name!r} ({ort_message(exc)}); "
                 "re-export it with `ens export`"
@@ -223,7 +206,7 @@ def build_session(
     fallback = None
     if used[0] != names[0]:
         fallback = (
-            f"{_short(names[0])} requested but unavailable ({_reason(captured())}); "
+            f"{_short(names[0])} requested but unavailable ({_reason(captured.text)}); "
             f"running on {_short(used[0])}"
         )
     note = thread_count(threads)[1]
@@ -241,25 +224,3 @@ def _reason(log: str) -> str:
     if missing:
         return f"{missing.group(1)} not found"
     return "its libraries did not load" if log.strip() else "not usable here"
-
-
-@contextlib.contextmanager
-def _captured_output() -> Iterator:
-    """Redirect the process's stdout/stderr file descriptors while ONNX Runtime loads providers."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    text = {"log": ""}
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        try:
-            for fd in saved:
-                os.dup2(sink.fileno(), fd)
-            yield lambda: text["log"]
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            for fd, copy in saved.items():
-                os.dup2(copy, fd)
-                os.close(copy)
-            sink.seek(0)
-            text["log"] = sink.read().decode("utf-8", "replace")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ensemble.errors import EnsError
 from ensemble.members.member import DEFAULT_STORE, Member, load_member
+from ensemble.optionvalues import name_list
 
 
 def list_member_files(store: Path = DEFAULT_STORE) -> dict[str, Path]:
@@ -43,14 +44,8 @@ def get_member(name: str, store: Path = DEFAULT_STORE) -> Member:
 
 
 def parse_names(text: str) -> list[str]:
-    """Split 'a,b,c' into names, rejecting empty entries and repeats."""
-    names = [part.strip() for part in text.split(",")]
-    if not text.strip() or any(not name for name in names):
-        raise EnsError(f"--members {text!r} has an empty name; write them like a,b,c")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise EnsError(f"--members lists {repeated[0]!r} twice; list each member once")
-    return names
+    """Split --members 'a,b,c' into names, rejecting empty entries and repeats."""
+    return name_list(text, "--members", "a,b,c")
 
 
 def resolve_members(names: Sequence[str] | str | None, store: Path = DEFAULT_STORE) -> list[Member]:

@@ -47,9 +47,9 @@ class SubmissionScore:
 def score_submission(
     csv: str | os.PathLike,
     truth: str | os.PathLike,
+    n_classes: int,
     split: str = "test",
     metric: str = "course",
-    n_classes: int = 5,
 ) -> SubmissionScore:
     """Read `csv` (image shape from the truth file), look up its masks and score it."""
     reduction = get_metric(metric)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.course import CLASS_NAMES
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_bytes
 from ensemble.files.outputs import refuse_overwrite
@@ -117,7 +118,6 @@ def save_sample_grid(
 def save_data_grid(data_path: str | Path, out: str | Path, count: int = 6, start: int = 0) -> Path:
     """Write a sample grid of `count` training images from `start` of a course-format npz."""
     from ensemble.data.datafile import open_data
-    from ensemble.demo.terrain import CLASS_NAMES
 
     refuse_overwrite({"--out": out}, {"the data file": data_path})
     data = open_data(data_path)

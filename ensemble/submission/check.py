@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.machine import physical_memory
 from ensemble.submission.formats import detect_format
 from ensemble.submission.problems import Problem, Problems
 
@@ -33,9 +34,9 @@ class ParsedCsv:
 
 def check_submission(
     path: str | os.PathLike,
-    n_images: int | None = None,
-    image_shape: tuple[int, int] = (64, 128),
-    n_classes: int = 5,
+    n_images: int | None,
+    image_shape: tuple[int, int],
+    n_classes: int,
     limit: int = 10,
 ) -> list[Problem]:
     """Return the first `limit` problems of the CSV at `path`, ordered by line; empty means valid."""
@@ -139,11 +140,8 @@ def _check_allocation(n_rows: int, image_shape: tuple[int, int]) -> None:
 
 def _memory_budget() -> int:
     """Half the machine's memory, at most MAX_LABEL_BYTES."""
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return MAX_LABEL_BYTES
-    return min(memory // 2, MAX_LABEL_BYTES)
+    memory = physical_memory()
+    return MAX_LABEL_BYTES if memory is None else min(memory // 2, MAX_LABEL_BYTES)
 
 
 def _show(header: bytes) -> str:

@@ -3,7 +3,7 @@
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "sub.csv"
 >>> labels = np.array([[[1, 2, 2]], [[0, 4, 1]]], np.uint8)
->>> write_submission(path, [0, 1], labels, "rle")
+>>> write_submission(path, [0, 1], labels, "rle", 5)
 >>> ids, back, fmt = read_submission(path, (1, 3), 5)
 >>> ids.tolist(), fmt, bool((back == labels).all())
 ([0, 1], 'rle', True)
@@ -102,9 +102,7 @@ class SubmissionWriter:
         return ids, labels.astype(np.uint8, copy=False)
 
 
-def write_submission(
-    path: str | os.PathLike, ids, labels: np.ndarray, fmt: str = "flat", n_classes: int = 5
-) -> None:
+def write_submission(path: str | os.PathLike, ids, labels: np.ndarray, fmt: str, n_classes: int) -> None:
     """Write all `labels` (N, H, W) with their `ids` (N,) in one call, atomically."""
     labels = np.asarray(labels)
     if labels.ndim != 3:

@@ -1,8 +1,8 @@
-"""Keep the user's terminal clean while framework exporters run.
+"""Keep the user's terminal clean while native libraries load or run.
 
-torch.onnx and Keras print progress lines, TracerWarnings and logging records from Python and
-from native code; all of it is captured (Python streams and file descriptors 1 and 2) and kept
-so an error message can quote the last meaningful line.
+ONNX Runtime's provider loader, torch.onnx and Keras print progress lines, warnings and logging
+records from Python and from native code; all of it is captured (Python streams and file
+descriptors 1 and 2) and kept, so an error message can quote it.
 """
 
 from __future__ import annotations
