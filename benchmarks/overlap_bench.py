@@ -24,7 +24,8 @@ import numpy as np
 
 from ensemble.data.datafile import open_data
 from ensemble.inference.cleanup import parse_min_area
-from ensemble.inference.pipeline import Ensemble, PredictOptions
+from ensemble.inference.options import PredictOptions
+from ensemble.inference.pipeline import Ensemble
 from ensemble.members.store import resolve_members
 from ensemble.submission.io import SubmissionWriter
 from ensemble.timing import Timings

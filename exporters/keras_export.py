@@ -24,13 +24,13 @@ import numpy as np
 import onnx
 
 from ensemble.capture import quiet
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from exporters.keras_model import (
     KERAS_CALL_HEADER,
     builtin_preprocessing,
     export_onnx,
-    first_line,
     input_hw,
+    keras_error_line,
     load_custom_objects,
     load_model,
     missing_tensorflow,
@@ -81,10 +81,9 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
             except Exception as exc:  # keras/torch exporter failure: reported below in one line
                 failure = exc
         if failure is not None:
-            text = str(failure).strip()
+            reason = first_line(failure, 160) if str(failure).strip() else log.last_line()
             raise EnsError(
-                f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: "
-                f"{text.splitlines()[0][:160] if text else log.last_line()})"
+                f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: {reason})"
             ) from failure
         return raw, output_index(key, dict_keys)
 
@@ -125,7 +124,7 @@ def _retry_on_tensorflow(keras, request: ExportRequest, custom: dict, exc: Excep
     if missing:
         raise tensorflow_missing_hint(
             f"custom layer {layer} failed on Keras' torch backend ({type(failure).__name__}: "
-            f"{first_line(failure)})",
+            f"{keras_error_line(failure)})",
             missing,
         ) from exc
     from exporters.keras_tf import load_on_tensorflow

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble.capture import quiet
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from exporters.formats import KERAS_SUFFIXES
 from exporters.trust import untrusted
 
@@ -101,7 +101,7 @@ def load_model(keras, path: Path, custom: dict, trust: bool):
             return keras.saving.load_model(path, custom_objects=custom, compile=False, safe_mode=not trust)
     except Exception as exc:  # keras raises ValueError/TypeError with long messages
         text = str(exc).strip()
-        first = first_line(exc)
+        first = keras_error_line(exc)
         if "safe_mode" in text or "arbitrary code" in text:
             raise untrusted(
                 f"{str(path)!r} holds Python code (e.g. a Lambda layer)",
@@ -161,14 +161,13 @@ def _few(items: list[str], shown: int = 2) -> str:
     return ", ".join(items[:shown]) + (f" (+{len(items) - shown} more)" if len(items) > shown else "")
 
 
-def first_line(exc: BaseException) -> str:
-    """The first meaningful line of an exception, past Keras' 'Exception encountered when calling
-    X.call().' header and its terminal colour codes."""
+def keras_error_line(exc: BaseException) -> str:
+    """`first_line` of a Keras error, past its 'Exception encountered when calling X.call().' header."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].startswith(KERAS_CALL_HEADER):
-        lines = lines[1:]
-    return (lines[0] if lines else type(exc).__name__)[:200]
+        return first_line(ValueError("\n".join(lines[1:])))
+    return first_line(exc)
 
 
 def input_hw(model, path: Path) -> tuple[int, int] | None:

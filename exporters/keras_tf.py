@@ -27,8 +27,8 @@ from ensemble.errors import EnsError
 from exporters.keras_model import (
     builtin_preprocessing,
     export_onnx,
-    first_line,
     input_hw,
+    keras_error_line,
     load_custom_objects,
     load_model,
     output_index,
@@ -209,7 +209,7 @@ def _serve(work: Path) -> None:
         except EnsError as exc:
             reply = {"error": str(exc)}
         except Exception as exc:  # any failure of the user's model or of the exporter, in one line
-            reply = {"error": f"{op} raised {type(exc).__name__}: {first_line(exc)}"}
+            reply = {"error": f"{op} raised {type(exc).__name__}: {keras_error_line(exc)}"}
         channel.write(json.dumps(reply) + "\n")
         channel.flush()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from ensemble.files.atomic import write_bytes
 from ensemble.files.hashing import path_sha256
 from ensemble.files.outputs import refuse_overwrite
@@ -195,11 +195,10 @@ class _Checker:
         except EnsError:
             raise
         except Exception as exc:  # any framework error while running the user's model
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise EnsError(
                 f"running the {self.source.framework} model on {len(batch)} images of shape "
-                f"{batch.shape[1:]} failed ({type(exc).__name__}: {first})"
-            ) from None
+                f"{batch.shape[1:]} failed ({type(exc).__name__}: {first_line(exc)})"
+            ) from exc
         out, key, note = pick_output(raw)
         return check_source_output(out, self.source.channels_last, len(pixels), pixels.shape[2:]), key, note
 

@@ -22,7 +22,7 @@ import onnx
 import torch
 
 from ensemble.capture import quiet
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from exporters.factory import build_network
 from exporters.pickles import code_imports, file_imports
 from exporters.request import ExportRequest
@@ -205,9 +205,7 @@ def _unloadable(path: Path, reason: str) -> EnsError:
 
 def _first(exc: BaseException) -> str:
     """The first sentence of an exception message, without colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return re.split(r"(?<=[a-z])\. ", line)[0][:160]
+    return re.split(r"(?<=[a-z])\. ", first_line(exc))[0][:160]
 
 
 def _to_numpy(value: Any) -> Any:

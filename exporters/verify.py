@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME
 from ensemble.members.session import MemberSession
 
@@ -24,10 +24,9 @@ def check_graph(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # ValidationError, InferenceError
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise EnsError(
-            f"the exported graph fails onnx.checker ({first}); the member was not written"
-        ) from None
+            f"the exported graph fails onnx.checker ({first_line(exc)}); the member was not written"
+        ) from exc
 
 
 def check_io(session: MemberSession) -> None:

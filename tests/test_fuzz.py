@@ -25,7 +25,7 @@ from ensemble.errors import EnsError
 from ensemble.inference.cleanup import min_area_array, parse_min_area
 from ensemble.inference.fusion import normalise_weights, parse_weights
 from ensemble.inference.gains import gain_array, parse_class_gain
-from ensemble.inference.predict import PredictRequest, resolve_options
+from ensemble.inference.predict import PredictRequest, request_options
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec
 from ensemble.members.store import get_member
 from ensemble.submission.check import check_submission
@@ -209,10 +209,10 @@ def _valid_spec(members) -> dict:
 def _use_spec(path: Path, members) -> None:
     """Read the file and resolve it into prediction settings as `ens predict` does (no sessions)."""
     spec = read_spec(path)
-    request = PredictRequest(data=None)  # type: ignore[arg-type]  # data is not read by resolve_options
+    request = PredictRequest(data=None)  # type: ignore[arg-type]  # data is not read by request_options
     if list(spec.members) != [m.name for m in members] or len(spec.min_area) != N_CLASSES:
         return
-    options = resolve_options(request, members, spec)
+    options = request_options(request, members, spec)
     normalise_weights(options.weights, len(members), N_CLASSES)
     gain_array(options.class_gain, N_CLASSES)
     min_area_array(options.min_area, N_CLASSES)

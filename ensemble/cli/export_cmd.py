@@ -20,6 +20,7 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.cli.members_cmd import format_size
+from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.errors import EnsError
 from ensemble.members.member import DEFAULT_STORE
 
@@ -151,8 +152,8 @@ def export(
     val_miou: ValMiouOpt = None,
     out_dir: OutDirOpt = DEFAULT_STORE,
     force: ForceOpt = False,
-    split_seed: SplitSeedOpt = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    split_seed: SplitSeedOpt = DEFAULT_SEED,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
     scale: ScaleOpt = None,

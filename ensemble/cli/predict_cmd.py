@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ensemble.cli.app import app
+from ensemble.cli.choices import Connectivity, FormatName, SplitName
 from ensemble.cli.common import (
     DEFAULT_DATA,
     BatchSizeOpt,
@@ -29,26 +29,12 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
-from ensemble.inference.pipeline import DEFAULT_BATCH, PredictOptions
+from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
 from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
 from ensemble.inference.tta import TTA
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
-
-
-class Format(str, Enum):
-    rle = "rle"
-    flat = "flat"
-
-
-class Split(str, Enum):
-    test = "test"
-    val = "val"
-
-
-class Connectivity(str, Enum):
-    four = "4"
-    eight = "8"
 
 
 @app.command("predict")
@@ -57,7 +43,7 @@ def predict_cmd(
     members: MembersOpt = None,
     ensemble: EnsembleOpt = None,
     data: DataOpt = DEFAULT_DATA,
-    split: Annotated[Split, typer.Option("--split", help="Images to predict.")] = Split.test,
+    split: Annotated[SplitName, typer.Option("--split", help="Images to predict.")] = SplitName.test,
     tta: Annotated[
         TTA | None,
         typer.Option("--tta", help="Test-time augmentation views. Default: the ensemble file's, else flip."),
@@ -95,8 +81,8 @@ def predict_cmd(
         bool, typer.Option("--allow-background", help="Let the argmax pick class 0 (costs course mIoU).")
     ] = False,
     fmt: Annotated[
-        Format, typer.Option("--format", help="rle (Kaggle RLE) or flat (the course's CSV).")
-    ] = Format.rle,
+        FormatName, typer.Option("--format", help="rle (Kaggle RLE) or flat (the course's CSV).")
+    ] = FormatName.rle,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="CSV to write (default submissions/<timestamp>.csv).", dir_okay=False),
@@ -111,8 +97,8 @@ def predict_cmd(
         int | None, typer.Option("--threads", min=1, help="CPU threads (default: physical cores).")
     ] = None,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
-    split_seed: SplitSeedOpt = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    split_seed: SplitSeedOpt = DEFAULT_SEED,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
 ) -> None:

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ensemble.cli.app import app
+from ensemble.cli.choices import MetricName, SplitName
 from ensemble.cli.common import (
     DEFAULT_DATA,
     CacheOpt,
@@ -30,8 +31,9 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
-from ensemble.cli.submission_cmd import MetricName, NClassesOpt, SplitName
+from ensemble.cli.submission_cmd import NClassesOpt
 from ensemble.course import N_CLASSES
+from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.outputs import refuse_overwrite
@@ -89,8 +91,8 @@ def score(
     ] = None,
     data: DataOpt = DEFAULT_DATA,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
-    split_seed: SplitSeedOpt = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    split_seed: SplitSeedOpt = DEFAULT_SEED,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
     cache_dir: CacheOpt = DEFAULT_CACHE,

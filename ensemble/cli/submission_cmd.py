@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import re
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ensemble.cli.app import app
+from ensemble.cli.choices import FormatName
 from ensemble.cli.common import console, user_errors
 from ensemble.course import N_CLASSES, SHAPE_TEXT
 from ensemble.errors import EnsError
 from ensemble.submission.check import parse_submission
 from ensemble.submission.io import convert_submission
-
-
-class FormatName(str, Enum):
-    flat = "flat"
-    rle = "rle"
-
-
-class SplitName(str, Enum):
-    test = "test"
-    val = "val"
-
-
-class MetricName(str, Enum):
-    course = "course"
-    miou = "miou"
 
 
 def parse_shape(text: str) -> tuple[int, int]:

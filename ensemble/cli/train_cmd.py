@@ -20,7 +20,7 @@ from ensemble.cli.common import (
     console,
     user_errors,
 )
-from ensemble.data.split import SplitSpec, read_ids_file
+from ensemble.data.split import DEFAULT_VAL_FRACTION, SplitSpec, read_ids_file
 from ensemble.errors import EnsError
 
 
@@ -59,7 +59,7 @@ def train(
     split_seed: Annotated[
         int, typer.Option("--split-seed", help="Seed of the validation split; keep it equal for all members.")
     ] = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
 ) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from ensemble.data.datafile import DataFile
 from ensemble.errors import EnsError
 from ensemble.data.outliers import find_duplicate_masks
-from ensemble.data.split import SplitSpec
+from ensemble.data.split import SplitSpec, split_masks
 
 SPLITS = ("test", "val")
 
@@ -84,8 +84,7 @@ def validation_split(data: DataFile, spec: SplitSpec):
             "use a data file with labelled images"
         )
     _, masks = data.load_train()
-    outliers = find_duplicate_masks(masks).indices if spec.drop_outliers else None
-    split = spec.resolve(data.n_train, outliers)
+    split = split_masks(masks, spec)
     if len(split.val) == 0:
         raise EnsError(f"the validation split is empty ({split.description}); raise --val-fraction")
     return split

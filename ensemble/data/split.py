@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.data.outliers import find_duplicate_masks
 from ensemble.errors import EnsError
 from ensemble.optionvalues import check_seed, parse_int
 
@@ -96,3 +97,9 @@ def _check_ids(ids: tuple[int, ...], n_images: int) -> np.ndarray:
     if (counts > 1).any():
         raise EnsError(f"validation id {int(unique[counts > 1][0])} is listed twice; list each once")
     return unique
+
+
+def split_masks(masks: np.ndarray, spec: SplitSpec) -> Split:
+    """The split of these labelled images, without the duplicated-mask outliers when `spec` drops them."""
+    outliers = find_duplicate_masks(masks).indices if spec.drop_outliers else None
+    return spec.resolve(len(masks), outliers)

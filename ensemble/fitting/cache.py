@@ -21,12 +21,13 @@ import numpy as np
 from ensemble.data.sources import ImageSource
 from ensemble.errors import EnsError
 from ensemble.files.atomic import ensure_dir
+from ensemble.files.cachedir import CACHE_ROOT
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import View
 from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
 
-DEFAULT_CACHE = Path(os.environ.get("ENS_CACHE", ".cache/ens"))
+DEFAULT_CACHE = CACHE_ROOT
 CACHE_FORMAT = "2"  # 2: every entry passed the run-time contract check
 SCAN_IMAGES = 256
 

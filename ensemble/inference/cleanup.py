@@ -16,6 +16,8 @@ import numpy as np
 from ensemble.errors import EnsError
 from ensemble.optionvalues import key_values, parse_int
 
+CONNECTIVITIES = (4, 8)  # pixel neighbourhoods of a region: edges only, or edges and corners
+
 IGNORED_CLASS = 0
 MAX_AREA = 2**31 - 1  # far above any image's pixel count; int32 so the kernel's compare is exact
 MinArea = int | Sequence[int] | Mapping[int, int] | np.ndarray
@@ -111,7 +113,7 @@ def remove_small_regions(
     if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.ndim not in (2, 3):
         got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
         raise EnsError(f"labels must be a uint8 array of shape (H, W) or (N, H, W), got {got}")
-    if connectivity not in (4, 8):
+    if connectivity not in CONNECTIVITIES:
         raise EnsError(f"connectivity must be 4 or 8, got {connectivity}")
     if n_classes is None:
         sized = not isinstance(min_area, Mapping) and np.ndim(min_area) == 1

@@ -20,31 +20,15 @@ from ensemble.inference.cleanup import min_area_array, remove_small_regions
 from ensemble.inference.decode import decode
 from ensemble.inference.fusion import WeightedMerger, normalise_weights
 from ensemble.inference.gains import gain_array, scaled_weights
+from ensemble.inference.options import PredictOptions
 from ensemble.inference.probstore import ProbsWriter
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import get_views
 from ensemble.members.member import Member
-from ensemble.members.session import Device, MemberSession, build_session
+from ensemble.members.session import MemberSession, build_session
 from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.io import SubmissionWriter
 from ensemble.timing import Timings
-
-DEFAULT_BATCH = 64
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """Everything that decides the labels, besides the members and the images."""
-
-    tta: str = "flip"
-    weights: np.ndarray | None = None
-    allow_background: bool = False
-    min_area: np.ndarray | int = 0
-    class_gain: np.ndarray | None = None
-    connectivity: int = 4
-    batch_size: int = DEFAULT_BATCH
-    device: str = Device.auto.value
-    threads: int | None = None
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +18,13 @@ from ensemble.inference.cleanup import parse_min_area
 from ensemble.inference.fusion import parse_weights
 from ensemble.inference.gains import parse_class_gain
 from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
-from ensemble.inference.pipeline import Ensemble, PredictOptions, PredictResult, run
+from ensemble.inference.options import PredictOptions, resolve_options
+from ensemble.inference.pipeline import Ensemble, PredictResult, run
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
 
 SUBMISSIONS = Path("submissions")
-DEFAULT_TTA = "flip"
-DEFAULT_CONNECTIVITY = 4
 
 
 @dataclass(frozen=True)
@@ -65,29 +64,21 @@ def default_out(now: dt.datetime | None = None) -> Path:
     return SUBMISSIONS / f"{stamp}.csv"
 
 
-def resolve_options(
+def request_options(
     request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
 ) -> PredictOptions:
-    """Explicit options win, then the ensemble file, then the defaults (equal weights, flip, gains of 1,
-    no cleanup, 4-connectivity). The file's `metric` and `fit` are the fit's evidence: they decide
-    nothing here and are copied into the manifest."""
+    """The command line's text options parsed, then resolved against the ensemble file."""
     n_classes = members[0].n_classes
-    options = request.options
-    if request.weights is not None:
-        options = replace(options, weights=parse_weights(request.weights, [m.name for m in members]))
-    elif spec is not None:
-        options = replace(options, weights=spec.weight_matrix())
-    if request.min_area is not None:
-        min_area = parse_min_area(request.min_area, n_classes)
-    else:
-        min_area = np.asarray(spec.min_area if spec is not None else np.zeros(n_classes), np.int64)
-    if request.class_gain is not None:
-        gain = parse_class_gain(request.class_gain, n_classes)
-    else:
-        gain = spec.gain_vector() if spec is not None else None
-    tta = request.tta or (spec.tta if spec is not None else DEFAULT_TTA)
-    connectivity = request.connectivity or (spec.connectivity if spec is not None else DEFAULT_CONNECTIVITY)
-    return replace(options, min_area=min_area, tta=tta, class_gain=gain, connectivity=connectivity)
+    parsed = {
+        "weights": None
+        if request.weights is None
+        else parse_weights(request.weights, [m.name for m in members]),
+        "min_area": None if request.min_area is None else parse_min_area(request.min_area, n_classes),
+        "class_gain": None if request.class_gain is None else parse_class_gain(request.class_gain, n_classes),
+    }
+    return resolve_options(
+        members, spec, request.options, tta=request.tta, connectivity=request.connectivity, **parsed
+    )
 
 
 def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Path] | None]:
@@ -112,7 +103,7 @@ def prepare(
         refuse_overwrite(
             output_paths(request, out), run_inputs(request.data, members, spec_path, request.split_spec)
         )
-    options = resolve_options(request, members, spec)
+    options = request_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     ensemble = Ensemble(members, options)
     ensemble.check_image_shape(source.image_shape)

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 import textwrap
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from ensemble.capture import quiet
 from ensemble.errors import EnsError
+from ensemble.files.cachedir import CACHE_ROOT
 from ensemble.machine import gpu_present, physical_cores, usable_cores
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, Member
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
-TRT_CACHE = Path(os.environ.get("ENS_CACHE", ".cache/ens")) / "tensorrt"
+TRT_CACHE = CACHE_ROOT / "tensorrt"
 # What ONNX Runtime raises: its own pybind error types, and ValueError/RuntimeError from its Python layer.
 ORT_ERRORS: tuple[type[Exception], ...] = (
     *(

@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.datafile import open_data
+from ensemble.data.sources import SPLITS
 from ensemble.errors import EnsError
 from ensemble.scoring.metrics import confusion_matrix, get_metric, iou_per_class
 from ensemble.submission.io import read_submission
-
-SPLITS = ("test", "val")
 
 
 @dataclass(frozen=True)
