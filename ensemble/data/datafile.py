@@ -144,6 +144,25 @@ def _check_numeric(header: ArrayHeader, path: Path) -> None:
         )
 
 
+def as_pixels(array: np.ndarray, what: str = "images") -> np.ndarray:
+    """An in-memory (N, H, W) array of integral 0..255 values as uint8, checked like the file's."""
+    return _pixels(_check_stack(array, what), what, 0, "")
+
+
+def as_labels(array: np.ndarray, what: str, n_classes: int) -> np.ndarray:
+    """An in-memory (N, H, W) array of class indices 0..n_classes-1 as uint8, checked like the file's."""
+    return _labels(_check_stack(array, what), what, 0, "", n_classes)
+
+
+def _check_stack(array: np.ndarray, what: str) -> np.ndarray:
+    if array.ndim != 3 or array.dtype.kind not in "iuf":
+        raise EnsError(
+            f"{what} are a {array.dtype} array of shape {array.shape}; expected a numeric (N, H, W) "
+            "array (add a first axis for one image)"
+        )
+    return array
+
+
 def _pixels(chunk: np.ndarray, key: str, start: int, part: str) -> np.ndarray:
     return _to_uint8(chunk, key, start, part, 255, "pixel values")
 

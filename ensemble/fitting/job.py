@@ -69,21 +69,29 @@ def fit(
         on_total(len(members) * len(views) * source.n_images, "member probabilities")
     probs = [merged_probs(cache, member, views, on_batch=on_batch) for member in members]
     result = fit_ensemble(probs, truth, request.settings, on_step)
-    spec = EnsembleSpec(
+    evidence = {"data_sha256": request.data.sha256, "split": source.description, "n_images": source.n_images}
+    spec = build_spec(members, request.tta, request.settings, result, evidence)
+    path = write_spec(out, spec)
+    return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)
+
+
+def build_spec(
+    members: list[Member], tta: str, settings: FitSettings, result: FitResult, evidence: dict
+) -> EnsembleSpec:
+    """The ensemble file's content for a fit: what to run, and the fit's evidence after `evidence`."""
+    return EnsembleSpec(
         members=tuple(m.name for m in members),
         member_sha256=tuple(m.sha256 for m in members),
         weights=tuple(tuple(round(float(v), 6) for v in row) for row in result.weights),
-        tta=request.tta,
+        tta=tta,
         min_area=tuple(int(v) for v in result.min_area),
         class_gain=tuple(round(float(v), 4) for v in result.gains),
-        connectivity=request.settings.connectivity,
-        metric=request.settings.metric,
+        connectivity=settings.connectivity,
+        metric=settings.metric,
         fit={
-            "data_sha256": request.data.sha256,
-            "split": source.description,
-            "n_images": source.n_images,
+            **evidence,
             "weights_per": {
-                "asked": request.settings.weights_per,
+                "asked": settings.weights_per,
                 "chosen": result.weights_per,
                 "cv": result.cv_by_weights_per,
             },
@@ -94,5 +102,3 @@ def fit(
             "notes": result.notes,
         },
     )
-    path = write_spec(out, spec)
-    return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)
