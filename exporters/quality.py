@@ -17,7 +17,7 @@ import numpy as np
 from ensemble.data.datafile import open_data
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
-from ensemble.inference.decode import decode
+from ensemble.inference.fusion import decode
 from ensemble.members.session import MemberSession
 from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 from exporters.preprocessing import RANGES, Normalisation

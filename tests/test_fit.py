@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from fit_fixtures import member, random_truth
 
-from ensemble.fitting.areas import fit_min_area
 from ensemble.fitting.fit import FitSettings, fit_ensemble
+from ensemble.fitting.grid import fit_min_area
 from ensemble.fitting.weights import fit_weights, nll_weights, pixel_set
-from ensemble.inference.decode import decode
-from ensemble.inference.fusion import fuse
+from ensemble.inference.fusion import decode, fuse
 from ensemble.scoring.metrics import score
 
 
@@ -100,8 +99,9 @@ def test_class_gains_rescue_a_rare_class_the_members_never_pick():
     probs /= probs.sum(axis=1, keepdims=True)
     pixels = pixel_set([probs], truth)
     ones = np.ones((1, 5))
+    from ensemble.fitting.grid import fit_gains
     from ensemble.fitting.weights import pixel_score
-    from ensemble.inference.gains import fit_gains, scaled_weights
+    from ensemble.inference.fusion import scaled_weights
 
     gains, best = fit_gains(lambda g: pixel_score(pixels, scaled_weights(ones, g)), 5)
     assert gains[4] > 1 and gains[0] == 1

@@ -6,32 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ens, one_line_error
 from onnx_members import make_member
-from typer.testing import CliRunner
 
-from ensemble.cli import app
 from ensemble.data.datafile import open_data
 from ensemble.data.sources import make_source
 from ensemble.demo.synthetic import DemoSpec, write_demo
 from ensemble.fitting.cache import ProbCache
 from ensemble.inference.tta import HFLIP, IDENTITY
 from ensemble.members.store import get_member
-
-runner = CliRunner()
-
-
-def ens(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    return result
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

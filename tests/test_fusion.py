@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from ensemble.errors import EnsError
-from ensemble.inference.decode import decode
-from ensemble.inference.fusion import WeightedMerger, fuse, normalise_weights, parse_weights
+from ensemble.inference.fusion import WeightedMerger, decode, fuse, normalise_weights, parse_weights
 
 
 def _probs(rng, shape=(2, 4, 5, 6)):

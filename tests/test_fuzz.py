@@ -23,8 +23,7 @@ from ensemble.data.split import SplitSpec, read_ids_file
 from ensemble.data.summary import inspect_data
 from ensemble.errors import EnsError
 from ensemble.inference.cleanup import min_area_array, parse_min_area
-from ensemble.inference.fusion import normalise_weights, parse_weights
-from ensemble.inference.gains import gain_array, parse_class_gain
+from ensemble.inference.fusion import gain_array, normalise_weights, parse_class_gain, parse_weights
 from ensemble.inference.predict import PredictRequest, request_options
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec
 from ensemble.members.store import get_member

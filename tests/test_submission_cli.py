@@ -7,22 +7,12 @@ import re
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import ens
 
-from ensemble.cli import app
 from ensemble.cli.submission_cmd import parse_shape
 from ensemble.errors import EnsError
 from ensemble.scoring.metrics import confusion_matrix, course_miou
 from ensemble.submission.io import read_submission, write_submission
-
-runner = CliRunner()
-
-
-def ens(*args: str):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return result
 
 
 @pytest.fixture

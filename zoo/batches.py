@@ -12,7 +12,7 @@ import numpy as np
 from ensemble.data.datafile import open_data
 from ensemble.data.split import Split, SplitSpec, split_masks
 from ensemble.errors import EnsError
-from ensemble.inference.decode import decode
+from ensemble.inference.fusion import decode
 from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 
 

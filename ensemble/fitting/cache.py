@@ -8,7 +8,6 @@ that is damaged (truncated, another dtype or shape, NaN/inf) is recomputed with 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -19,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.sources import ImageSource
-from ensemble.errors import EnsError
 from ensemble.files.atomic import ensure_dir
 from ensemble.files.cachedir import CACHE_ROOT
+from ensemble.files.npyfile import remove_quietly, temp_memmap
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import View
 from ensemble.members.member import Member
@@ -81,20 +80,9 @@ class ProbCache:
     def _compute(self, member: Member, view: View, path: Path, on_batch) -> None:
         runner: MemberSession = build_session(member, self.device, self.threads)
         shape = (self.source.n_images, member.n_classes, *self.source.image_shape)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         hint = f"pass --cache-dir a writable folder (default {str(DEFAULT_CACHE)!r}, from ENS_CACHE if set)"
         ensure_dir(self.directory, hint)
-        try:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-        except BaseException as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if not isinstance(exc, OSError):
-                raise
-            reason = exc.strerror or exc
-            raise EnsError(
-                f"cannot write the probability cache in {str(self.directory)!r}: {reason}; {hint}"
-            ) from exc
+        array, tmp = temp_memmap(path, shape, "the probability cache", hint)
         try:
             start = 0
             for ids, images in self.source.batches(self.batch_size):
@@ -108,8 +96,7 @@ class ProbCache:
             del array
             os.replace(tmp, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            remove_quietly(tmp)
 
 
 def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str | None]:

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.fitting.areas import fit_min_area
+from ensemble.fitting.grid import fit_gains, fit_min_area
 from ensemble.fitting.weights import fit_weights, pixel_score, pixel_set
 from ensemble.inference.cleanup import remove_small_regions
-from ensemble.inference.decode import decode
-from ensemble.inference.fusion import fuse, normalise_weights
-from ensemble.inference.gains import fit_gains, scaled_weights
+from ensemble.inference.fusion import decode, fuse, normalise_weights, scaled_weights
 from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 DEFAULT_FOLDS = 5

@@ -1,8 +1,13 @@
-"""Weighted fusion of member probabilities as a streaming accumulator (append, then result).
+"""From member probabilities to labels: weighted fusion as a streaming accumulator (append, then
+result), decoding gains, and the argmax with the course metric in mind.
 
-Weights are one per member or a (members x classes) matrix; each class column is normalised to
-sum to 1 over members, so every fused class score is a weighted mean of that class's member
-probabilities (with one weight per member the fused map is again a distribution over classes).
+Weights are one per member or a (members x classes) matrix; each class column is normalised to sum
+to 1 over members, so every fused class score is a weighted mean of that class's member
+probabilities. Decoding gains multiply class scores before the argmax: members trained with
+cross-entropy rarely pick a rare class (big rock is 0.13% of the pixels), yet the course metric weighs
+every class equally. Gains are folded into the fusion weights, so they cost nothing at prediction
+time. The course metric drops true-background pixels but counts class 0 whenever it is predicted, so
+by default the argmax runs over classes 1..C-1.
 """
 
 from __future__ import annotations
@@ -12,8 +17,50 @@ from collections.abc import Sequence
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.inference.gains import scaled_weights
-from ensemble.optionvalues import key_values, parse_number
+from ensemble.optionvalues import key_values, parse_int, parse_number
+
+MIN_GAIN, MAX_GAIN = 1e-6, 1e6
+
+
+def parse_class_gain(text: str, n_classes: int) -> np.ndarray:
+    """Parse `--class-gain 4=8,3=1.2` into a (C,) float64 array (unnamed classes keep 1).
+
+    >>> parse_class_gain("4=8", 5).tolist()
+    [1.0, 1.0, 1.0, 1.0, 8.0]
+    """
+    gains = np.ones(n_classes)
+    for cls, value in key_values(text, "--class-gain", "4=8"):
+        what = f"--class-gain entry '{cls}={value}':"
+        index = parse_int(cls, f"{what} class", 0, n_classes - 1, "give CLASS=GAIN, e.g. --class-gain 4=8")
+        gain = parse_number(value, f"{what} gain", "give CLASS=GAIN with GAIN > 0, e.g. --class-gain 4=8")
+        if not MIN_GAIN <= gain <= MAX_GAIN:
+            raise EnsError(
+                f"--class-gain {cls}={value} is outside {MIN_GAIN:g}..{MAX_GAIN:g}; a gain multiplies "
+                "the class score before the argmax, e.g. 4=8"
+            )
+        gains[index] = gain
+    return gains
+
+
+def gain_array(gain, n_classes: int) -> np.ndarray:
+    """Check a gain vector (None: all ones); gains stay in MIN_GAIN..MAX_GAIN so that the float32
+    fusion weights they scale neither overflow nor vanish."""
+    try:
+        gains = np.ones(n_classes) if gain is None else np.array(gain, np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EnsError(f"class gains {gain!r} are not numbers; give {n_classes} numbers > 0") from exc
+    if gains.shape != (n_classes,) or not ((gains >= MIN_GAIN) & (gains <= MAX_GAIN)).all():
+        raise EnsError(
+            f"class gains must be {n_classes} numbers in {MIN_GAIN:g}..{MAX_GAIN:g}, "
+            f"got {np.asarray(gain).tolist()}; e.g. 1 for every class but a rare one"
+        )
+    return gains
+
+
+def scaled_weights(weights: np.ndarray, gain) -> np.ndarray:
+    """Normalised (M, C) fusion weights with column c multiplied by gain[c], as float32."""
+    gains = gain_array(gain, weights.shape[1])
+    return (np.asarray(weights, np.float64) * gains[None, :]).astype(np.float32)
 
 
 def normalise_weights(weights: np.ndarray | Sequence[float], n_members: int, n_classes: int) -> np.ndarray:
@@ -106,7 +153,7 @@ def fuse(
     probs: Sequence[np.ndarray], weights: np.ndarray | Sequence[float] | None = None, gain=None
 ) -> np.ndarray:
     """One-call fusion of per-member (B, C, H, W) probabilities; equal weights by default, class
-    scores times `gain` (see `ensemble.inference.gains`) when given, exactly as `ens predict` fuses them."""
+    scores times `gain` (see `ensemble.inference.fusion`) when given, exactly as `ens predict` fuses them."""
     n_members, n_classes = len(probs), probs[0].shape[1]
     matrix = normalise_weights(np.ones(n_members) if weights is None else weights, n_members, n_classes)
     merger = WeightedMerger(matrix if gain is None else scaled_weights(matrix, gain))
@@ -139,3 +186,20 @@ def parse_weights(text: str, names: Sequence[str]) -> np.ndarray:
     if not any(weights.values()):
         raise EnsError(f"--weights {text!r} gives every member weight 0; give at least one a weight > 0")
     return np.array([weights[n] for n in names], dtype=np.float64)
+
+
+def decode(probs: np.ndarray, allow_background: bool = False) -> np.ndarray:
+    """Argmax of (B, C, H, W) probabilities to uint8 (B, H, W) labels; ties go to the lower class.
+
+    >>> p = np.array([[[[0.6]], [[0.3]], [[0.1]]]], np.float32)  # (1, 3, 1, 1)
+    >>> decode(p).ravel().tolist(), decode(p, allow_background=True).ravel().tolist()
+    ([1], [0])
+    """
+    first = 0 if allow_background else 1
+    best = probs[:, first].copy()
+    labels = np.full(best.shape, first, dtype=np.uint8)
+    for cls in range(first + 1, probs.shape[1]):
+        better = probs[:, cls] > best
+        labels[better] = cls
+        np.maximum(best, probs[:, cls], out=best)
+    return labels

@@ -17,9 +17,7 @@ import numpy as np
 from ensemble.data.sources import ImageSource
 from ensemble.errors import EnsError
 from ensemble.inference.cleanup import min_area_array, remove_small_regions
-from ensemble.inference.decode import decode
-from ensemble.inference.fusion import WeightedMerger, normalise_weights
-from ensemble.inference.gains import gain_array, scaled_weights
+from ensemble.inference.fusion import WeightedMerger, decode, gain_array, normalise_weights, scaled_weights
 from ensemble.inference.options import PredictOptions
 from ensemble.inference.probstore import ProbsWriter
 from ensemble.inference.runner import check_finite, member_probs, to_pixels

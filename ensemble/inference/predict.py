@@ -15,8 +15,7 @@ from ensemble.data.split import SplitSpec
 from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.inference.cleanup import parse_min_area
-from ensemble.inference.fusion import parse_weights
-from ensemble.inference.gains import parse_class_gain
+from ensemble.inference.fusion import parse_class_gain, parse_weights
 from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
 from ensemble.inference.options import PredictOptions, resolve_options
 from ensemble.inference.pipeline import Ensemble, PredictResult, run

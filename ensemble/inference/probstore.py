@@ -6,7 +6,6 @@ renamed to `probs.npy` with `ids.npy` beside it only when the run succeeds.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +14,7 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import ensure_dir, replace_all
+from ensemble.files.npyfile import remove_quietly, temp_memmap
 
 PROBS_FILE = "probs.npy"
 IDS_FILE = "ids.npy"
@@ -32,23 +32,17 @@ class ProbsWriter:
         self.directory = Path(directory)
         self.shape = (n_images, n_classes, *image_shape)
         self.ids = np.zeros(n_images, np.int64)
-        self._tmp = self.directory / f".{PROBS_FILE}.tmp"
-        self._ids_tmp = self.directory / f".{IDS_FILE}.tmp"
+        self._tmp: Path | None = None
+        self._ids_tmp = self.directory / f".{IDS_FILE}.{os.getpid()}.tmp"
         self._array: np.memmap | None = None
         self._filled = 0
 
     def __enter__(self) -> ProbsWriter:
         ensure_dir(self.directory)
-        try:
-            self._array = np.lib.format.open_memmap(self._tmp, mode="w+", dtype=np.float16, shape=self.shape)
-        except BaseException as exc:
-            self._remove_temps()
-            if not isinstance(exc, OSError):
-                raise
-            raise EnsError(
-                f"cannot write probabilities to {str(self.directory)!r}: {exc.strerror or exc}; "
-                "choose a writable --save-probs folder"
-            ) from exc
+        target = self.directory / PROBS_FILE
+        self._array, self._tmp = temp_memmap(
+            target, self.shape, "probabilities", "choose a writable --save-probs folder"
+        )
         return self
 
     def write(self, ids: np.ndarray, probs: np.ndarray) -> None:
@@ -71,12 +65,7 @@ class ProbsWriter:
                 files = probs_files(self.directory)
                 replace_all([(self._tmp, files[0]), (self._ids_tmp, files[1])])
         finally:
-            self._remove_temps()
-
-    def _remove_temps(self) -> None:
-        for tmp in (self._tmp, self._ids_tmp):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            remove_quietly(*(tmp for tmp in (self._tmp, self._ids_tmp) if tmp is not None))
 
 
 def load_probs(directory: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.inference.cleanup import MAX_AREA
-from ensemble.inference.gains import MAX_GAIN, MIN_GAIN
+from ensemble.inference.fusion import MAX_GAIN, MIN_GAIN
 from ensemble.inference.tta import list_tta
 from ensemble.members.member import Member
 from ensemble.members.store import parse_names, resolve_members

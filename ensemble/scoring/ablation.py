@@ -10,8 +10,7 @@ import numpy as np
 
 from ensemble.fitting.cache import ProbCache, view_mean
 from ensemble.inference.cleanup import remove_small_regions
-from ensemble.inference.decode import decode
-from ensemble.inference.fusion import fuse, normalise_weights
+from ensemble.inference.fusion import decode, fuse, normalise_weights
 from ensemble.inference.tta import get_views
 from ensemble.members.ensemblefile import EnsembleSpec
 from ensemble.members.member import Member
