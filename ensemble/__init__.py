@@ -5,7 +5,8 @@ The Python API (a notebook's view of the `ens` commands, arrays in and out; see 
 - `load_members`, `load_ensemble` -> an `Ensemble` of live ONNX Runtime sessions with its settings
 - `predict(ensemble, images)` -> uint8 labels (and fused probabilities)
 - `fit(members, images, masks)` -> the ensemble file's content; `score(labels, masks, C)` -> DataFrame
-- `read_submission`, `write_submission`, `remove_small_regions`; `EnsError` for every user mistake
+- `read_submission`, `write_submission` (`RleConvention` for other competitions' RLE),
+  `remove_small_regions`; `EnsError` for every user mistake
 
 Names load on first use, so `import ensemble` is instant and `ens` handles Ctrl-C before anything slow.
 """
@@ -22,6 +23,7 @@ _API = {
     "FitSettings": "ensemble.fitting.fit",
     "read_submission": "ensemble.submission.io",
     "write_submission": "ensemble.submission.io",
+    "RleConvention": "ensemble.submission.convention",
     "remove_small_regions": "ensemble.inference.cleanup",
     "EnsError": "ensemble.errors",
 }

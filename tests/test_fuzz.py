@@ -28,6 +28,7 @@ from ensemble.inference.predict import PredictRequest, request_options
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec
 from ensemble.members.store import get_member
 from ensemble.submission.check import check_submission
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import read_submission, write_submission
 
 FUZZ = settings(
@@ -150,27 +151,37 @@ def test_npz_reader_reads_the_unmutated_file(work):
 # ---- submission CSVs ----------------------------------------------------------------------------------
 
 
+CSV_KINDS = {
+    "flat": ("flat", DEFAULT_RLE),
+    "rle": ("rle", DEFAULT_RLE),
+    "rle row 0 class-column": ("rle", RleConvention("row", 0, "class-column")),
+    "rle custom header": ("rle", RleConvention(start=0, header="id,predicted")),
+}
+
+
 @pytest.fixture(scope="module")
 def csvs(work) -> dict[str, bytes]:
     labels = np.random.default_rng(1).integers(0, N_CLASSES, (3, *SHAPE)).astype(np.uint8)
     out = {}
-    for fmt in ("rle", "flat"):
-        write_submission(work / f"valid.{fmt}.csv", np.arange(3), labels, fmt, N_CLASSES)
-        out[fmt] = (work / f"valid.{fmt}.csv").read_bytes()
+    for kind, (fmt, rle) in CSV_KINDS.items():
+        path = work / "valid.csv"
+        write_submission(path, np.arange(3), labels, fmt, N_CLASSES, rle=rle)
+        out[kind] = path.read_bytes()
     return out
 
 
 @FUZZ
-@given(fmt=st.sampled_from(["rle", "flat"]), edits=EDITS, n_images=st.sampled_from([None, 0, 3]))
-def test_csv_readers_give_labels_problems_or_ens_error(work, csvs, fmt, edits, n_images):
+@given(kind=st.sampled_from(list(CSV_KINDS)), edits=EDITS, n_images=st.sampled_from([None, 0, 3]))
+def test_csv_readers_give_labels_problems_or_ens_error(work, csvs, kind, edits, n_images):
     path = work / "fuzz.csv"
-    path.write_bytes(_mutate(csvs[fmt], edits))
+    path.write_bytes(_mutate(csvs[kind], edits))
+    rle = CSV_KINDS[kind][1]
     try:
-        ids, labels, _ = read_submission(path, SHAPE, N_CLASSES)
+        ids, labels, _ = read_submission(path, SHAPE, N_CLASSES, rle=rle)
         assert labels.shape == (len(ids), *SHAPE) and (labels < N_CLASSES).all()
     except EnsError as exc:
         assert "\n" not in str(exc)
-    problems = check_submission(path, n_images, SHAPE, N_CLASSES)
+    problems = check_submission(path, n_images, SHAPE, N_CLASSES, rle=rle)
     assert all(isinstance(str(p), str) for p in problems)
 
 

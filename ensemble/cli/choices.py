@@ -6,6 +6,7 @@ from ensemble.data.sources import SPLITS
 from ensemble.fitting.fit import WEIGHTS_PER
 from ensemble.inference.cleanup import CONNECTIVITIES
 from ensemble.scoring.metrics import list_metrics
+from ensemble.submission.convention import LAYOUTS, ORDERS, STARTS
 from ensemble.submission.formats import list_formats
 
 
@@ -19,3 +20,6 @@ SplitName = choices("SplitName", SPLITS)
 MetricName = choices("MetricName", list_metrics())
 Connectivity = choices("Connectivity", map(str, CONNECTIVITIES))
 WeightsPer = choices("WeightsPer", WEIGHTS_PER)
+RleOrder = choices("RleOrder", ORDERS)
+RleStart = choices("RleStart", map(str, STARTS))
+RleLayout = choices("RleLayout", LAYOUTS)

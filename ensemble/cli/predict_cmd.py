@@ -29,6 +29,16 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
+from ensemble.cli.rleoptions import (
+    LAYOUT,
+    ORDER,
+    START,
+    RleHeaderOpt,
+    RleLayoutOpt,
+    RleOrderOpt,
+    RleStartOpt,
+    rle_convention,
+)
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
 from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
@@ -81,8 +91,16 @@ def predict_cmd(
         bool, typer.Option("--allow-background", help="Let the argmax pick class 0 (costs course mIoU).")
     ] = False,
     fmt: Annotated[
-        FormatName, typer.Option("--format", help="rle (Kaggle RLE) or flat (the course's CSV).")
+        FormatName,
+        typer.Option(
+            "--format",
+            help="rle (Kaggle RLE, convention set by the --rle-* options) or flat (the course's CSV).",
+        ),
     ] = FormatName.rle,
+    rle_order: RleOrderOpt = ORDER,
+    rle_start: RleStartOpt = START,
+    rle_layout: RleLayoutOpt = LAYOUT,
+    rle_header: RleHeaderOpt = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="CSV to write (default submissions/<timestamp>.csv).", dir_okay=False),
@@ -123,6 +141,7 @@ def predict_cmd(
         ensemble=ensemble,
         out=out,
         fmt=fmt.value,
+        rle=rle_convention(rle_order, rle_start, rle_layout, rle_header),
         save_probs=save_probs,
         options=options,
     )

@@ -31,6 +31,16 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
+from ensemble.cli.rleoptions import (
+    LAYOUT,
+    ORDER,
+    START,
+    RleHeaderOpt,
+    RleLayoutOpt,
+    RleOrderOpt,
+    RleStartOpt,
+    rle_convention,
+)
 from ensemble.cli.submission_cmd import NClassesOpt
 from ensemble.course import N_CLASSES
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
@@ -43,6 +53,7 @@ from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
 from ensemble.scoring.csvscore import score_submission
 from ensemble.scoring.job import ScoreOutcome, ScoreRequest, score_stages
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 
 
 @app.command("score")
@@ -97,13 +108,23 @@ def score(
     drop_outliers: DropOutliersOpt = True,
     cache_dir: CacheOpt = DEFAULT_CACHE,
     device: DeviceOpt = Device.auto,
+    rle_order: RleOrderOpt = ORDER,
+    rle_start: RleStartOpt = START,
+    rle_layout: RleLayoutOpt = LAYOUT,
+    rle_header: RleHeaderOpt = None,
 ) -> None:
-    """Score a submission CSV offline, or (no CSV: --val / --truth NPZ) show what every stage wins."""
+    """Score a submission CSV offline, or (no CSV: --val / --truth NPZ) show what every stage wins.
+
+    An rle CSV is read under the --rle-* options (the course's convention by default).
+    """
+    rle = rle_convention(rle_order, rle_start, rle_layout, rle_header)
     if csv is not None:
         if val:
             raise EnsError("--val runs the ablation and takes no CSV; to score a val CSV use --split val")
-        _score_csv(csv, truth or DEFAULT_DATA, split.value, metric.value, n_classes, json_path)
+        _score_csv(csv, truth or DEFAULT_DATA, split.value, metric.value, n_classes, json_path, rle)
         return
+    if rle != DEFAULT_RLE:
+        raise EnsError("the --rle-* options describe a CSV to score; give one, or drop them for the ablation")
     if not val and truth is None:
         raise EnsError(
             "give a submission CSV to score (e.g. `ens score submissions/sub.csv`), or --val / --truth NPZ "
@@ -186,10 +207,16 @@ def _print_ablation(outcome: ScoreOutcome) -> None:
 
 
 def _score_csv(
-    csv: Path, truth: Path, split: str, metric: str, n_classes: int, json_path: Path | None
+    csv: Path,
+    truth: Path,
+    split: str,
+    metric: str,
+    n_classes: int,
+    json_path: Path | None,
+    rle: RleConvention,
 ) -> None:
     refuse_overwrite({"--json": json_path}, {"the scored CSV": csv, "--truth": truth})
-    result = score_submission(csv, truth, n_classes, split, metric)
+    result = score_submission(csv, truth, n_classes, split, metric, rle=rle)
     title = f"{escape(str(result.submission))} ({result.format}, {result.split})"
     table = Table("class", "IoU", "pixels", title=title)
     for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):

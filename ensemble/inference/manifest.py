@@ -12,6 +12,7 @@ from pathlib import Path
 from ensemble.data.sources import ImageSource
 from ensemble.files.hashing import file_sha256
 from ensemble.inference.pipeline import Ensemble, PredictResult
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 
 _PACKAGES = ("ens", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "numba", "pandas")
 
@@ -38,11 +39,12 @@ def build_manifest(
     csv_path: Path,
     fmt: str,
     written: Path | None = None,
+    rle: RleConvention = DEFAULT_RLE,
 ) -> dict:
     """Everything needed to reproduce and audit a submission.
 
     `written` is the file holding the CSV bytes when they are not at `csv_path` yet (its temp file
-    before the CSV and the manifest are committed together).
+    before the CSV and the manifest are committed together); `rle` the convention of an rle CSV.
     """
     options = ensemble.options
     names = [m.name for m in ensemble.members]
@@ -50,7 +52,12 @@ def build_manifest(
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["ens", *sys.argv[1:]]),
-        "submission": {"path": str(csv_path), "format": fmt, "sha256": file_sha256(written or csv_path)},
+        "submission": {
+            "path": str(csv_path),
+            "format": fmt,
+            "rle": rle.to_json() if fmt == "rle" else None,
+            "sha256": file_sha256(written or csv_path),
+        },
         "data": {
             "path": str(source.data.path),
             "sha256": source.data.sha256,

@@ -25,6 +25,7 @@ from ensemble.inference.tta import get_views
 from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
 from ensemble.scoring.metrics import ConfusionAccumulator
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import SubmissionWriter
 from ensemble.timing import Timings
 
@@ -128,10 +129,13 @@ def run(
     save_probs: Path | None = None,
     truth: np.ndarray | None = None,
     on_batch: Callable[[int], None] | None = None,
+    *,
+    rle: RleConvention = DEFAULT_RLE,
 ) -> PredictResult:
     """Predict every image of `source` and write the submission atomically (nothing on failure).
 
-    `truth` (training masks indexed by id) adds a confusion matrix of the final labels.
+    `truth` (training masks indexed by id) adds a confusion matrix of the final labels; `rle` is
+    the convention of an `rle` CSV.
     """
     ensemble.check_image_shape(source.image_shape)
     timings = ensemble.timings
@@ -140,7 +144,7 @@ def run(
     shape = source.image_shape
     probs_writer = ProbsWriter(save_probs, source.n_images, ensemble.n_classes, shape) if save_probs else None
     with (
-        SubmissionWriter(csv_path, fmt, shape, ensemble.n_classes) as writer,
+        SubmissionWriter(csv_path, fmt, shape, ensemble.n_classes, rle=rle) as writer,
         probs_writer or contextlib.nullcontext(),
     ):
         batches = source.batches(ensemble.options.batch_size)

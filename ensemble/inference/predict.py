@@ -22,6 +22,8 @@ from ensemble.inference.pipeline import Ensemble, PredictResult, run
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
+from ensemble.submission.formats import get_format
 
 SUBMISSIONS = Path("submissions")
 
@@ -43,6 +45,7 @@ class PredictRequest:
     ensemble: Path | None = None
     out: Path | None = None
     fmt: str = "rle"
+    rle: RleConvention = DEFAULT_RLE
     save_probs: Path | None = None
     options: PredictOptions = PredictOptions()
 
@@ -97,6 +100,7 @@ def prepare(
     With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
     data, a member, the ensemble file or --val-ids) before any session is built.
     """
+    get_format(request.fmt, request.rle)
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
     if out is not None:
         refuse_overwrite(
@@ -126,8 +130,12 @@ def predict(
     if source.split == "val":
         _, truth = request.data.load_train(ensemble.n_classes)
     with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
-        result = run(ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch)
-        manifest = build_manifest(ensemble, source, result, out, request.fmt, written=csv_tmp)
+        result = run(
+            ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch, rle=request.rle
+        )
+        manifest = build_manifest(
+            ensemble, source, result, out, request.fmt, written=csv_tmp, rle=request.rle
+        )
         manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
         if spec is not None:
             manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}

@@ -14,6 +14,7 @@ from ensemble.data.datafile import open_data
 from ensemble.data.sources import SPLITS
 from ensemble.errors import EnsError
 from ensemble.scoring.metrics import confusion_matrix, get_metric, iou_per_class
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import read_submission
 
 
@@ -49,13 +50,16 @@ def score_submission(
     n_classes: int,
     split: str = "test",
     metric: str = "course",
+    *,
+    rle: RleConvention = DEFAULT_RLE,
 ) -> SubmissionScore:
-    """Read `csv` (image shape from the truth file), look up its masks and score it."""
+    """Read `csv` (image shape from the truth file; an rle one under `rle`), look up its masks and
+    score it."""
     reduction = get_metric(metric)
     if split not in SPLITS:
         raise EnsError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     data = open_data(truth)
-    ids, labels, fmt = read_submission(csv, data.image_shape, n_classes)
+    ids, labels, fmt = read_submission(csv, data.image_shape, n_classes, rle=rle)
     masks = truth_masks(data, ids, split, n_classes)
     matrix = confusion_matrix(masks, labels, n_classes)
     iou = iou_per_class(matrix, ignore_true=(0,))

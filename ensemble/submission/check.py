@@ -12,6 +12,7 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.machine import physical_memory
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention, header_hint
 from ensemble.submission.formats import detect_format
 from ensemble.submission.problems import Problem, Problems
 
@@ -38,9 +39,14 @@ def check_submission(
     image_shape: tuple[int, int],
     n_classes: int,
     limit: int = 10,
+    *,
+    rle: RleConvention = DEFAULT_RLE,
 ) -> list[Problem]:
-    """Return the first `limit` problems of the CSV at `path`, ordered by line; empty means valid."""
-    return list(parse_submission(path, image_shape, n_classes, n_images, limit).problems)
+    """Return the first `limit` problems of the CSV at `path`, ordered by line; empty means valid.
+
+    An RLE file is read under the convention `rle`; a flat one is detected from its header.
+    """
+    return list(parse_submission(path, image_shape, n_classes, n_images, limit, rle=rle).problems)
 
 
 def parse_submission(
@@ -49,8 +55,11 @@ def parse_submission(
     n_classes: int,
     n_images: int | None = None,
     limit: int = 10,
+    *,
+    rle: RleConvention = DEFAULT_RLE,
 ) -> ParsedCsv:
-    """Read, detect the format, parse and validate; the labels are exact only if no problems."""
+    """Read, detect the format (RLE under the convention `rle`), parse and validate; the labels
+    are exact only if no problems."""
     path = Path(path)
     _check_arguments(image_shape, n_classes, n_images)
     data = _read(path)
@@ -68,12 +77,13 @@ def parse_submission(
         data = data.replace(b"\r\n", b"\n")
     header_end = data.find(b"\n")
     header = data if header_end < 0 else data[:header_end]
-    fmt = detect_format(header)
+    fmt = detect_format(header, rle)
     if fmt is None:
+        which = "rle" if rle == DEFAULT_RLE else f"rle under {' '.join(rle.options())}"
         problems.add(
             1,
             f"header {_show(header)} is not a submission header; expected 'id,0,1,...' (flat) "
-            f"or 'ImageId_ClassId,EncodedPixels' (rle)",
+            f"or {rle.header_line.decode()!r} ({which}){header_hint(header, rle)}",
         )
         return result(None, 0)
     if header_end < 0:
@@ -95,7 +105,9 @@ def parse_submission(
     _check_allocation(n_rows, image_shape)
     ids, labels = fmt.parse(np.frombuffer(body, np.uint8), 2, image_shape, n_classes, problems)
     per_image = fmt.rows_per_image(n_classes)
-    if n_images is not None and n_rows != n_images * per_image:
+    if n_images is not None and per_image is None and len(ids) != n_images:
+        problems.add(None, f"file has rows for {len(ids)} images, expected {n_images} images")
+    elif n_images is not None and per_image is not None and n_rows != n_images * per_image:
         detail = "" if per_image == 1 else f" x {per_image} classes = {n_images * per_image} rows"
         problems.add(None, f"file has {n_rows} rows, expected {n_images} images{detail}")
     elif n_rows == 0:

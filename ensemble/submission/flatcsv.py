@@ -19,8 +19,9 @@ def header(image_shape: tuple[int, int], n_classes: int) -> bytes:
 
 
 def matches(header_line: bytes) -> bool:
-    """Whether a header line belongs to this format (its exact columns are checked later)."""
-    return header_line.startswith(b"id,")
+    """Whether a header line belongs to this format: `id,` and a pixel number (its exact columns are
+    checked later), so an RLE header such as `id,predicted` is not taken for a flat one."""
+    return header_line.startswith(b"id,") and header_line[3:4].isdigit()
 
 
 def header_problem(header_line: bytes, image_shape: tuple[int, int], n_classes: int) -> str | None:

@@ -7,6 +7,10 @@
 >>> ids, back, fmt = read_submission(path, (1, 3), 5)
 >>> ids.tolist(), fmt, bool((back == labels).all())
 ([0, 1], 'rle', True)
+>>> by_class = RleConvention(layout="class-column")        # ImageId,ClassId,EncodedPixels
+>>> write_submission(path, [0, 1], labels, "rle", 5, rle=by_class)
+>>> bool((read_submission(path, (1, 3), 5, rle=by_class)[1] == labels).all())
+True
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
 from ensemble.files.outputs import refuse_overwrite
 from ensemble.submission.check import parse_submission
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
 
 _IMAGES_PER_BATCH = 512
@@ -31,13 +36,20 @@ class SubmissionWriter:
 
     ``with SubmissionWriter(path, "flat", (64, 128), 5) as w: w.write(ids, labels)``
     Ids must be non-negative integers increasing across all batches; labels (B, H, W) in 0..C-1.
+    `rle` is the convention of an `rle` file (the course's by default).
     """
 
     def __init__(
-        self, path: str | os.PathLike, fmt: str, image_shape: tuple[int, int], n_classes: int
+        self,
+        path: str | os.PathLike,
+        fmt: str,
+        image_shape: tuple[int, int],
+        n_classes: int,
+        *,
+        rle: RleConvention = DEFAULT_RLE,
     ) -> None:
         self.path = Path(path)
-        self.format = get_format(fmt)
+        self.format = get_format(fmt, rle)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.n_classes = int(n_classes)
         if len(self.image_shape) != 2 or min(self.image_shape) < 1:
@@ -102,29 +114,42 @@ class SubmissionWriter:
         return ids, labels.astype(np.uint8, copy=False)
 
 
-def write_submission(path: str | os.PathLike, ids, labels: np.ndarray, fmt: str, n_classes: int) -> None:
-    """Write all `labels` (N, H, W) with their `ids` (N,) in one call, atomically."""
+def write_submission(
+    path: str | os.PathLike,
+    ids,
+    labels: np.ndarray,
+    fmt: str,
+    n_classes: int,
+    *,
+    rle: RleConvention = DEFAULT_RLE,
+) -> None:
+    """Write all `labels` (N, H, W) with their `ids` (N,) in one call, atomically (`rle` files
+    under the convention `rle`)."""
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise EnsError(f"labels have shape {labels.shape}; expected (N, H, W)")
     ids = np.asarray(ids)
     if ids.shape != labels.shape[:1]:
         raise EnsError(f"got {ids.shape} ids for {len(labels)} label maps; give one id per image")
-    with SubmissionWriter(path, fmt, labels.shape[1:], n_classes) as writer:
+    with SubmissionWriter(path, fmt, labels.shape[1:], n_classes, rle=rle) as writer:
         for start in range(0, len(labels), _IMAGES_PER_BATCH):
             stop = start + _IMAGES_PER_BATCH
             writer.write(ids[start:stop], labels[start:stop])
 
 
 def read_submission(
-    path: str | os.PathLike, image_shape: tuple[int, int], n_classes: int
+    path: str | os.PathLike,
+    image_shape: tuple[int, int],
+    n_classes: int,
+    *,
+    rle: RleConvention = DEFAULT_RLE,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """Return (ids (N,) int64, labels (N, H, W) uint8, format name) of a valid CSV.
 
-    The format is detected from the header; rle ids come back sorted. An invalid file raises
-    EnsError naming its first problem.
+    The format is detected from the header, an rle file read under the convention `rle`; rle ids
+    come back sorted. An invalid file raises EnsError naming its first problem.
     """
-    parsed = parse_submission(path, image_shape, n_classes, limit=1)
+    parsed = parse_submission(path, image_shape, n_classes, limit=1, rle=rle)
     if parsed.problems:
         more = f" (and {parsed.n_hidden} more)" if parsed.n_hidden else ""
         raise EnsError(
@@ -140,10 +165,14 @@ def convert_submission(
     to: str,
     image_shape: tuple[int, int],
     n_classes: int,
+    *,
+    rle: RleConvention = DEFAULT_RLE,
+    to_rle: RleConvention = DEFAULT_RLE,
 ) -> tuple[str, int]:
-    """Validate `source`, write it to `target` in format `to`; return (source format, images)."""
-    get_format(to)
+    """Validate `source` (an rle one under `rle`), write it to `target` in format `to` (rle under
+    `to_rle`); return (source format, images)."""
+    get_format(to, to_rle)
     refuse_overwrite({"TARGET": target}, {"SOURCE": source})
-    ids, labels, fmt = read_submission(source, image_shape, n_classes)
-    write_submission(target, ids, labels, to, n_classes)
+    ids, labels, fmt = read_submission(source, image_shape, n_classes, rle=rle)
+    write_submission(target, ids, labels, to, n_classes, rle=to_rle)
     return fmt, len(ids)

@@ -1,7 +1,8 @@
-"""Run-length encoding of label maps, Kaggle style: pixels numbered column-major, runs 1-indexed.
+"""Run-length encoding of label maps: pixels numbered column-major (Kaggle's usual) or row-major.
 
 Pure numpy on whole batches: `label_runs` finds every run of every class at once, `check_runs`
 finds malformed runs, `paint` turns runs back into label maps and finds pixels claimed twice.
+Starts are 1-based here; a file numbering pixels from 0 is shifted when read and written.
 """
 
 from __future__ import annotations
@@ -11,14 +12,20 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def column_major(labels: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N, H*W) with pixels numbered top-to-bottom, then left-to-right."""
-    return np.asarray(labels).transpose(0, 2, 1).reshape(len(labels), -1)
+def flatten(labels: np.ndarray, order: str = "column") -> np.ndarray:
+    """(N, H, W) -> (N, H*W) with pixels numbered top-to-bottom, then left-to-right ("column"), or
+    left-to-right, then top-to-bottom ("row")."""
+    labels = np.asarray(labels)
+    if order == "row":
+        return labels.reshape(len(labels), -1)
+    return labels.transpose(0, 2, 1).reshape(len(labels), -1)
 
 
-def from_column_major(flat: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of `column_major`: (N, H*W) -> contiguous (N, H, W)."""
+def unflatten(flat: np.ndarray, image_shape: tuple[int, int], order: str = "column") -> np.ndarray:
+    """Inverse of `flatten`: (N, H*W) -> contiguous (N, H, W)."""
     height, width = image_shape
+    if order == "row":
+        return np.ascontiguousarray(flat.reshape(len(flat), height, width))
     return np.ascontiguousarray(flat.reshape(len(flat), width, height).transpose(0, 2, 1))
 
 
@@ -32,14 +39,16 @@ class Runs:
     label: np.ndarray
 
 
-def label_runs(labels: np.ndarray) -> Runs:
-    """All maximal runs of equal labels in column-major order, every class at once.
+def label_runs(labels: np.ndarray, order: str = "column") -> Runs:
+    """All maximal runs of equal labels in `order` (see `flatten`), every class at once.
 
     >>> runs = label_runs(np.array([[[1, 1], [0, 1]]]))  # column-major pixels: 1 0 1 1
     >>> [x.tolist() for x in (runs.start, runs.length, runs.label)]
     [[1, 2, 3], [1, 1, 2], [1, 0, 1]]
+    >>> label_runs(np.array([[[1, 1], [0, 1]]]), "row").length.tolist()  # row-major: 1 1 0 1
+    [2, 1, 1]
     """
-    flat = column_major(labels)
+    flat = flatten(labels, order)
     n_images, n_pixels = flat.shape
     change = np.ones(flat.shape, bool)
     change[:, 1:] = flat[:, 1:] != flat[:, :-1]
@@ -51,7 +60,7 @@ def label_runs(labels: np.ndarray) -> Runs:
 
 
 def check_runs(row: np.ndarray, start: np.ndarray, length: np.ndarray, n_pixels: int) -> np.ndarray:
-    """Return, per run, 0 if fine or the index into RUN_PROBLEMS of what is wrong with it.
+    """Return, per run, 0 if fine or the code `describe_run` explains.
 
     Runs must be positive, lie inside 1..n_pixels, and within a row (same `row` value, runs
     given in file order) start in ascending order without overlapping the previous run.
@@ -70,13 +79,26 @@ def check_runs(row: np.ndarray, start: np.ndarray, length: np.ndarray, n_pixels:
     return code
 
 
-RUN_PROBLEMS = (
-    "",
-    "run '{s} {l}' is not positive; starts are 1-based and lengths at least 1",
-    "run '{s} {l}' ends past pixel {n}, the last pixel of an image",
-    "run '{s} {l}' does not start after the previous run; starts must ascend",
-    "run '{s} {l}' overlaps the previous run",
-)
+def describe_run(code: int, start: int, length: int, n_pixels: int, first: int = 1) -> str:
+    """What `check_runs`' `code` means for the run (1-based `start`, `length`), in the numbering of a
+    file whose first pixel is `first`, with a hint when the run fits the other numbering.
+
+    >>> describe_run(2, 5, 3, 6, first=0)
+    "run '4 3' ends past pixel 5, the last pixel of an image (for 1-based runs pass --rle-start 1)"
+    """
+    shown, last = start + first - 1, n_pixels + first - 1
+    run = f"run '{shown} {length}'"
+    if code == 1:
+        hint = " (for 0-based runs pass --rle-start 0)" if first == 1 and start == 0 and length > 0 else ""
+        return f"{run} is not positive; starts are {first}-based and lengths at least 1{hint}"
+    if code == 2:
+        hint = (
+            " (for 1-based runs pass --rle-start 1)" if first == 0 and start + length == n_pixels + 2 else ""
+        )
+        return f"{run} ends past pixel {last}, the last pixel of an image{hint}"
+    if code == 3:
+        return f"{run} does not start after the previous run; starts must ascend"
+    return f"{run} overlaps the previous run"
 
 
 def paint(

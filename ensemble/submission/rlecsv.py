@@ -1,5 +1,9 @@
-"""The run-length CSV: header `ImageId_ClassId,EncodedPixels`, one row `<id>_<class>,<runs>` per
-image and class 1..C-1, runs as space-separated `start length` pairs (see ensemble.submission.rle).
+"""The run-length CSV. By default header `ImageId_ClassId,EncodedPixels` and one row
+`<id>_<class>,<runs>` per image and class 1..C-1, runs as space-separated `start length` pairs
+(see ensemble.submission.rle); an RleConvention changes pixel order, first pixel, layout and header.
+
+In the class-column layout (`<id>,<class>,<runs>`) the writer also writes a row for every class
+1..C-1, empty ones with empty runs; the reader takes a missing row as an empty class.
 """
 
 from __future__ import annotations
@@ -8,37 +12,50 @@ import re
 
 import numpy as np
 
+from ensemble.submission.convention import DEFAULT_RLE, LAYOUT_ROWS, RleConvention
 from ensemble.submission.numtext import COMMA, NEWLINE, NO_DIGITS, SPACE, format_ints, line_bounds, scan_ints
 from ensemble.submission.problems import Problems
-from ensemble.submission.rle import RUN_PROBLEMS, check_runs, from_column_major, label_runs, paint
+from ensemble.submission.rle import check_runs, describe_run, label_runs, paint, unflatten
 
-HEADER = b"ImageId_ClassId,EncodedPixels"
-_KEY = re.compile(rb"(\d{1,12})_(\d{1,4})")
+_KEYS = {
+    "per-class": re.compile(rb"(\d{1,12})_(\d{1,4})"),
+    "class-column": re.compile(rb"(\d{1,12}),(\d{1,4})"),
+}
+_KEY_TEXT = {"per-class": ("`<id>_<class>`", "12_3"), "class-column": ("`<id>,<class>`", "12,3")}
 _QUOTE = ord('"')
 _ROWS_PER_CHUNK = 4096
 
 
-def header(image_shape: tuple[int, int], n_classes: int) -> bytes:
-    return HEADER + b"\n"
+def header(image_shape: tuple[int, int], n_classes: int, rle: RleConvention = DEFAULT_RLE) -> bytes:
+    return rle.header_line + b"\n"
 
 
-def matches(header_line: bytes) -> bool:
-    return header_line == HEADER
+def matches(header_line: bytes, rle: RleConvention = DEFAULT_RLE) -> bool:
+    return header_line == rle.header_line
 
 
-def header_problem(header_line: bytes, image_shape: tuple[int, int], n_classes: int) -> str | None:
-    return None if header_line == HEADER else f"header must be {HEADER.decode()!r}"
+def header_problem(
+    header_line: bytes, image_shape: tuple[int, int], n_classes: int, rle: RleConvention = DEFAULT_RLE
+) -> str | None:
+    return None if header_line == rle.header_line else f"header must be {rle.header_line.decode()!r}"
 
 
-def encode(ids: np.ndarray, labels: np.ndarray, n_classes: int) -> bytes:
+def rows_per_image(n_classes: int, rle: RleConvention = DEFAULT_RLE) -> int | None:
+    """Rows every image has: one per class 1..C-1, or None where rows of empty classes may be left out."""
+    return n_classes - 1 if rle.layout == "per-class" else None
+
+
+def encode(ids: np.ndarray, labels: np.ndarray, n_classes: int, rle: RleConvention = DEFAULT_RLE) -> bytes:
     """Rows for classes 1..C-1 of every image in the batch, image by image.
 
     >>> encode(np.array([7]), np.array([[[1, 1], [0, 1]]]), 3)
     b'7_1,1 1 3 2\\n7_2,\\n'
+    >>> encode(np.array([7]), np.array([[[1, 1], [0, 1]]]), 3, RleConvention("row", 0, "class-column"))
+    b'7,1,0 2 3 1\\n7,2,\\n'
     """
     ids = np.asarray(ids, np.int64)
     per_image = n_classes - 1
-    runs = label_runs(labels)
+    runs = label_runs(labels, rle.order)
     keep = runs.label > 0
     row = runs.image[keep] * per_image + runs.label[keep].astype(np.int64) - 1
     order = np.argsort(row, kind="stable")
@@ -50,13 +67,13 @@ def encode(ids: np.ndarray, labels: np.ndarray, n_classes: int) -> bytes:
     values = np.empty(int(n_tokens.sum()), np.int64)
     terminators = np.full(values.size, SPACE, np.uint8)
     values[offset] = np.repeat(ids, per_image)
-    terminators[offset] = ord("_")
+    terminators[offset] = ord("_") if rle.layout == "per-class" else COMMA
     values[offset + 1] = np.tile(np.arange(1, n_classes), len(ids))
     terminators[offset + 1] = COMMA
     values[offset[n_runs == 0] + 2] = NO_DIGITS
     first_run = np.concatenate([[0], np.cumsum(n_runs)[:-1]]).astype(np.int64)
     at = offset[row] + 2 + 2 * (np.arange(row.size) - first_run[row])
-    values[at] = start
+    values[at] = start if rle.start == 1 else start + (rle.start - 1)
     values[at + 1] = length
     terminators[offset + n_tokens - 1] = NEWLINE
     return format_ints(values, terminators).tobytes()
@@ -68,34 +85,44 @@ def parse(
     image_shape: tuple[int, int],
     n_classes: int,
     problems: Problems,
+    rle: RleConvention = DEFAULT_RLE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Parse newline-terminated rows; return (ids sorted ascending, labels (N, H, W) uint8).
 
-    Malformed keys and runs, repeated or missing (image, class) rows and pixels claimed by two
-    classes go to `problems`, numbered from `first_line`.
+    Malformed keys and runs, repeated (or, per class, missing) (image, class) rows and pixels
+    claimed by two classes go to `problems`, numbered from `first_line`.
     """
     n_pixels = image_shape[0] * image_shape[1]
     starts, ends = line_bounds(body)
     if not starts.size:
         return np.empty(0, np.int64), np.empty((0, *image_shape), np.uint8)
     lines = np.arange(starts.size) + first_line
+    n_separators = rle.n_fields - 1
     commas = np.append(np.flatnonzero(body == COMMA), body.size)
     first_comma = np.searchsorted(commas, starts)
-    one_comma = np.searchsorted(commas, ends) - first_comma == 1
-    comma = np.where(one_comma, commas[first_comma], ends)
+    fields_ok = np.searchsorted(commas, ends) - first_comma == n_separators
+    last_comma = commas[np.minimum(first_comma + n_separators - 1, commas.size - 1)]
+    comma = np.where(fields_ok, last_comma, ends)
+    expected = "one comma" if n_separators == 1 else f"{n_separators} commas"
     problems.add_rows(
-        ~one_comma,
+        ~fields_ok,
         lines,
-        lambda r: "empty line" if starts[r] == ends[r] else "expected one comma, as in `<id>_<class>,<runs>`",
+        lambda r: (
+            "empty line"
+            if starts[r] == ends[r]
+            else f"expected {expected}, as in `{LAYOUT_ROWS[rle.layout]}`"
+        ),
     )
 
-    image_id, cls = _parse_keys(body, starts, comma, one_comma, n_classes, lines, problems)
+    image_id, cls = _parse_keys(body, starts, comma, fields_ok, n_classes, lines, problems, rle.layout)
     keys_readable = not problems  # a missing row is only worth reporting when every key was read
-    run_row, start, length, runs_ok = _parse_runs(body, starts, ends, comma, one_comma, lines, problems)
-    runs_ok &= ~_report_bad_runs(run_row, start, length, n_pixels, lines, problems)
+    run_row, start, length, runs_ok = _parse_runs(body, starts, ends, comma, fields_ok, lines, problems)
+    if rle.start != 1:
+        start = start + (1 - rle.start)
+    runs_ok &= ~_report_bad_runs(run_row, start, length, n_pixels, rle.start, lines, problems)
 
     ids = np.unique(image_id[image_id >= 0])
-    if keys_readable:
+    if keys_readable and rle.layout == "per-class":
         _check_complete(ids, image_id, cls, n_classes, lines, problems)
     row_ok = (image_id >= 0) & runs_ok
     use = row_ok[run_row]
@@ -107,25 +134,25 @@ def parse(
         row_a, row_b = used_rows[hit].min(), used_rows[hit].max()
         problems.add(
             int(lines[row_b]),
-            f"image {ids[image_index]} pixel {pixel + 1} is claimed by class {cls[row_a]} "
+            f"image {ids[image_index]} pixel {pixel + rle.start} is claimed by class {cls[row_a]} "
             f"(line {lines[row_a]}) and class {cls[row_b]}; a pixel can have only one class",
         )
     problems.count_more(len(overlaps) - problems.limit)
-    return ids, from_column_major(labels, image_shape)
+    return ids, unflatten(labels, image_shape, rle.order)
 
 
-def _report_bad_runs(run_row, start, length, n_pixels, lines, problems) -> np.ndarray:
+def _report_bad_runs(run_row, start, length, n_pixels, first, lines, problems) -> np.ndarray:
     """Report the first malformed run of every row; return the mask of rows holding one."""
     codes = check_runs(run_row, start, length, n_pixels)
     bad_run = np.flatnonzero(codes)
-    rows, first = np.unique(run_row[bad_run], return_index=True)
-    first_bad = dict(zip(rows.tolist(), bad_run[first].tolist(), strict=True))
+    rows, first_of_row = np.unique(run_row[bad_run], return_index=True)
+    first_bad = dict(zip(rows.tolist(), bad_run[first_of_row].tolist(), strict=True))
     bad = np.zeros(lines.size, bool)
     bad[rows] = True
 
     def describe(row: int) -> str:
         k = first_bad[row]
-        return RUN_PROBLEMS[codes[k]].format(s=start[k], l=length[k], n=n_pixels)
+        return describe_run(int(codes[k]), int(start[k]), int(length[k]), n_pixels, first)
 
     problems.add_rows(bad, lines, describe)
     return bad
@@ -149,19 +176,23 @@ def _check_complete(ids, image_id, cls, n_classes, lines, problems) -> None:
     )
 
 
-def _parse_keys(body, starts, comma, one_comma, n_classes, lines, problems):
-    """Return per-row image id and class (-1 where the key is malformed, repeated or out of range)."""
+def _parse_keys(body, starts, comma, fields_ok, n_classes, lines, problems, layout):
+    """Return per-row image id and class (-1 where the key is malformed, repeated or out of range).
+
+    The key is everything before the runs: `<id>_<class>`, or `<id>,<class>` in the class-column layout.
+    """
     image_id = np.full(starts.size, -1, np.int64)
     cls = np.full(starts.size, -1, np.int64)
     seen: dict[tuple[int, int], int] = {}
     raw = body.tobytes()
-    for row in np.flatnonzero(one_comma).tolist():
+    pattern, (form, example) = _KEYS[layout], _KEY_TEXT[layout]
+    for row in np.flatnonzero(fields_ok).tolist():
         key = raw[starts[row] : comma[row]]
-        match = _KEY.fullmatch(key)
+        match = pattern.fullmatch(key)
         line = int(lines[row])
         if not match:
             text = key[:30].decode("utf-8", "replace")
-            problems.add(line, f"key {text!r} is not `<id>_<class>` with integers, e.g. '12_3'")
+            problems.add(line, f"key {text!r} is not {form} with integers, e.g. {example!r}")
             continue
         pair = (int(match[1]), int(match[2]))
         if not 1 <= pair[1] < n_classes:
@@ -178,9 +209,9 @@ def _parse_keys(body, starts, comma, one_comma, n_classes, lines, problems):
     return image_id, cls
 
 
-def _parse_runs(body, starts, ends, comma, one_comma, lines, problems):
+def _parse_runs(body, starts, ends, comma, fields_ok, lines, problems):
     """Tokenise every value field at once; return (run row, start, length, per-row ok mask)."""
-    value_start = np.where(one_comma, comma + 1, ends)
+    value_start = np.where(fields_ok, comma + 1, ends)
     value_end = ends.copy()
     quoted = (
         (value_end - value_start >= 2)
@@ -192,14 +223,14 @@ def _parse_runs(body, starts, ends, comma, one_comma, lines, problems):
     token_row, values = _scan_values(body, starts, ends, value_start, value_end)
     n_tokens = np.bincount(token_row, minlength=starts.size)
     n_bad = np.bincount(token_row, weights=values < 0, minlength=starts.size)
-    ok = one_comma & (n_tokens % 2 == 0) & (n_bad == 0)
+    ok = fields_ok & (n_tokens % 2 == 0) & (n_bad == 0)
     problems.add_rows(
-        one_comma & (n_bad > 0),
+        fields_ok & (n_bad > 0),
         lines,
         lambda r: "runs must be space-separated non-negative integers `start length ...`",
     )
     problems.add_rows(
-        one_comma & (n_bad == 0) & (n_tokens % 2 == 1),
+        fields_ok & (n_bad == 0) & (n_tokens % 2 == 1),
         lines,
         lambda r: f"{n_tokens[r]} numbers do not make `start length` pairs",
     )
