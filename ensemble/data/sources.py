@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.data.datafile import DataFile
-from ensemble.errors import EnsError
-from ensemble.data.outliers import find_duplicate_masks
 from ensemble.data.split import SplitSpec, split_masks
+from ensemble.errors import EnsError
 
 SPLITS = ("test", "val")
 
