@@ -15,6 +15,7 @@ from ensemble.course import N_CLASSES, SHAPE_TEXT
 from ensemble.errors import EnsError
 from ensemble.submission.check import parse_submission
 from ensemble.submission.io import convert_submission
+from ensemble.submission.textids import folder_index
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -43,16 +44,27 @@ def check(
     ] = None,
     shape: ShapeOpt = SHAPE_TEXT,
     n_classes: NClassesOpt = N_CLASSES,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            file_okay=False,
+            help="The image folder the CSV describes: its stems are the ids (each needs its rows) and "
+            "its images give each one's size (instead of --shape).",
+        ),
+    ] = None,
 ) -> None:
     """Validate a submission CSV before upload; exit 1 listing the first problems."""
-    parsed = parse_submission(csv, parse_shape(shape), n_classes, n_images)
+    images = folder_index(data) if data is not None else None
+    parsed = parse_submission(csv, parse_shape(shape), n_classes, n_images, images=images)
     for problem in parsed.problems:
         console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if parsed.problems:
         more = f" ({parsed.n_hidden} more not shown)" if parsed.n_hidden else ""
         raise EnsError(f"{str(csv)!r} is not a valid submission{more}")
     height, width = parse_shape(shape)
-    console.print(f"OK: {parsed.format}, {len(parsed.ids)} images, {height}x{width}", highlight=False)
+    sizes = f"{height}x{width}" if images is None else images.describe()
+    console.print(f"OK: {parsed.format}, {len(parsed.ids)} images, {sizes}", markup=False, highlight=False)
 
 
 @app.command("convert")

@@ -71,6 +71,12 @@ class ImageSource:
         _, masks = self.data.load_train(n_classes)
         return lambda ids: masks[ids]
 
+    def group_batches(
+        self, index: int, batch_size: int, channels: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The batches of size group `index`: the npz has one, all of its images."""
+        return self.batches(batch_size, channels)
+
     def batches(self, batch_size: int, channels: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         if self.split == "test":
             start = 0
@@ -138,11 +144,17 @@ class FolderSource:
     def batches(self, batch_size: int, channels: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Batches of one size each, group after group; a grayscale image is replicated when
         `channels` is 3."""
-        for group in self.groups:
-            chosen = self.positions[group.positions]
-            images = self.data.iter_images(chosen, channels, batch_size)
-            for start, batch in zip(range(0, len(chosen), batch_size), images, strict=True):
-                yield self.data.ids(chosen[start : start + len(batch)]), batch
+        for index in range(len(self.groups)):
+            yield from self.group_batches(index, batch_size, channels)
+
+    def group_batches(
+        self, index: int, batch_size: int, channels: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The batches of size group `index`, in id order."""
+        chosen = self.positions[self.groups[index].positions]
+        images = self.data.iter_images(chosen, channels, batch_size)
+        for start, batch in zip(range(0, len(chosen), batch_size), images, strict=True):
+            yield self.data.ids(chosen[start : start + len(batch)]), batch
 
 
 Source = ImageSource | FolderSource

@@ -36,8 +36,9 @@ def check_fits(member: Member, size: tuple[int, int]) -> None:
         if limit is not None and value > limit:
             raise EnsError(
                 f"member {member.name!r} takes images of {label} {limit} at most (its graph is fixed to "
-                f"{fixed[0]}x{fixed[1]}; smaller images are padded to it) but the data has {size[0]}x{size[1]} "
-                "images; re-export it with dynamic H and W (a fully convolutional net), or resize the images"
+                f"{fixed[0]}x{fixed[1]}; smaller images are padded to it) but the data has "
+                f"{size[0]}x{size[1]} images; re-export it with dynamic H and W (a fully convolutional "
+                "net), or resize the images"
             )
 
 

@@ -19,8 +19,9 @@ def to_pixels(images: np.ndarray, channels: int = 1) -> np.ndarray:
     """uint8 images -> the contract input, float32 (B, C_in, H, W) raw 0..255: grayscale (B, H, W)
     images give 1 channel, or 3 copies of it; RGB (B, H, W, 3) images give 3 channels.
 
-    >>> to_pixels(np.zeros((2, 4, 5, 3), np.uint8), 3).shape, to_pixels(np.zeros((2, 4, 5), np.uint8), 3).shape
-    ((2, 3, 4, 5), (2, 3, 4, 5))
+    >>> rgb, gray = np.zeros((2, 4, 5, 3), np.uint8), np.zeros((2, 4, 5), np.uint8)
+    >>> to_pixels(rgb, 3).shape, to_pixels(gray, 3).shape, to_pixels(gray).shape
+    ((2, 3, 4, 5), (2, 3, 4, 5), (2, 1, 4, 5))
     """
     if images.ndim == 3:
         pixels = images.astype(np.float32)[:, None]

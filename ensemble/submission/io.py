@@ -119,7 +119,9 @@ class SubmissionWriter:
 
     def _checked_labels(self, labels: np.ndarray) -> np.ndarray:
         if labels.size and labels.dtype.kind not in "iu":
-            raise EnsError(f"labels ({labels.dtype}) must be an integer array; take argmax over classes first")
+            raise EnsError(
+                f"labels ({labels.dtype}) must be an integer array; take argmax over classes first"
+            )
         if labels.size and (labels.min() < 0 or labels.max() >= self.n_classes):
             raise EnsError(f"labels span {labels.min()}..{labels.max()}; allowed are 0..{self.n_classes - 1}")
         return labels.astype(np.uint8, copy=False)

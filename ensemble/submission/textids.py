@@ -35,6 +35,19 @@ class ImageIndex:
         first = tuple(int(v) for v in self.sizes[0]) if len(self.sizes) else None
         return first if len(self.sizes) and (self.sizes == self.sizes[0]).all() else None
 
+    def describe(self) -> str:
+        from ensemble.data.sizes import describe_sizes, size_groups
+
+        return describe_sizes(size_groups(self.sizes))
+
+
+def folder_index(path) -> ImageIndex:
+    """The stems and sizes of an image folder (headers only)."""
+    from ensemble.data.folder import open_folder
+
+    folder = open_folder(path)
+    return ImageIndex(folder.stems, folder.sizes)
+
 
 def check_text_ids(ids: Sequence[str]) -> str | None:
     """What makes these ids unfit for a CSV row, or None."""
