@@ -136,7 +136,7 @@ def run_ablation(
         RowScore(row, acc.matrix, reduce(acc.matrix), iou_per_class(acc.matrix))
         for row, acc in zip(rows, accumulators, strict=True)
     ]
-    _, first_images = next(cache.source.batches(GALLERY_IMAGES))
+    _, first_images = next(cache.source.batches(GALLERY_IMAGES, members[0].channels))
     return Ablation(
         scores,
         metric,
