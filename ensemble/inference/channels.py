@@ -26,6 +26,7 @@ def check_channels(member_channels: int, image_channels: Iterable[int], gray_to_
     if member_channels == 3 and 1 in found and not gray_to_rgb:
         what = "grayscale" if found == {1} else "partly grayscale"
         raise EnsError(
-            f"the images are {what} but the members take 3 channels (RGB); pass --gray-to-rgb to "
-            "replicate the gray channel into R, G and B, or use grayscale members"
+            f"the images are {what} but the members take 3 channels (RGB); pass --gray-to-rgb "
+            "(gray_to_rgb=True in Python) to replicate the gray channel into R, G and B, or use grayscale "
+            "members"
         )
