@@ -59,10 +59,11 @@ def demo(
 ) -> None:
     """Write the synthetic Mars data set (course npz format plus test_masks, or image folders)."""
     if layout is Layout.folder:
-        _folder_demo(out or FOLDER_DEMO, seed, n_train or 240, 160 if n_test is None else n_test, channels)
+        n_train, n_test = 240 if n_train is None else n_train, 160 if n_test is None else n_test
+        _folder_demo(out or FOLDER_DEMO, seed, n_train, n_test, channels)
         return
     out = out or DEFAULT_DATA
-    n_train, n_test = n_train or 2615, 10022 if n_test is None else n_test
+    n_train, n_test = 2615 if n_train is None else n_train, 10022 if n_test is None else n_test
     spec = DemoSpec(seed, n_train, n_test, height, width)
     spec.check()
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:

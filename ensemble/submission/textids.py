@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ensemble.data.folder import open_folder, sort_stems
+from ensemble.data.sizes import describe_sizes, size_groups
 from ensemble.submission.problems import Problems
+from ensemble.submission.rle import from_column_major
 
 STAND_IN = 9 * 10**11  # 12 digits: a stand-in id never looks like a pixel count or a line number
 _STAND_IN_TEXT = re.compile(r"\b9\d{11}\b")
@@ -36,15 +39,11 @@ class ImageIndex:
         return first if len(self.sizes) and (self.sizes == self.sizes[0]).all() else None
 
     def describe(self) -> str:
-        from ensemble.data.sizes import describe_sizes, size_groups
-
         return describe_sizes(size_groups(self.sizes))
 
 
 def folder_index(path) -> ImageIndex:
     """The stems and sizes of an image folder (headers only)."""
-    from ensemble.data.folder import open_folder
-
     folder = open_folder(path)
     return ImageIndex(folder.stems, folder.sizes)
 
@@ -86,8 +85,6 @@ def row_id(format_name: str, line: bytes) -> bytes:
 
 def index_from_rows(format_name: str, body: bytes, image_shape: tuple[int, int]) -> ImageIndex:
     """The ids a CSV names itself, in id order, all of `image_shape` (when no data gives them)."""
-    from ensemble.data.folder import sort_stems
-
     names = {row_id(format_name, line).decode("utf-8", "replace") for line in body.split(b"\n") if line}
     stems = sort_stems(sorted(names))
     return ImageIndex(tuple(stems), np.tile(np.asarray(image_shape, np.int64), (len(stems), 1)))
@@ -150,8 +147,6 @@ def parse_text_ids(
 
 def _cut(labels, positions, images: ImageIndex, lines, first_line, format_name, problems) -> list[np.ndarray]:
     """Canvas rows (N, 1, P) back to each image's (H, W), reporting runs past an image's end."""
-    from ensemble.submission.rle import from_column_major
-
     flat = labels.reshape(len(labels), -1)
     out = []
     for row, position in zip(flat, positions.tolist(), strict=True):
