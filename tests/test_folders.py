@@ -343,3 +343,16 @@ def test_api_takes_rgb_channels_last_or_first(tmp_path, store):
     np.testing.assert_array_equal(
         api.predict(gray_model, rgb[..., 0]), api.predict(model, np.repeat(rgb[..., :1], 3, axis=3))
     )
+
+
+def test_save_probs_keeps_stems_and_needs_one_size(tmp_path, store):
+    images, _ = write_folder(tmp_path / "one", [(8, 8)] * 3, masks=False)
+    out, probs = tmp_path / "sub.csv", tmp_path / "probs"
+    args = ("predict", "--members", "a", "--models-dir", store, "--out", out, "--save-probs", probs)
+    assert ens(*args, "--data", images).exit_code == 0
+    assert np.load(probs / "ids.npy").tolist() == ["img_000", "img_001", "img_002"]
+    assert np.load(probs / "probs.npy").shape == (3, 5, 8, 8)
+    mixed, _ = write_folder(tmp_path / "mixed", [(8, 8), (6, 6)], masks=False)
+    before = snapshot(tmp_path)
+    one_line_error(ens(*args, "--data", mixed), "several sizes", "drop --save-probs")
+    assert_unchanged(before, tmp_path)
