@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -16,6 +17,7 @@ from tiny_nets import TinyNet, keras_net, trained_like
 from ensemble.data.folder import open_folder
 from ensemble.demo.folder_demo import FolderDemoSpec, write_folder_demo
 from ensemble.members.member import load_member
+from ensemble.members.session import build_session
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,8 @@ def test_rgb_members_from_torch_and_keras_fit_predict_check_score(demo, tmp_path
     train, test = demo / "train", demo / "test"
     store = tmp_path / "models"
     labelled = ("--data", train / "images", "--masks", train / "masks")
-    torch.save(trained_like(TinyNet(in_channels=3), seed=1).state_dict(), tmp_path / "net.pt")
+    net = trained_like(TinyNet(in_channels=3), seed=1)
+    torch.save(net.state_dict(), tmp_path / "net.pt")
     result = ens(
         "export", tmp_path / "net.pt", "--name", "torch_rgb", "--factory", "tiny_nets:TinyNet",
         "--factory-kwargs", '{"in_channels": 3}', "--channels", 3, "--input-range", "0-1",
@@ -55,6 +58,14 @@ def test_rgb_members_from_torch_and_keras_fit_predict_check_score(demo, tmp_path
         member = load_member(store / f"{name}.onnx")
         assert member.channels == 3 and member.info.val_miou is not None
     assert "channels reversed to BGR" in load_member(store / "torch_rgb.onnx").info.preprocessing
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 16, 24)).astype(np.float32)
+    bgr = pixels[:, ::-1] / 255.0
+    mean, std = np.array([0.5, 0.45, 0.4]), np.array([0.25, 0.25, 0.2])
+    net_input = (bgr - mean[None, :, None, None]) / std[None, :, None, None]
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(net_input.astype(np.float32))), dim=1).numpy()
+    member = build_session(load_member(store / "torch_rgb.onnx"), "cpu")
+    np.testing.assert_allclose(member.run(pixels), expected, atol=1e-5)  # order and statistics folded in
 
     cache = ("--cache-dir", tmp_path / "cache")
     result = ens("fit", "--models-dir", store, *labelled, "--folds", 2, *cache)
@@ -79,3 +90,24 @@ def test_rgb_members_from_torch_and_keras_fit_predict_check_score(demo, tmp_path
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
     assert abs(rows[-1]["miou"] - csv_score) < 0.005  # the last row is what predict wrote (float16 cache)
+
+
+def test_rgb_export_options_are_checked_in_one_line(demo, tmp_path):
+    from conftest import assert_unchanged, one_line_error, snapshot
+
+    torch.save(TinyNet(in_channels=3).state_dict(), tmp_path / "net.pt")
+    base = ("export", tmp_path / "net.pt", "--name", "n", "--factory", "tiny_nets:TinyNet",
+            "--factory-kwargs", '{"in_channels": 3}', "--out-dir", tmp_path / "models")  # fmt: skip
+    before = snapshot(tmp_path)
+    cases = [
+        (
+            ["--channels", 3, "--input-range", "0-1", "--mean", "0.5,0.4", "--std", "0.2"],
+            ["--mean lists 2 values"],
+        ),
+        (["--channels", 1, "--channel-order", "bgr"], ["--channel-order bgr needs an RGB net"]),
+        (["--channels", 2], ["--channels 2 is not 1 (grayscale) or 3 (RGB)"]),
+        (["--channels", 3, "--input-range", "0-1", "--mean", "0.5,x,0.3", "--std", "0.2"], ["--mean 'x'"]),
+    ]
+    for extra, fragments in cases:
+        one_line_error(ens(*base, *extra), *fragments)
+    assert_unchanged(before, tmp_path)

@@ -6,17 +6,15 @@ never sits in memory as float64, and test images can be streamed in batches.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ensemble.data.npz import ArrayHeader, check_budget, iter_rows, read_headers
 from ensemble.errors import EnsError
 from ensemble.files.hashing import cached_file_sha256
-from ensemble.data.npz import ArrayHeader, check_budget, iter_rows, read_headers
 
 TRAIN_KEY = "training_set"
 TEST_KEY = "test_set"

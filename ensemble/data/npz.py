@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import lzma
 import math
-import os
 import struct
 import zipfile
 import zlib

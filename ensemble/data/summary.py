@@ -9,9 +9,9 @@ import numpy as np
 
 from ensemble.data.datasets import open_dataset
 from ensemble.data.folder import FolderData, open_folder
-from ensemble.data.sizes import describe_sizes
 from ensemble.data.npz import read_headers
 from ensemble.data.outliers import find_duplicate_masks
+from ensemble.data.sizes import describe_sizes
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,9 @@ def class_shares(masks: np.ndarray, n_classes: int) -> tuple[float, ...]:
     return tuple(float(c) / max(int(counts.sum()), 1) for c in counts)
 
 
-def inspect_data(path: str | Path, n_classes: int | None = None, masks: str | Path | None = None) -> DataReport:
+def inspect_data(
+    path: str | Path, n_classes: int | None = None, masks: str | Path | None = None
+) -> DataReport:
     """Validate every array of the file (or every image and mask of a folder) and summarise it."""
     if Path(path).is_dir():
         return _inspect_folder(open_folder(path, masks), n_classes)
