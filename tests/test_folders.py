@@ -356,3 +356,14 @@ def test_save_probs_keeps_stems_and_needs_one_size(tmp_path, store):
     before = snapshot(tmp_path)
     one_line_error(ens(*args, "--data", mixed), "several sizes", "drop --save-probs")
     assert_unchanged(before, tmp_path)
+
+
+def test_scoring_a_folder_csv_against_an_npz_is_one_line(tmp_path, store, tiny_npz):
+    images, _ = write_folder(tmp_path / "data", [(8, 12)] * 2, masks=False)
+    out = tmp_path / "sub.csv"
+    assert (
+        ens("predict", "--members", "a", "--models-dir", store, "--data", images, "--out", out).exit_code == 0
+    )
+    before = snapshot(tmp_path)
+    one_line_error(ens("score", out, "--truth", tiny_npz), "are image names", "--truth MASKS_DIR")
+    assert_unchanged(before, tmp_path)

@@ -62,6 +62,11 @@ def score_submission(
     else:
         data = open_data(truth)
         ids, labels, fmt = read_submission(csv, data.image_shape, n_classes)
+        if ids.dtype.kind == "U":
+            raise EnsError(
+                f"the ids of {str(csv)!r} are image names (e.g. {ids[0]!r}), but --truth {str(truth)!r} "
+                "numbers its images; score a CSV of an image folder with --truth MASKS_DIR"
+            )
         masks = truth_masks(data, ids, split, n_classes)
         matrix = confusion_matrix(masks, labels, n_classes)
     iou = iou_per_class(matrix, ignore_true=(0,))
