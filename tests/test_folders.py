@@ -367,3 +367,16 @@ def test_scoring_a_folder_csv_against_an_npz_is_one_line(tmp_path, store, tiny_n
     before = snapshot(tmp_path)
     one_line_error(ens("score", out, "--truth", tiny_npz), "are image names", "--truth MASKS_DIR")
     assert_unchanged(before, tmp_path)
+
+
+def test_colour_and_jpeg_masks_are_refused_naming_the_file(tmp_path):
+    images, masks = write_folder(tmp_path, [(8, 8)] * 2)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(masks / "img_001.png")
+    before = snapshot(tmp_path)
+    one_line_error(ens("data", "inspect", images, "--masks", masks), "img_001.png", "is a RGB image")
+    assert_unchanged(before, tmp_path)
+    (masks / "img_001.png").unlink()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(masks / "img_001.jpg")
+    before = snapshot(tmp_path)
+    one_line_error(ens("data", "inspect", images, "--masks", masks), "img_001.jpg", "save masks as PNG")
+    assert_unchanged(before, tmp_path)

@@ -61,7 +61,7 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
 def read_mask(path: Path, n_classes: int | None = None) -> np.ndarray:
     """uint8 (H, W) class indices of a single-channel mask file (8 or 16 bits, values < 256)."""
     with _opened(path) as image:
-        if image.mode not in GRAY_MODES or image.mode in ("LA", "La") or image.mode == "P":
+        if image.mode not in GRAY_MODES or image.mode in ("LA", "La"):
             raise EnsError(
                 f"mask {str(path)!r} is a {image.mode} image; masks are single-channel PNGs of class "
                 "indices (mode L or I;16), not colour pictures; save the label map itself"
