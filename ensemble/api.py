@@ -3,7 +3,7 @@ out, with no data file needed. The `ens` commands run the same pieces on files.
 
 >>> import ensemble as ens
 >>> model = ens.load_ensemble(store="models")            # members, weights, gains, cleanup of ens fit
->>> images = np.full((2, 64, 128), 120, np.uint8)          # any (N, H, W) array of 0..255 pixels
+>>> images = np.full((2, 64, 128), 120, np.uint8)          # (N, H, W) gray or (N, H, W, 3) RGB, 0..255
 >>> labels = ens.predict(model, images)
 >>> labels.shape, labels.dtype, int(labels.min()) >= 1     # class 0 is never predicted by default
 ((2, 64, 128), dtype('uint8'), True)
@@ -26,6 +26,7 @@ from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.fitting.fit import FitSettings, fit_ensemble
 from ensemble.fitting.job import build_spec
+from ensemble.inference.channels import check_channels
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions, resolve_options
 from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import member_probs, to_pixels
@@ -63,6 +64,7 @@ def load_ensemble(
     batch_size: int = DEFAULT_BATCH,
     device: str = "auto",
     threads: int | None = None,
+    gray_to_rgb: bool = False,
 ) -> Ensemble:
     """Members with live ONNX Runtime sessions and their fusion, decoding and cleanup settings.
 
@@ -81,7 +83,11 @@ def load_ensemble(
             spec = read_spec(Path(ensemble_file))
             spec.check_members(found, Path(ensemble_file))
     base = PredictOptions(
-        allow_background=allow_background, batch_size=batch_size, device=device, threads=threads
+        allow_background=allow_background,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+        gray_to_rgb=gray_to_rgb,
     )
     area = None if min_area is None else np.broadcast_to(np.asarray(min_area), (found[0].n_classes,))
     options = resolve_options(
@@ -100,15 +106,18 @@ def load_ensemble(
 def predict(
     ensemble: Ensemble, images: np.ndarray, probabilities: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """uint8 (N, H, W) labels of (N, H, W) images with 0..255 pixels, batch by batch.
+    """uint8 (N, H, W) labels of images with 0..255 pixels, batch by batch: grayscale (N, H, W), or
+    RGB as (N, H, W, 3) (channels last, as PIL and OpenCV give them) or (N, 3, H, W) (a 4-D array
+    whose last axis is not 3 is read as channels first), in R, G, B order.
 
     With `probabilities`, also the fused float32 (N, C, H, W) probabilities (class gains divided out).
     """
-    pixels = as_pixels(np.asarray(images), "images")
-    ensemble.check_image_shape(pixels.shape[1:])
-    labels = np.empty(pixels.shape, np.uint8)
+    pixels = as_images(images)
+    check_channels(ensemble.channels, {1 if pixels.ndim == 3 else 3}, ensemble.options.gray_to_rgb)
+    ensemble.check_image_shape(pixels.shape[1:3])
+    labels = np.empty(pixels.shape[:3], np.uint8)
     probs = (
-        np.empty((len(pixels), ensemble.n_classes, *pixels.shape[1:]), np.float32) if probabilities else None
+        np.empty((len(pixels), ensemble.n_classes, *pixels.shape[1:3]), np.float32) if probabilities else None
     )
     step = ensemble.options.batch_size
     for start in range(0, len(pixels), step):
@@ -131,22 +140,24 @@ def fit(
     store: str | os.PathLike = DEFAULT_STORE,
     device: str = "auto",
     batch_size: int = DEFAULT_BATCH,
+    gray_to_rgb: bool = False,
 ) -> EnsembleSpec:
     """Fit weights, class gains and cleanup on labelled arrays, as `ens fit` does on its split.
 
     Returns the ensemble spec (and writes it to `out` when given) for `load_ensemble(ensemble_file=...)`.
     """
     found = load_members(members, store)
-    pixels = as_pixels(np.asarray(images), "images")
+    pixels = as_images(images)
+    check_channels(found[0].channels, {1 if pixels.ndim == 3 else 3}, gray_to_rgb)
     truth = as_labels(np.asarray(masks), "masks", found[0].n_classes)
-    if truth.shape != pixels.shape:
+    if truth.shape != pixels.shape[:3]:
         raise EnsError(f"masks have shape {truth.shape} but images {pixels.shape}; give one mask per image")
     views = get_views(tta)
     probs = []
     for member in found:
         runner = build_session(member, device)
         parts = [
-            member_probs(runner, to_pixels(pixels[start : start + batch_size]), views)
+            member_probs(runner, to_pixels(pixels[start : start + batch_size], member.channels), views)
             for start in range(0, len(pixels), batch_size)
         ]
         probs.append(np.concatenate(parts))
@@ -173,6 +184,25 @@ def score(labels: np.ndarray, masks: np.ndarray, n_classes: int, metric: str = "
     frame.attrs["metric"] = metric
     frame.attrs["score"] = get_metric(metric).reduce(matrix)
     return frame
+
+
+def as_images(images) -> np.ndarray:
+    """Checked uint8 images: grayscale (N, H, W), or RGB (N, H, W, 3) from (N, H, W, 3) or (N, 3, H, W)
+    (a 4-D array is channels last when its last axis is 1 or 3, else channels first)."""
+    array = np.asarray(images)
+    if array.ndim == 4 and array.shape[3] not in (1, 3) and array.shape[1] in (1, 3):
+        array = array.transpose(0, 2, 3, 1)
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 4:
+        return as_pixels(array, "images")
+    if array.shape[3] != 3:
+        raise EnsError(
+            f"images are a {array.dtype} array of shape {array.shape}; expected (N, H, W) grayscale, or "
+            "(N, H, W, 3) or (N, 3, H, W) RGB"
+        )
+    flat = as_pixels(array.reshape(array.shape[0], array.shape[1], -1), "images")
+    return flat.reshape(array.shape)
 
 
 def _load_one(member: str | os.PathLike, store: Path) -> Member:

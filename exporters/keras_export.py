@@ -29,6 +29,7 @@ from exporters.keras_model import (
     KERAS_CALL_HEADER,
     builtin_preprocessing,
     export_onnx,
+    input_channels,
     input_hw,
     keras_error_line,
     load_custom_objects,
@@ -58,8 +59,9 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
             raise
         return retried
     fixed_hw = input_hw(model, path)
+    channels = input_channels(model)
     try:
-        run_model(keras, model, _probe_batch(request, fixed_hw))
+        run_model(keras, model, _probe_batch(request, fixed_hw, channels))
     except Exception as exc:  # the pipeline reports other failures on the real images
         retried = _retry_on_tensorflow(keras, request, custom, exc)
         if retried is not None:
@@ -76,7 +78,7 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         with tempfile.TemporaryDirectory() as tmp, quiet() as log:
             target = Path(tmp) / "raw.onnx"
             try:
-                export_onnx(keras, model, target, example.shape[1:3])
+                export_onnx(keras, model, target, example.shape[1:3], example.shape[3])
                 raw = onnx.load(str(target))
             except Exception as exc:  # keras/torch exporter failure: reported below in one line
                 failure = exc
@@ -101,14 +103,15 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         versions=versions,
         builtin_preprocessing=builtin_preprocessing(model),
         fixed_hw=fixed_hw,
+        channels=channels,
     )
 
 
-def _probe_batch(request: ExportRequest, fixed_hw: tuple[int, int] | None) -> np.ndarray:
+def _probe_batch(request: ExportRequest, fixed_hw: tuple[int, int] | None, channels: int) -> np.ndarray:
     """Two seeded images at the export size (as far as it is known before the data is read)."""
     given = (request.height, request.width) if request.height is not None else None
     hw = given or fixed_hw or data_hw(request.data) or FALLBACK_HW
-    return load_samples(None, True, hw).pixels()[:2].transpose(0, 2, 3, 1).copy()
+    return load_samples(None, True, hw, channels).pixels()[:2].transpose(0, 2, 3, 1).copy()
 
 
 def _retry_on_tensorflow(keras, request: ExportRequest, custom: dict, exc: Exception) -> LoadedSource | None:

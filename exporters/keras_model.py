@@ -171,16 +171,22 @@ def keras_error_line(exc: BaseException) -> str:
 
 
 def input_hw(model, path: Path) -> tuple[int, int] | None:
-    """The (H, W) the model declares, None when dynamic; one grayscale NHWC input is required."""
+    """The (H, W) the model declares, None when dynamic; one grayscale or RGB NHWC input is required."""
     shape = model.input_shape
     if isinstance(shape, list) or (shape and isinstance(shape[0], (tuple, list))):
         raise EnsError(f"{str(path)!r} has {len(shape)} inputs; a member takes one image batch")
-    if len(shape) != 4 or shape[-1] != 1:
+    if len(shape) != 4 or shape[-1] not in (1, 3):
         raise EnsError(
-            f"{str(path)!r} takes input {tuple(shape)}; a member takes grayscale (N, H, W, 1) in Keras"
+            f"{str(path)!r} takes input {tuple(shape)}; a member takes grayscale (N, H, W, 1) or RGB "
+            "(N, H, W, 3) images in Keras"
         )
     height, width = shape[1], shape[2]
     return (int(height), int(width)) if height is not None and width is not None else None
+
+
+def input_channels(model) -> int:
+    """The channel count of the model's (checked) NHWC input: 1 or 3."""
+    return int(model.input_shape[-1])
 
 
 def builtin_preprocessing(model) -> str:
@@ -212,9 +218,9 @@ def run_model(keras, model, batch) -> tuple[Any, list]:
     return keras.tree.map_structure(lambda t: keras.ops.convert_to_numpy(t), out), keys
 
 
-def export_onnx(keras, model, target: Path, hw: tuple[int, int] | None) -> None:
-    """model.export to ONNX for a float32 (N, H, W, 1) input; hw None leaves H and W dynamic."""
-    spec = keras.InputSpec(shape=(None, *(hw or (None, None)), 1), dtype="float32")
+def export_onnx(keras, model, target: Path, hw: tuple[int, int] | None, channels: int = 1) -> None:
+    """model.export to ONNX for a float32 (N, H, W, channels) input; hw None leaves H and W dynamic."""
+    spec = keras.InputSpec(shape=(None, *(hw or (None, None)), channels), dtype="float32")
     model.export(str(target), format="onnx", input_signature=[spec], verbose=False, opset_version=OPSET)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from ensemble.course import CLASS_NAMES
 from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
-from ensemble.members.member import DEFAULT_STORE
+from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
 from ensemble.optionvalues import name_list
 from exporters.preprocessing import Normalisation
 
@@ -38,6 +38,9 @@ class ExportRequest:
     out_dir: Path = DEFAULT_STORE
     force: bool = False
     split: SplitSpec = SplitSpec()
+    channels: int | None = None
+    masks: Path | None = None
+    size_multiple: int = 1
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -50,6 +53,13 @@ class ExportRequest:
         if self.val_miou is not None and not 0.0 <= self.val_miou <= 1.0:
             raise EnsError(
                 f"--val-miou {self.val_miou!r} is not a fraction; give the mIoU as 0..1, e.g. 0.62"
+            )
+        if self.channels not in (None, *CHANNELS):
+            raise EnsError(f"--channels {self.channels} is not 1 (grayscale) or 3 (RGB)")
+        if not 1 <= self.size_multiple <= MAX_SIZE_MULTIPLE:
+            raise EnsError(
+                f"--size-multiple {self.size_multiple} is outside 1..{MAX_SIZE_MULTIPLE}; give the number H "
+                "and W must be divisible by (e.g. 32 for a net with five 2x poolings)"
             )
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise EnsError(f"--tolerance {self.tolerance!r} is not allowed; give a number >= 0 like 1e-4")

@@ -35,6 +35,7 @@ class LoadedSource:
     builtin_preprocessing: str = ""
     fixed_hw: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    channels: int | None = None  # what the model's input declares, when it does
 
 
 def pick_output(raw: Any) -> tuple[np.ndarray, Any, str]:

@@ -30,15 +30,16 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 
 def check_io(session: MemberSession) -> None:
-    """Exactly one rank-4 input `pixels` with 1 channel and one rank-4 output `probs`."""
+    """Exactly one rank-4 input `pixels` with the member's channels and one rank-4 output `probs`."""
     inputs, outputs = session.session.get_inputs(), session.session.get_outputs()
     seen = f"inputs {[(i.name, i.shape) for i in inputs]}, outputs {[(o.name, o.shape) for o in outputs]}"
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
         raise EnsError(
             f"the member has {seen}; expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}"
         )
-    if len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1 or len(outputs[0].shape) != 4:
-        raise EnsError(f"the member has {seen}; expected (N, 1, H, W) in and (N, C, H, W) out")
+    channels = session.member.channels
+    if len(inputs[0].shape) != 4 or inputs[0].shape[1] != channels or len(outputs[0].shape) != 4:
+        raise EnsError(f"the member has {seen}; expected (N, {channels}, H, W) in and (N, C, H, W) out")
 
 
 def run_checked(session: MemberSession, pixels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from ensemble.errors import EnsError
 from ensemble.submission.check import check_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import SubmissionWriter, convert_submission, read_submission, write_submission
+from ensemble.submission.textids import ImageIndex
 
 COMBINATIONS = list(itertools.product(["column", "row"], [1, 0], ["per-class", "class-column"]))
 CUSTOM_HEADERS = {"per-class": "id,predicted", "class-column": "id,class,predicted"}
@@ -406,3 +407,24 @@ def test_predict_writes_the_convention_and_records_it_in_the_manifest(tmp_path, 
         "--rle-order row apply to the rle format, not 'flat'",
     )
     assert_unchanged(before, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "convention",
+    [RleConvention(), RleConvention("row", 0, "class-column"), RleConvention("row", 1)],
+    ids=["course", "row0-class-column", "row1"],
+)
+def test_text_ids_of_mixed_sizes_round_trip_under_each_convention(tmp_path, convention):
+    """Image-folder stems and images of two sizes are written and read back under any convention."""
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 3, (2, 4, 6)).astype(np.uint8)
+    tall = rng.integers(0, 3, (1, 5, 3)).astype(np.uint8)
+    path = tmp_path / "mixed.csv"
+    with SubmissionWriter(path, "rle", None, 3, rle=convention) as writer:
+        writer.write(np.array(["a1", "a2"]), wide)
+        writer.write(np.array(["b"]), tall)
+    index = ImageIndex(("a1", "a2", "b"), np.array([[4, 6], [4, 6], [5, 3]]))
+    ids, labels, _ = read_submission(path, None, 3, images=index, rle=convention)
+    assert ids.tolist() == ["a1", "a2", "b"]
+    for found, expected in zip(labels, [wide[0], wide[1], tall[0]], strict=True):
+        np.testing.assert_array_equal(found, expected)

@@ -18,6 +18,8 @@ from ensemble.cli.common import (
     DataOpt,
     DeviceOpt,
     DropOutliersOpt,
+    GrayToRgbOpt,
+    MasksOpt,
     ModelsDirOpt,
     SplitSeedOpt,
     ValFractionOpt,
@@ -72,6 +74,8 @@ def fit_cmd(
         ),
     ] = None,
     data: DataOpt = DEFAULT_DATA,
+    masks: MasksOpt = None,
+    gray_to_rgb: GrayToRgbOpt = False,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
     split_seed: SplitSeedOpt = DEFAULT_SEED,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
@@ -83,16 +87,17 @@ def fit_cmd(
 ) -> None:
     """Learn fusion weights, class gains and cleanup min_area on the validation split."""
     request = FitRequest(
-        data=open_data_option(data),
+        data=open_data_option(data, masks),
         members=members,
         store=models_dir,
-        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
         tta=tta.value,
         settings=FitSettings(weights_per.value, metric.value, int(connectivity.value), folds),
         out=out,
         cache_dir=cache_dir,
         device=device.value,
         batch_size=batch_size,
+        gray_to_rgb=gray_to_rgb,
     )
     with image_progress() as progress:
         task = progress.add_task("fit", total=None)

@@ -58,7 +58,9 @@ def members(
             member.name,
             info.source_framework,
             str(info.n_classes),
-            f"{height or 'H'}x{width or 'W'}",
+            f"{height or 'H'}x{width or 'W'}"
+            + (" RGB" if info.input_channels == 3 else "")
+            + (f" (x{info.size_multiple})" if info.size_multiple > 1 else ""),
             f"{info.parity_max_abs_err:.1e}",
             format_size(member.size_bytes),
             info.preprocessing,

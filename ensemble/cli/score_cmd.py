@@ -20,6 +20,8 @@ from ensemble.cli.common import (
     DeviceOpt,
     DropOutliersOpt,
     EnsembleOpt,
+    GrayToRgbOpt,
+    MasksOpt,
     MembersOpt,
     ModelsDirOpt,
     SplitSeedOpt,
@@ -69,9 +71,9 @@ def score(
         Path | None,
         typer.Option(
             "--truth",
-            help="Labelled npz: with a CSV, the masks to score against (default: the demo data); "
-            "without one, run the ablation on its test_set + test_masks.",
-            dir_okay=False,
+            help="Labelled npz, or a folder of masks: with a CSV, the masks to score against (default: "
+            "the demo data); without one, run the ablation on its test_set + test_masks (for a masks "
+            "folder: on the images of --data).",
         ),
     ] = None,
     split: Annotated[
@@ -101,6 +103,8 @@ def score(
         ),
     ] = None,
     data: DataOpt = DEFAULT_DATA,
+    masks: MasksOpt = None,
+    gray_to_rgb: GrayToRgbOpt = False,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
     split_seed: SplitSeedOpt = DEFAULT_SEED,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
@@ -132,18 +136,25 @@ def score(
         )
     if val and truth is not None:
         raise EnsError("--val scores the validation split of --data; --truth a labelled test set; pick one")
+    if val:
+        dataset = open_data_option(data, masks)
+    elif truth.is_dir():
+        dataset = open_data_option(data, truth)
+    else:
+        dataset = open_data_option(truth)
     request = ScoreRequest(
-        data=open_data_option(data) if val else open_data_option(truth),
+        data=dataset,
         split="val" if val else "test",
         members=members,
         ensemble=ensemble,
         store=models_dir,
-        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
         tta=tta.value if tta is not None else None,
         min_area=min_area,
         metric=metric.value,
         cache_dir=cache_dir,
         device=device.value,
+        gray_to_rgb=gray_to_rgb,
         outputs={"--json": json_path, "--plots": _plot_files(plots)},
     )
     with image_progress() as progress:

@@ -34,6 +34,7 @@ from ensemble.errors import EnsError
 from ensemble.submission.check import parse_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import convert_submission
+from ensemble.submission.textids import folder_index
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -69,21 +70,32 @@ def check(
     rle_start: RleStartOpt = START,
     rle_layout: RleLayoutOpt = LAYOUT,
     rle_header: RleHeaderOpt = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            file_okay=False,
+            help="The image folder the CSV describes: its stems are the ids (each needs its rows) and "
+            "its images give each one's size (instead of --shape).",
+        ),
+    ] = None,
 ) -> None:
     """Validate a submission CSV before upload; exit 1 listing the first problems.
 
     An rle file is checked against the --rle-* options (the course's convention by default).
     """
     rle = rle_convention(rle_order, rle_start, rle_layout, rle_header)
-    parsed = parse_submission(csv, parse_shape(shape), n_classes, n_images, rle=rle)
+    images = folder_index(data) if data is not None else None
+    parsed = parse_submission(csv, parse_shape(shape), n_classes, n_images, rle=rle, images=images)
     for problem in parsed.problems:
         console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
     if parsed.problems:
         more = f" ({parsed.n_hidden} more not shown)" if parsed.n_hidden else ""
         raise EnsError(f"{str(csv)!r} is not a valid submission{more}")
     height, width = parse_shape(shape)
+    sizes = f"{height}x{width}" if images is None else images.describe()
     console.print(
-        f"OK: {_named(parsed.format, rle)}, {len(parsed.ids)} images, {height}x{width}",
+        f"OK: {_named(parsed.format, rle)}, {len(parsed.ids)} images, {sizes}",
         markup=False,
         highlight=False,
     )

@@ -69,6 +69,11 @@ def train(
     from zoo.training import TrainConfig
     from zoo.training import train as run
 
+    if data.is_dir():
+        raise EnsError(
+            f"--data {str(data)!r} is a folder; `ens train` trains the reference nets on a course npz "
+            "(train on image folders with your own code, then `ens export` the result)"
+        )
     ids = read_ids_file(val_ids) if val_ids is not None else None
     split = SplitSpec(split_seed, val_fraction, ids, drop_outliers)
     config = TrainConfig(

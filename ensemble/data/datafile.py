@@ -86,6 +86,10 @@ class DataFile:
             start += len(chunk)
         return np.concatenate(parts) if parts else np.empty((0, *self.image_shape), np.uint8)
 
+    def input_paths(self) -> dict[str, Path]:
+        """The file a run reads, for the overwrite guard."""
+        return {"--data": self.path}
+
     def _require(self, key: str) -> None:
         if not self.has_test:
             raise EnsError(f"{str(self.path)!r} has no {key!r} array; add one or use --split val")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,20 +37,22 @@ class OutlierReport:
         return sum(len(group.indices) for group in self.groups)
 
 
-def find_duplicate_masks(masks: np.ndarray, min_copies: int = DEFAULT_MIN_COPIES) -> OutlierReport:
-    """Group (N, H, W) masks by content and keep the groups with at least `min_copies` members.
+def find_duplicate_masks(masks: Iterable[np.ndarray], min_copies: int = DEFAULT_MIN_COPIES) -> OutlierReport:
+    """Group masks ((N, H, W), or any iterable of (H, W) masks) by size and content and keep the
+    groups with at least `min_copies` members.
 
     >>> masks = np.zeros((7, 2, 2), np.uint8); masks[:2] = 1
     >>> report = find_duplicate_masks(masks, min_copies=3)
     >>> report.indices.tolist()
     [2, 3, 4, 5, 6]
     """
-    by_hash: dict[str, list[int]] = defaultdict(list)
+    by_hash: dict[tuple[tuple[int, ...], str], list[int]] = defaultdict(list)
     for index, mask in enumerate(masks):
-        by_hash[hashlib.sha256(np.ascontiguousarray(mask).tobytes()).hexdigest()].append(index)
+        digest = hashlib.sha256(np.ascontiguousarray(mask).tobytes()).hexdigest()
+        by_hash[np.shape(mask), digest].append(index)
     groups = tuple(
-        DuplicateGroup(tuple(indices), digest)
-        for digest, indices in sorted(by_hash.items(), key=lambda item: -len(item[1]))
+        DuplicateGroup(tuple(indices), key[1])
+        for key, indices in sorted(by_hash.items(), key=lambda item: -len(item[1]))
         if len(indices) >= min_copies
     )
     return OutlierReport(groups, min_copies)

@@ -7,6 +7,7 @@ so a model is never validated on images it was trained on.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,14 +37,19 @@ class SplitSpec:
 
     seed: int = DEFAULT_SEED
     val_fraction: float = DEFAULT_VAL_FRACTION
-    val_ids: tuple[int, ...] | None = None
+    val_ids: tuple[int, ...] | tuple[str, ...] | None = None
     drop_outliers: bool = True
     ids_file: Path | None = field(default=None, compare=False)  # where val_ids were read, an input
 
-    def resolve(self, n_images: int, outliers: np.ndarray | None = None) -> Split:
-        """Return the split of `n_images` labelled images, without `outliers` if asked to drop them."""
+    def resolve(
+        self, n_images: int, outliers: np.ndarray | None = None, names: Sequence[str] | None = None
+    ) -> Split:
+        """Return the split of `n_images` labelled images, without `outliers` if asked to drop them.
+
+        With `names` (an image folder's stems, in order), --val-ids name images by stem."""
         if self.val_ids is not None:
-            val = _check_ids(tuple(self.val_ids), n_images)
+            ids = tuple(self.val_ids) if names is None else _positions(self.val_ids, names)
+            val = _check_ids(ids, n_images)
             described = f"{len(val)} explicit validation ids"
         else:
             check_seed(self.seed, "--split-seed")
@@ -68,8 +74,9 @@ class SplitSpec:
         }
 
 
-def read_ids_file(path: str | Path) -> tuple[int, ...]:
-    """Read training-set indices separated by commas, spaces or newlines (# starts a comment)."""
+def read_ids_file(path: str | Path, names: bool = False) -> tuple[int, ...] | tuple[str, ...]:
+    """Read training-set indices (or, with `names`, image stems) separated by commas, spaces or
+    newlines (# starts a comment)."""
     raw = Path(path).read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -79,9 +86,28 @@ def read_ids_file(path: str | Path) -> tuple[int, ...]:
             f"{exc.start}); expected image indices in digits 0-9, separated by commas or newlines"
         ) from exc
     tokens = [t for line in text.splitlines() for t in re.split(r"[,\s]+", line.split("#")[0]) if t]
+    if names:
+        return tuple(tokens)
     what = f"--val-ids file {str(path)!r}: entry"
     hint = "expected training-set indices in digits 0-9, separated by commas or newlines"
     return tuple(parse_int(t, what, -MAX_ID, MAX_ID, hint) for t in tokens)
+
+
+def _positions(ids: Sequence[int | str], names: Sequence[str]) -> tuple[int, ...]:
+    """Stems named by --val-ids as positions among `names`."""
+    where = {name: index for index, name in enumerate(names)}
+    unknown = [str(i) for i in ids if str(i) not in where]
+    if unknown:
+        raise EnsError(
+            f"validation id {unknown[0]!r} is not an image of the folder ({len(names)} images, e.g. "
+            f"{names[0]!r}); list image file stems in the --val-ids file"
+        )
+    seen: set[str] = set()
+    for name in map(str, ids):
+        if name in seen:
+            raise EnsError(f"validation id {name!r} is listed twice; list each once")
+        seen.add(name)
+    return tuple(where[str(i)] for i in ids)
 
 
 def _check_ids(ids: tuple[int, ...], n_images: int) -> np.ndarray:

@@ -47,8 +47,11 @@ def run_inputs(
     data: Any = None, members: Sequence[Any] = (), ensemble: Path | None = None, split: Any = None
 ):
     """The input files of a prediction-like run, labelled for `refuse_overwrite`: the data file
-    (a DataFile or a path), each member (`.name`, `.path`), the ensemble file and the --val-ids file."""
-    named: dict[str, Path | None] = {"--data": getattr(data, "path", data)}
+    (a DataFile, an image folder or a path), each member (`.name`, `.path`), the ensemble file and
+    the --val-ids file."""
+    named: dict[str, Any] = (
+        dict(data.input_paths()) if hasattr(data, "input_paths") else {"--data": getattr(data, "path", data)}
+    )
     named.update({f"member {member.name!r}": member.path for member in members})
     named["the ensemble file"] = ensemble
     named["--val-ids"] = getattr(split, "ids_file", None)

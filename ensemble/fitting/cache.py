@@ -1,7 +1,7 @@
 """Cached member probabilities on labelled images, so `ens fit` and `ens score` run each member once.
 
-One float16 (N, C, H, W) .npy per member and TTA view, named by a hash of everything that decides
-it: the member file's sha256, the data file's sha256, the image ids and the view. A changed member
+One float16 (N, C, H, W) .npy per member, TTA view and image size, named by a hash of everything that
+decides it: the member file's sha256, the data's sha256, the image ids and the view. A changed member
 or data file therefore misses the cache and is recomputed; stale entries are never read. An entry
 that is damaged (truncated, another dtype or shape, NaN/inf) is recomputed with a warning.
 """
@@ -33,13 +33,17 @@ SCAN_IMAGES = 256
 
 def cache_key(member: Member, data_sha256: str, ids: np.ndarray, view: str) -> str:
     """Hex digest naming one cache entry; any change of member, data, images or view changes it."""
-    ids_digest = hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()).hexdigest()
+    if np.asarray(ids).dtype.kind in "iu":
+        ids_digest = hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()).hexdigest()
+    else:  # image folder stems
+        ids_digest = hashlib.sha256("\n".join(np.asarray(ids).tolist()).encode()).hexdigest()
     fields = [CACHE_FORMAT, member.sha256, data_sha256, ids_digest, view]
     return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
 
 
 class ProbCache:
-    """Per-view member probabilities of an image source, computed on a miss and memory-mapped on a hit."""
+    """Per-view member probabilities of an image source, computed on a miss and memory-mapped on a hit;
+    one entry per size group of the source (the course npz has one)."""
 
     def __init__(
         self,
@@ -55,38 +59,53 @@ class ProbCache:
         self.device, self.threads, self.batch_size = device, threads, batch_size
         self.data_sha256 = source.data.sha256
         self.ids = source.ids()
+        self.groups = source.groups
         self.computed: list[str] = []
         self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
 
-    def path(self, member: Member, view: View) -> Path:
-        name = f"{member.name}-{view.name}-{cache_key(member, self.data_sha256, self.ids, view.name)}.npy"
+    def path(self, member: Member, view: View, group: int = 0) -> Path:
+        ids = self.ids[self.groups[group].positions] if len(self.groups) > 1 else self.ids
+        name = f"{member.name}-{view.name}-{cache_key(member, self.data_sha256, ids, view.name)}.npy"
         return self.directory / name
 
     def get(self, member: Member, view: View, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-        """Read-only (N, C, H, W) float16 probabilities of `member` under `view`, in source order."""
-        path = self.path(member, view)
+        """Read-only (N, C, H, W) float16 probabilities of `member` under `view`, in source order,
+        for a source of one image size."""
+        parts = self.get_parts(member, view, on_batch)
+        if len(parts) != 1:
+            raise ValueError("ProbCache.get needs a source of one image size; use get_parts")
+        return parts[0]
+
+    def get_parts(
+        self, member: Member, view: View, on_batch: Callable[[int], None] | None = None
+    ) -> list[np.ndarray]:
+        """Read-only float16 probabilities of `member` under `view`, one (n, C, H, W) array per size
+        group of the source."""
+        return [self._get(member, view, group, on_batch) for group in range(len(self.groups))]
+
+    def _get(self, member: Member, view: View, group: int, on_batch) -> np.ndarray:
+        path = self.path(member, view, group)
+        shape = (len(self.groups[group]), member.n_classes, *self.groups[group].shape)
         if path.is_file():
-            shape = (self.source.n_images, member.n_classes, *self.source.image_shape)
             array, problem = read_entry(path, shape)
             if problem is None:
                 if on_batch is not None:
-                    on_batch(self.source.n_images)
+                    on_batch(shape[0])
                 return array
             self.warn(f"probability cache entry {path} is damaged ({problem}); recomputing it")
-        self._compute(member, view, path, on_batch)
+        self._compute(member, view, path, group, shape, on_batch)
         self.computed.append(path.name)
         return np.load(path, mmap_mode="r")
 
-    def _compute(self, member: Member, view: View, path: Path, on_batch) -> None:
+    def _compute(self, member: Member, view: View, path: Path, group: int, shape, on_batch) -> None:
         runner: MemberSession = build_session(member, self.device, self.threads)
-        shape = (self.source.n_images, member.n_classes, *self.source.image_shape)
         hint = f"pass --cache-dir a writable folder (default {str(DEFAULT_CACHE)!r}, from ENS_CACHE if set)"
         ensure_dir(self.directory, hint)
         array, tmp = temp_memmap(path, shape, "the probability cache", hint)
         try:
             start = 0
-            for ids, images in self.source.batches(self.batch_size):
-                probs = member_probs(runner, to_pixels(images), (view,))
+            for ids, images in self.source.group_batches(group, self.batch_size, member.channels):
+                probs = member_probs(runner, to_pixels(images, member.channels), (view,))
                 check_finite(probs, member.name, ids)
                 array[start : start + len(ids)] = probs
                 start += len(ids)
@@ -123,6 +142,14 @@ def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, s
 def merged_probs(cache: ProbCache, member: Member, views: tuple[View, ...], index=slice(None), on_batch=None):
     """float32 TTA mean of the cached views of `member` for images `index` (all by default)."""
     return view_mean([cache.get(member, view, on_batch)[index] for view in views])
+
+
+def merged_parts(
+    cache: ProbCache, member: Member, views: tuple[View, ...], on_batch=None
+) -> list[np.ndarray]:
+    """float32 TTA mean of the cached views of `member`, one array per size group."""
+    parts = [cache.get_parts(member, view, on_batch) for view in views]
+    return [view_mean([views_of[g] for views_of in parts]) for g in range(len(cache.groups))]
 
 
 def view_mean(parts: list[np.ndarray]) -> np.ndarray:

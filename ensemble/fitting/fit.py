@@ -16,7 +16,7 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.fitting.grid import fit_gains, fit_min_area
-from ensemble.fitting.weights import fit_weights, pixel_score, pixel_set
+from ensemble.fitting.weights import fit_weights, parts_pixel_set, pixel_score
 from ensemble.inference.cleanup import remove_small_regions
 from ensemble.inference.fusion import decode, fuse, normalise_weights, scaled_weights
 from ensemble.scoring.metrics import confusion_matrix, get_metric
@@ -112,10 +112,29 @@ def fused_labels(probs: list[np.ndarray], weights: np.ndarray, gains: np.ndarray
     return decode(fuse([np.asarray(member[index], np.float32) for member in probs], weights, gains))
 
 
-def _fit_once(probs, truth, index, n_classes, settings: FitSettings, use=(True, True, True)) -> Fitted:
+Part = tuple[list[np.ndarray], np.ndarray]
+"""Labelled images of one size: each member's (n, C, H, W) probabilities and the (n, H, W) truth."""
+
+
+def _select(parts: list[Part], index: np.ndarray) -> list[tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
+    """(probs, truth, local index) of the parts holding images `index` (numbered across the parts)."""
+    chosen, start = [], 0
+    for probs, truth in parts:
+        local = index[(index >= start) & (index < start + len(truth))] - start
+        if len(local):
+            chosen.append((probs, truth, local))
+        start += len(truth)
+    return chosen
+
+
+def _fit_once(parts: list[Part], index, n_classes, settings: FitSettings, use=(True, True, True)) -> Fitted:
     """Weights, then gains on top, then min_area on the resulting labels, each only if `use` says so."""
-    equal = normalise_weights(np.ones(len(probs)), len(probs), n_classes)
-    pixels = pixel_set([p[index] for p in probs], truth[index], seed=settings.seed)
+    chosen = _select(parts, index)
+    n_members = len(parts[0][0])
+    equal = normalise_weights(np.ones(n_members), n_members, n_classes)
+    pixels = parts_pixel_set(
+        [([p[i] for p in probs], truth[i]) for probs, truth, i in chosen], seed=settings.seed
+    )
     per_class = settings.weights_per == "class"
     weights = fit_weights(pixels, per_class, settings.metric).weights if use[0] else equal
     gains = np.ones(n_classes)
@@ -125,22 +144,28 @@ def _fit_once(probs, truth, index, n_classes, settings: FitSettings, use=(True, 
         )
     areas = np.zeros(n_classes, np.int64)
     if use[2]:
-        labels = fused_labels(probs, weights, gains, index)
-        areas = fit_min_area(labels, truth[index], n_classes, settings.metric, settings.connectivity).min_area
+        labels = [fused_labels(probs, weights, gains, i) for probs, _, i in chosen]
+        truths = [truth[i] for _, truth, i in chosen]
+        areas = fit_min_area(labels, truths, n_classes, settings.metric, settings.connectivity).min_area
     return Fitted(weights, gains, areas)
 
 
-def _stage_confusions(probs, truth, index, fitted: Fitted, n_classes, connectivity):
+def _stage_confusions(parts: list[Part], index, fitted: Fitted, n_classes, connectivity):
     """Confusion matrices of the four stages on images `index`."""
-    equal = normalise_weights(np.ones(len(probs)), len(probs), n_classes)
+    n_members = len(parts[0][0])
+    equal = normalise_weights(np.ones(n_members), n_members, n_classes)
     ones = np.ones(n_classes)
-    plain = fused_labels(probs, equal, ones, index)
-    learned = fused_labels(probs, fitted.weights, ones, index)
-    gained = fused_labels(probs, fitted.weights, fitted.gains, index)
-    cleaned = gained
-    if fitted.min_area.any():
-        cleaned = remove_small_regions(gained, fitted.min_area, n_classes, connectivity)
-    return [confusion_matrix(truth[index], labels, n_classes) for labels in (plain, learned, gained, cleaned)]
+    totals = [np.zeros((n_classes, n_classes), np.int64) for _ in range(4)]
+    for probs, truth, local in _select(parts, index):
+        plain = fused_labels(probs, equal, ones, local)
+        learned = fused_labels(probs, fitted.weights, ones, local)
+        gained = fused_labels(probs, fitted.weights, fitted.gains, local)
+        cleaned = gained
+        if fitted.min_area.any():
+            cleaned = remove_small_regions(gained, fitted.min_area, n_classes, connectivity)
+        for total, labels in zip(totals, (plain, learned, gained, cleaned), strict=True):
+            total += confusion_matrix(truth[local], labels, n_classes)
+    return totals
 
 
 def fit_ensemble(
@@ -153,7 +178,13 @@ def fit_ensemble(
 
     `on_step(description)` is called before each fit (folds per candidate weighting, then the final one).
     """
-    n_images, n_classes = probs[0].shape[:2]
+    return fit_parts([(probs, truth)], settings, on_step)
+
+
+def fit_parts(parts: list[Part], settings: FitSettings = FitSettings(), on_step=None) -> FitResult:
+    """`fit_ensemble` on images of several sizes, one (member probabilities, truth) part per size;
+    images are numbered across the parts for the folds."""
+    n_images, n_classes = sum(len(truth) for _, truth in parts), parts[0][0][0].shape[1]
     folds = check_settings(settings, n_images)
     candidates = ("member", "class") if settings.weights_per == "auto" else (settings.weights_per,)
     notes = []
@@ -162,7 +193,7 @@ def fit_ensemble(
         fold_of = np.empty(n_images, np.int64)
         fold_of[np.random.default_rng(settings.seed).permutation(n_images)] = np.arange(n_images) % folds
         for per in candidates:
-            cv_by[per] = _cross_validate(probs, truth, fold_of, replace(settings, weights_per=per), on_step)
+            cv_by[per] = _cross_validate(parts, fold_of, replace(settings, weights_per=per), on_step)
         chosen = max(candidates, key=lambda per: cv_by[per].cleaned)  # ties keep "member", the simpler
         if len(candidates) > 1:
             scores = ", ".join(f"per {per} {cv_by[per].cleaned:.4f}" for per in candidates)
@@ -185,8 +216,8 @@ def fit_ensemble(
         on_step("final fit on all images")
     final = replace(settings, weights_per=chosen)
     everything = np.arange(n_images)
-    fitted = _fit_once(probs, truth, everything, n_classes, final, use)
-    matrices = _stage_confusions(probs, truth, everything, fitted, n_classes, settings.connectivity)
+    fitted = _fit_once(parts, everything, n_classes, final, use)
+    matrices = _stage_confusions(parts, everything, fitted, n_classes, settings.connectivity)
     reduce = get_metric(settings.metric).reduce
     scores = {per: stages.cleaned for per, stages in cv_by.items()}
     in_sample = Stages(*(reduce(m) for m in matrices))
@@ -209,17 +240,17 @@ def check_settings(settings: FitSettings, n_images: int) -> int:
     return settings.folds
 
 
-def _cross_validate(probs, truth, fold_of: np.ndarray, settings: FitSettings, on_step) -> Stages:
+def _cross_validate(parts: list[Part], fold_of: np.ndarray, settings: FitSettings, on_step) -> Stages:
     """Pooled held-out confusion of each stage over the folds of `fold_of`, reduced to scores."""
-    n_classes = probs[0].shape[1]
+    n_classes = parts[0][0][0].shape[1]
     folds = int(fold_of.max()) + 1
     totals = [np.zeros((n_classes, n_classes), np.int64) for _ in range(4)]
     for fold in range(folds):
         if on_step:
             on_step(f"fold {fold + 1}/{folds}, weights per {settings.weights_per}")
         train, held = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-        fitted = _fit_once(probs, truth, train, n_classes, settings)
-        matrices = _stage_confusions(probs, truth, held, fitted, n_classes, settings.connectivity)
+        fitted = _fit_once(parts, train, n_classes, settings)
+        matrices = _stage_confusions(parts, held, fitted, n_classes, settings.connectivity)
         totals = [t + m for t, m in zip(totals, matrices, strict=True)]
     reduce = get_metric(settings.metric).reduce
     return Stages(*(reduce(t) for t in totals))

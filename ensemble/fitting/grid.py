@@ -58,8 +58,8 @@ class AreaFit:
 
 
 def fit_min_area(
-    labels: np.ndarray,
-    truth: np.ndarray,
+    labels: np.ndarray | list[np.ndarray],
+    truth: np.ndarray | list[np.ndarray],
     n_classes: int,
     metric: str = "course",
     connectivity: int = 4,
@@ -68,12 +68,17 @@ def fit_min_area(
 ) -> AreaFit:
     """Coordinate search over classes 1..C-1: each class takes the grid value that maximises the
     metric with the others fixed; a change is kept only if it strictly raises the score, so the
-    result is never below no cleanup (all zeros)."""
+    result is never below no cleanup (all zeros). Lists of label maps and truths (one per image
+    size) are scored together."""
     reduce = get_metric(metric).reduce
+    pairs = list(zip(labels, truth, strict=True)) if isinstance(labels, list) else [(labels, truth)]
 
     def score(areas: np.ndarray) -> float:
-        cleaned = remove_small_regions(labels, areas, n_classes, connectivity) if areas.any() else labels
-        return reduce(confusion_matrix(truth, cleaned, n_classes))
+        matrix = 0
+        for found, true in pairs:
+            cleaned = remove_small_regions(found, areas, n_classes, connectivity) if areas.any() else found
+            matrix = matrix + confusion_matrix(true, cleaned, n_classes)
+        return reduce(matrix)
 
     areas, before, best = class_grid_search(score, np.zeros(n_classes, np.int64), grid, sweeps=sweeps)
     return AreaFit(areas, before, best)

@@ -6,12 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ensemble.data.datafile import DataFile
+from ensemble.data.datasets import Dataset
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
 from ensemble.files.outputs import refuse_overwrite, run_inputs
-from ensemble.fitting.cache import DEFAULT_CACHE, ProbCache, merged_probs
-from ensemble.fitting.fit import FitResult, FitSettings, check_settings, fit_ensemble
+from ensemble.fitting.cache import DEFAULT_CACHE, ProbCache, merged_parts
+from ensemble.fitting.fit import FitResult, FitSettings, check_settings, fit_parts
+from ensemble.inference.channels import check_channels
+from ensemble.inference.padding import check_fits
 from ensemble.inference.tta import get_views
 from ensemble.members.ensemblefile import EnsembleSpec, default_path, write_spec
 from ensemble.members.member import DEFAULT_STORE, Member
@@ -20,7 +22,7 @@ from ensemble.members.store import resolve_members
 
 @dataclass(frozen=True)
 class FitRequest:
-    data: DataFile
+    data: Dataset
     members: str | None = None
     store: Path = DEFAULT_STORE
     split_spec: SplitSpec = SplitSpec()
@@ -31,6 +33,7 @@ class FitRequest:
     device: str = "auto"
     threads: int | None = None
     batch_size: int = 64
+    gray_to_rgb: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,20 +62,30 @@ def fit(
     refuse_overwrite({"--out": out}, run_inputs(request.data, members, None, request.split_spec))
     n_classes = members[0].n_classes
     source = make_source(request.data, "val", request.split_spec)
+    check_source(members, source, request.gray_to_rgb)
     check_settings(request.settings, source.n_images)
-    truth = source.truth(n_classes)
+    truth = source.truth_parts(n_classes)
     views = get_views(request.tta)
     cache = ProbCache(
         source, request.cache_dir, request.device, request.threads, request.batch_size, on_warning
     )
     if on_total:
         on_total(len(members) * len(views) * source.n_images, "member probabilities")
-    probs = [merged_probs(cache, member, views, on_batch=on_batch) for member in members]
-    result = fit_ensemble(probs, truth, request.settings, on_step)
+    probs = [merged_parts(cache, member, views, on_batch=on_batch) for member in members]
+    parts = [([member[g] for member in probs], truth[g]) for g in range(len(truth))]
+    result = fit_parts(parts, request.settings, on_step)
     evidence = {"data_sha256": request.data.sha256, "split": source.description, "n_images": source.n_images}
     spec = build_spec(members, request.tta, request.settings, result, evidence)
     path = write_spec(out, spec)
     return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)
+
+
+def check_source(members: list[Member], source, gray_to_rgb: bool) -> None:
+    """Refuse images the members cannot take (channels, sizes) before computing anything."""
+    check_channels(members[0].channels, source.channels, gray_to_rgb)
+    for member in members:
+        for group in source.groups:
+            check_fits(member, group.shape)
 
 
 def build_spec(

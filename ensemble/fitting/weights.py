@@ -38,18 +38,31 @@ def pixel_set(
 ) -> PixelSet:
     """Gather members' (N, C, H, W) probabilities at the pixels whose true label is not 0,
     a fixed random subset of at most `max_pixels` of them."""
-    flat_truth = np.asarray(truth).reshape(-1)
-    index = np.flatnonzero(flat_truth != 0)
+    return parts_pixel_set([(probs, truth)], max_pixels, seed)
+
+
+def parts_pixel_set(
+    parts: list[tuple[list[np.ndarray], np.ndarray]], max_pixels: int = MAX_PIXELS, seed: int = 0
+) -> PixelSet:
+    """`pixel_set` over images of several sizes: one (member probabilities, truth) pair per size,
+    the labelled pixels of all of them numbered in order and sampled together."""
+    flat_truths = [np.asarray(truth).reshape(-1) for _, truth in parts]
+    offsets = np.cumsum([0, *(t.size for t in flat_truths)])
+    index = np.concatenate([np.flatnonzero(t != 0) + o for t, o in zip(flat_truths, offsets, strict=False)])
     if len(index) > max_pixels:
         index = np.sort(np.random.default_rng(seed).choice(index, max_pixels, replace=False))
-    n_images, n_classes = probs[0].shape[:2]
-    pixels_per_image = int(np.prod(probs[0].shape[2:]))
-    image, pixel = np.divmod(index, pixels_per_image)
-    scores = np.empty((len(probs), n_classes, len(index)), np.float32)
-    for m, member in enumerate(probs):
-        flat = np.asarray(member).reshape(n_images, n_classes, pixels_per_image)
-        scores[m] = flat[image, :, pixel].T
-    return PixelSet(scores, flat_truth[index].astype(np.int64))
+    n_classes = parts[0][0][0].shape[1]
+    scores = np.empty((len(parts[0][0]), n_classes, len(index)), np.float32)
+    for (probs, _), start, stop in zip(parts, offsets[:-1], offsets[1:], strict=True):
+        chosen = slice(*np.searchsorted(index, [start, stop]))
+        n_images = probs[0].shape[0]
+        pixels_per_image = int(np.prod(probs[0].shape[2:]))
+        image, pixel = np.divmod(index[chosen] - start, pixels_per_image)
+        for m, member in enumerate(probs):
+            flat = np.asarray(member).reshape(n_images, n_classes, pixels_per_image)
+            scores[m][:, chosen] = flat[image, :, pixel].T
+    truth = np.concatenate(flat_truths)[index] if len(parts) > 1 else flat_truths[0][index]
+    return PixelSet(scores, truth.astype(np.int64))
 
 
 def fused_labels(pixels: PixelSet, weights: np.ndarray, allow_background: bool = False) -> np.ndarray:

@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from ensemble.data.sources import ImageSource
+from ensemble.data.sources import ImageSource, Source
 from ensemble.files.hashing import file_sha256
 from ensemble.inference.pipeline import Ensemble, PredictResult
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
@@ -34,7 +34,7 @@ def package_versions() -> dict[str, str]:
 
 def build_manifest(
     ensemble: Ensemble,
-    source: ImageSource,
+    source: Source,
     result: PredictResult,
     csv_path: Path,
     fmt: str,
@@ -64,7 +64,8 @@ def build_manifest(
             "split": source.split,
             "split_description": source.description,
             "n_images": source.n_images,
-            "image_shape": list(source.image_shape),
+            "image_shape": None if source.image_shape is None else list(source.image_shape),
+            **_folder_fields(source, options),
         },
         "members": [
             {
@@ -101,6 +102,18 @@ def build_manifest(
             "outside_inference_share": round(1 - inference / max(result.seconds, 1e-9), 4),
             "stages": result.timings,
         },
+    }
+
+
+def _folder_fields(source: Source, options) -> dict:
+    """What only image folders have: several sizes, RGB or grayscale images, and how they fed the members."""
+    if isinstance(source, ImageSource):
+        return {}
+    return {
+        "image_sizes": {f"{g.shape[0]}x{g.shape[1]}": len(g) for g in source.groups},
+        "channels": sorted(source.channels),
+        "gray_to_rgb": options.gray_to_rgb,
+        "masks": None if source.data.masks_path is None else str(source.data.masks_path),
     }
 
 

@@ -29,6 +29,7 @@ class PredictOptions:
     batch_size: int = DEFAULT_BATCH
     device: str = Device.auto.value
     threads: int | None = None
+    gray_to_rgb: bool = False
 
 
 def resolve_options(

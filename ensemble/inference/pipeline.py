@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data.sources import ImageSource
+from ensemble.data.sources import Source
 from ensemble.errors import EnsError
+from ensemble.inference.channels import check_channels
 from ensemble.inference.cleanup import min_area_array, remove_small_regions
 from ensemble.inference.fusion import WeightedMerger, decode, gain_array, normalise_weights, scaled_weights
 from ensemble.inference.options import PredictOptions
+from ensemble.inference.padding import check_fits
 from ensemble.inference.probstore import ProbsWriter
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import get_views
@@ -71,18 +73,26 @@ class Ensemble:
         notes = {r.report.threads_note for r in self.runners if r.report.threads_note}
         return [*self.fallbacks, *sorted(notes)]
 
+    @property
+    def channels(self) -> int:
+        """Input channels of the members (1 grayscale, 3 RGB); all members take the same."""
+        return self.members[0].channels
+
     def check_image_shape(self, shape: tuple[int, int]) -> None:
+        """Refuse images larger than a fixed-size member (smaller ones are padded to it)."""
         for member in self.members:
-            for size, fixed, label in zip(shape, member.info.input_hw, ("height", "width"), strict=True):
-                if fixed is not None and fixed != size:
-                    raise EnsError(
-                        f"member {member.name!r} takes images of {label} {fixed} but the data has "
-                        f"{label} {size}; use members exported for {shape[0]}x{shape[1]} images"
-                    )
+            check_fits(member, shape)
+
+    def check_source(self, source: Source) -> None:
+        """Refuse a source whose image sizes or channels the members cannot take, before any work."""
+        check_channels(self.channels, source.channels, self.options.gray_to_rgb)
+        for group in source.groups:
+            self.check_image_shape(group.shape)
 
     def probabilities(self, ids: np.ndarray, images: np.ndarray) -> np.ndarray:
-        """Fused (B, C, H, W) scores of a uint8 (B, H, W) batch: probabilities times the class gains."""
-        pixels = to_pixels(images)
+        """Fused (B, C, H, W) scores of a uint8 (B, H, W) or (B, H, W, 3) batch: probabilities times
+        the class gains."""
+        pixels = to_pixels(images, self.channels)
         merger = self._merger
         for index, runner in enumerate(self.runners):
             probs = member_probs(runner, pixels, self.views, self.timings)
@@ -123,31 +133,31 @@ class PredictResult:
 
 def run(
     ensemble: Ensemble,
-    source: ImageSource,
+    source: Source,
     csv_path: Path,
     fmt: str = "rle",
     save_probs: Path | None = None,
-    truth: np.ndarray | None = None,
+    truth: Callable[[np.ndarray], np.ndarray] | None = None,
     on_batch: Callable[[int], None] | None = None,
     *,
     rle: RleConvention = DEFAULT_RLE,
 ) -> PredictResult:
     """Predict every image of `source` and write the submission atomically (nothing on failure).
 
-    `truth` (training masks indexed by id) adds a confusion matrix of the final labels; `rle` is
-    the convention of an `rle` CSV.
+    `truth` (a batch's ids -> their true masks) adds a confusion matrix of the final labels; `rle`
+    is the convention of an `rle` CSV.
     """
-    ensemble.check_image_shape(source.image_shape)
+    ensemble.check_source(source)
     timings = ensemble.timings
     confusion = ConfusionAccumulator(ensemble.n_classes) if truth is not None else None
     start = time.perf_counter()
-    shape = source.image_shape
+    shape = source.image_shape  # None when the sizes are mixed
     probs_writer = ProbsWriter(save_probs, source.n_images, ensemble.n_classes, shape) if save_probs else None
     with (
         SubmissionWriter(csv_path, fmt, shape, ensemble.n_classes, rle=rle) as writer,
         probs_writer or contextlib.nullcontext(),
     ):
-        batches = source.batches(ensemble.options.batch_size)
+        batches = source.batches(ensemble.options.batch_size, ensemble.channels)
         while True:
             with timings("load"):
                 batch = next(batches, None)
@@ -163,7 +173,7 @@ def run(
                 writer.write(ids, labels)
             if confusion is not None:
                 with timings("score"):
-                    confusion.update(truth[ids], labels)
+                    confusion.update(truth(ids), labels)
             if on_batch:
                 on_batch(len(ids))
     return PredictResult(

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data.datafile import DataFile
-from ensemble.data.sources import ImageSource, make_source
+from ensemble.data.datasets import Dataset
+from ensemble.data.folder import integer_ids
+from ensemble.data.sizes import describe_sizes
+from ensemble.data.sources import Source, make_source
 from ensemble.data.split import SplitSpec
+from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.inference.cleanup import parse_min_area
@@ -32,7 +35,7 @@ SUBMISSIONS = Path("submissions")
 class PredictRequest:
     """The user's choices, as given on the command line (text forms still unparsed)."""
 
-    data: DataFile
+    data: Dataset
     members: str | None = None
     store: Path = DEFAULT_STORE
     split: str = "test"
@@ -56,7 +59,7 @@ class PredictOutcome:
     manifest: Path
     result: PredictResult
     ensemble: Ensemble
-    source: ImageSource
+    source: Source
     ensemble_file: Path | None = None
 
 
@@ -94,7 +97,7 @@ def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Pa
 
 def prepare(
     request: PredictRequest, out: Path | None = None
-) -> tuple[Ensemble, ImageSource, Path | None, EnsembleSpec | None]:
+) -> tuple[Ensemble, Source, Path | None, EnsembleSpec | None]:
     """Load and check members, options and the image source; builds the sessions once.
 
     With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
@@ -108,14 +111,34 @@ def prepare(
         )
     options = request_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
+    check_layout(source, request.fmt, request.save_probs)
     ensemble = Ensemble(members, options)
-    ensemble.check_image_shape(source.image_shape)
+    ensemble.check_source(source)
     return ensemble, source, spec_path, spec
+
+
+def check_layout(source: Source, fmt: str, save_probs: Path | None) -> None:
+    """Outputs that need one image size, or integer ids, refuse sources without them up front."""
+    if source.image_shape is None and (fmt == "flat" or save_probs is not None):
+        what = (
+            "a flat CSV numbers the pixels of one size" if fmt == "flat" else "--save-probs keeps one array"
+        )
+        raise EnsError(
+            f"the images have several sizes ({describe_sizes(source.groups)}) but {what}; "
+            + ("write --format rle" if fmt == "flat" else "drop --save-probs, or predict one size at a time")
+        )
+    ids = source.ids()
+    if fmt == "flat" and ids.dtype.kind == "U" and not integer_ids(ids.tolist()):
+        bad = next(i for i in ids.tolist() if not integer_ids([i]))
+        raise EnsError(
+            f"the flat format numbers images with integers, but image id {bad!r} is not a plain "
+            "non-negative integer; name the image files 0.png, 1.png, ... or write --format rle"
+        )
 
 
 def predict(
     request: PredictRequest,
-    on_start: Callable[[Ensemble, ImageSource], None] | None = None,
+    on_start: Callable[[Ensemble, Source], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> PredictOutcome:
     """Predict the requested split and write the CSV and its manifest; nothing partial on failure.
@@ -126,9 +149,7 @@ def predict(
     ensemble, source, spec_path, spec = prepare(request, out)
     if on_start:
         on_start(ensemble, source)
-    truth = None
-    if source.split == "val":
-        _, truth = request.data.load_train(ensemble.n_classes)
+    truth = source.truth_lookup(ensemble.n_classes) if source.split == "val" else None
     with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
         result = run(
             ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch, rle=request.rle

@@ -31,7 +31,7 @@ class ProbsWriter:
     def __init__(self, directory: Path, n_images: int, n_classes: int, image_shape: tuple[int, int]) -> None:
         self.directory = Path(directory)
         self.shape = (n_images, n_classes, *image_shape)
-        self.ids = np.zeros(n_images, np.int64)
+        self._ids: list[np.ndarray] = []
         self._tmp: Path | None = None
         self._ids_tmp = self.directory / f".{IDS_FILE}.{os.getpid()}.tmp"
         self._array: np.memmap | None = None
@@ -48,8 +48,13 @@ class ProbsWriter:
     def write(self, ids: np.ndarray, probs: np.ndarray) -> None:
         stop = self._filled + len(ids)
         self._array[self._filled : stop] = probs
-        self.ids[self._filled : stop] = ids
+        self._ids.append(np.asarray(ids))
         self._filled = stop
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The ids written so far: indices, or an image folder's stems."""
+        return np.concatenate(self._ids) if self._ids else np.zeros(0, np.int64)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

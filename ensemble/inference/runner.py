@@ -6,6 +6,7 @@ import numpy as np
 
 from ensemble.course import IMAGE_SHAPE
 from ensemble.errors import EnsError
+from ensemble.inference.padding import check_fits, crop, pad, padded_size
 from ensemble.inference.tta import View, augment, merge
 from ensemble.members.member import Member
 from ensemble.members.session import ORT_ERRORS, Device, MemberSession, build_session, ort_message
@@ -14,9 +15,23 @@ from ensemble.timing import Timings
 CONTRACT_TOLERANCE = 1e-3
 
 
-def to_pixels(images: np.ndarray) -> np.ndarray:
-    """uint8 (B, H, W) images -> the contract input, float32 (B, 1, H, W) raw 0..255."""
-    return images.astype(np.float32)[:, None]
+def to_pixels(images: np.ndarray, channels: int = 1) -> np.ndarray:
+    """uint8 images -> the contract input, float32 (B, C_in, H, W) raw 0..255: grayscale (B, H, W)
+    images give 1 channel, or 3 copies of it; RGB (B, H, W, 3) images give 3 channels.
+
+    >>> rgb, gray = np.zeros((2, 4, 5, 3), np.uint8), np.zeros((2, 4, 5), np.uint8)
+    >>> to_pixels(rgb, 3).shape, to_pixels(gray, 3).shape, to_pixels(gray).shape
+    ((2, 3, 4, 5), (2, 3, 4, 5), (2, 1, 4, 5))
+    """
+    if images.ndim == 3:
+        pixels = images.astype(np.float32)[:, None]
+        return pixels if channels == 1 else np.repeat(pixels, channels, axis=1)
+    if images.shape[3] != channels:
+        raise EnsError(
+            f"images with {images.shape[3]} channels cannot feed members that take {channels}; use "
+            "members of the images' kind (grayscale or RGB)"
+        )
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def member_probs(
@@ -24,8 +39,10 @@ def member_probs(
 ) -> np.ndarray:
     """TTA-averaged (B, C, H, W) probabilities of one member; all views run as one ORT batch."""
     timings = timings or Timings()
+    size = pixels.shape[2:]
+    check_fits(runner.member, size)
     with timings("tta"):
-        batch = augment(pixels, views)
+        batch = pad(augment(pixels, views), padded_size(runner.member, size))
     try:
         with timings("inference"):
             out = runner.run(batch)
@@ -34,7 +51,7 @@ def member_probs(
             f"member {runner.member.name!r} failed on input {tuple(batch.shape)} ({ort_message(exc)}); "
             "check the member accepts this image size and a dynamic batch"
         ) from exc
-    expected = (len(batch), runner.member.n_classes, *pixels.shape[2:])
+    expected = (len(batch), runner.member.n_classes, *batch.shape[2:])
     if out.shape != expected:
         raise EnsError(
             f"member {runner.member.name!r} returned shape {tuple(out.shape)} for input "
@@ -44,14 +61,14 @@ def member_probs(
         check_contract(out, runner.member.name)
         runner.contract_checked = True
     with timings("tta"):
-        return merge(out, views, overwrite=True)  # `out` is this call's own ORT output
+        return merge(crop(out, size), views, overwrite=True)  # `out` is this call's own ORT output
 
 
 def check_finite(probs: np.ndarray, member: str, ids: np.ndarray) -> None:
     """Refuse NaN or infinite probabilities, naming the member and the first image affected."""
     finite = np.isfinite(probs.reshape(len(probs), -1)).all(axis=1)
     if not finite.all():
-        image = int(ids[int(np.argmin(finite))])
+        image = ids[int(np.argmin(finite))]
         raise EnsError(
             f"member {member!r} produced NaN/inf probabilities on image id {image}; "
             "re-export it and check its parity error with `ens members`"
@@ -102,9 +119,10 @@ def probe_contract(member: Member) -> tuple[str, str | None]:
 
     Returns (the input size tried, what broke the contract or kept it from running, or None).
     """
-    height, width = (fixed or free for fixed, free in zip(member.info.input_hw, IMAGE_SHAPE, strict=True))
+    height, width = padded_size(member, IMAGE_SHAPE)
     size = f"{height}x{width}"
-    pixels = np.random.default_rng(0).integers(0, 256, (2, 1, height, width)).astype(np.float32)
+    shape = (2, member.channels, height, width)
+    pixels = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
     try:
         runner = build_session(member, Device.cpu, threads=1)
         out = runner.run(pixels)

@@ -1,8 +1,10 @@
 """A member is one exported ONNX model obeying the contract; its metadata is read from the file.
 
-Contract: one input float32 (N, 1, H, W) of raw 0..255 pixels, one output float32 (N, C, H, W) of
-softmax probabilities; everything framework-specific is folded into the graph at export time.
-Provenance lives in the model's metadata_props under the `ens.` prefix.
+Contract: one input float32 (N, C_in, H, W) of raw 0..255 pixels (C_in = 1 grayscale, 3 RGB in
+that order), one output float32 (N, C, H, W) of softmax probabilities; everything framework-specific
+is folded into the graph at export time. Provenance lives in the model's metadata_props under the
+`ens.` prefix. Contract version 2 records C_in (`ens.input_channels`) and the multiple H and W must
+be padded to (`ens.size_multiple`); a version 1 member (no such keys) takes 1 channel, any size.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from google.protobuf.message import DecodeError
 from ensemble.errors import EnsError
 from ensemble.files.hashing import files_sha256
 
-CONTRACT_VERSION = "1"
+CONTRACT_VERSION = "2"
+READ_VERSIONS = ("1", "2")
+CHANNELS = (1, 3)
+MAX_SIZE_MULTIPLE = 1024
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probs"
 PREFIX = "ens."
@@ -46,6 +51,8 @@ class MemberInfo:
     preprocessing: str
     input_hw: tuple[int | None, int | None]
     val_miou: float | None = None
+    input_channels: int = 1
+    size_multiple: int = 1
 
     @property
     def n_classes(self) -> int:
@@ -71,6 +78,10 @@ class Member:
     def n_classes(self) -> int:
         return self.info.n_classes
 
+    @property
+    def channels(self) -> int:
+        return self.info.input_channels
+
 
 def metadata_dict(info: MemberInfo) -> dict[str, str]:
     """The metadata_props entries that encode `info` (used by the exporters)."""
@@ -85,6 +96,9 @@ def metadata_dict(info: MemberInfo) -> dict[str, str]:
         "opset": str(info.opset),
         "preprocessing": info.preprocessing,
     }
+    if info.contract_version != "1":
+        props["input_channels"] = str(info.input_channels)
+        props["size_multiple"] = str(info.size_multiple)
     if info.val_miou is not None:
         props["val_miou"] = repr(float(info.val_miou))
     return {PREFIX + key: value for key, value in props.items()}
@@ -172,13 +186,17 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
     where = repr(str(path))
     if "contract_version" not in props:
         raise EnsError(f"{where} is an ONNX model but not an ens member (no ens.* metadata); {EXPORT_HINT}")
-    if props["contract_version"] != CONTRACT_VERSION:
+    if props["contract_version"] not in READ_VERSIONS:
         raise EnsError(
             f"{where} follows member contract version {_clip(props['contract_version'])}; this ens reads "
-            f"version {CONTRACT_VERSION!r}; re-export it with this version"
+            f"versions {' and '.join(map(repr, READ_VERSIONS))}; re-export it with this version"
         )
     fields = _MetadataReader(props, where)
     class_names = fields.class_names()
+    channels, multiple = 1, 1
+    if props["contract_version"] != "1":
+        channels = fields.whole("input_channels", CHANNELS, "1 (grayscale) or 3 (RGB)")
+        multiple = fields.whole("size_multiple", range(1, MAX_SIZE_MULTIPLE + 1), "a whole number 1..1024")
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -190,8 +208,11 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
     in_dims = _dims(inputs[0])
     out_dims = _dims(graph.output[0])
     problems = []
-    if _elem_type(inputs[0]) != onnx.TensorProto.FLOAT or len(in_dims) != 4 or in_dims[1] != 1:
-        problems.append(f"input {inputs[0].name!r} is {_describe(inputs[0])}, expected float32 (N, 1, H, W)")
+    if _elem_type(inputs[0]) != onnx.TensorProto.FLOAT or len(in_dims) != 4 or in_dims[1] != channels:
+        problems.append(
+            f"input {inputs[0].name!r} is {_describe(inputs[0])}, expected float32 (N, {channels}, H, W)"
+            + ("" if channels != 1 else " (a member with 3 input channels records ens.input_channels 3)")
+        )
     if _elem_type(graph.output[0]) != onnx.TensorProto.FLOAT or len(out_dims) != 4:
         problems.append(f"output is {_describe(graph.output[0])}, expected float32 (N, C, H, W)")
     elif isinstance(out_dims[1], int) and out_dims[1] != len(class_names):
@@ -217,6 +238,8 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
         preprocessing=props.get("preprocessing", ""),
         input_hw=(_static(in_dims[2]), _static(in_dims[3])),
         val_miou=fields.number("val_miou", None, low=0.0, high=1.0) if "val_miou" in props else None,
+        input_channels=channels,
+        size_multiple=multiple,
     )
 
 
@@ -270,6 +293,13 @@ class _MetadataReader:
         if not (low <= value <= high and math.isfinite(value) or (default == "nan" and math.isnan(value))):
             raise self.refuse(key, expected)
         return value
+
+    def whole(self, key: str, allowed, expected: str) -> int:
+        """A whole number written in digits, one of `allowed`."""
+        text = self.props.get(key, "")
+        if not re.fullmatch(r"[0-9]{1,4}", text) or int(text) not in allowed:
+            raise self.refuse(key, expected)
+        return int(text)
 
     def opset(self) -> int:
         text = self.props.get("opset", "0")

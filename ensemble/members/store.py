@@ -85,9 +85,15 @@ def check_distinct(members: Sequence[Member]) -> None:
 
 
 def check_compatible(members: Sequence[Member]) -> None:
-    """Members must agree on classes and on any fixed input size."""
+    """Members must agree on classes, input channels and any fixed input size."""
     first = members[0]
     for other in members[1:]:
+        if other.channels != first.channels:
+            raise EnsError(
+                f"member {other.name!r} takes {other.channels} input channel(s) but {first.name!r} takes "
+                f"{first.channels}; fuse only members of one kind (grayscale or RGB), e.g. --members "
+                f"{first.name}"
+            )
         if other.info.class_names != first.info.class_names:
             raise EnsError(
                 f"member {other.name!r} predicts {other.n_classes} classes "

@@ -93,50 +93,57 @@ def build_rows(
 def run_ablation(
     members: list[Member],
     cache: ProbCache,
-    truth: np.ndarray,
+    truth: np.ndarray | list[np.ndarray],
     rows: list[Row],
     metric: str = "course",
     batch_size: int = 256,
     on_batch: Callable[[int], None] | None = None,
 ) -> Ablation:
-    """Score every row on the cache's images; memory is bounded by `batch_size`."""
+    """Score every row on the cache's images (`truth` as one array, or one per image size); memory
+    is bounded by `batch_size`."""
     get_metric(metric)
     n_classes = members[0].n_classes
+    truths = truth if isinstance(truth, list) else [truth]
     views = {name: get_views(name) for name in {row.tta for row in rows}}
     needed = {view for vs in views.values() for view in vs}
-    arrays = {(m, view.name): cache.get(member, view) for m, member in enumerate(members) for view in needed}
+    parts = {
+        (m, view.name): cache.get_parts(member, view) for m, member in enumerate(members) for view in needed
+    }
     accumulators = [ConfusionAccumulator(n_classes) for _ in rows]
-    n_images = len(truth)
     gallery_pred = None
-    for start in range(0, n_images, batch_size):
-        stop = min(start + batch_size, n_images)
-        merged: dict[tuple[int, str], np.ndarray] = {}
-        for row_index, row in enumerate(rows):
-            probs = [
-                _member_batch(arrays, merged, m, row.tta, views[row.tta], start, stop) for m in row.members
-            ]
-            labels = decode(fuse(probs, row.weights, row.gain))
-            if row.min_area.any():
-                labels = remove_small_regions(labels, row.min_area, n_classes, row.connectivity, out=labels)
-            accumulators[row_index].update(truth[start:stop], labels)
-            if start == 0 and row_index == len(rows) - 1:
-                gallery_pred = labels[:GALLERY_IMAGES].copy()
-        if on_batch is not None:
-            on_batch(stop - start)
+    for part, part_truth in enumerate(truths):
+        arrays = {key: found[part] for key, found in parts.items()}
+        for start in range(0, len(part_truth), batch_size):
+            stop = min(start + batch_size, len(part_truth))
+            merged: dict[tuple[int, str], np.ndarray] = {}
+            for row_index, row in enumerate(rows):
+                probs = [
+                    _member_batch(arrays, merged, m, row.tta, views[row.tta], start, stop)
+                    for m in row.members
+                ]
+                labels = decode(fuse(probs, row.weights, row.gain))
+                if row.min_area.any():
+                    labels = remove_small_regions(
+                        labels, row.min_area, n_classes, row.connectivity, out=labels
+                    )
+                accumulators[row_index].update(part_truth[start:stop], labels)
+                if part == 0 and start == 0 and row_index == len(rows) - 1:
+                    gallery_pred = labels[:GALLERY_IMAGES].copy()
+            if on_batch is not None:
+                on_batch(stop - start)
     reduce = get_metric(metric).reduce
     scores = [
         RowScore(row, acc.matrix, reduce(acc.matrix), iou_per_class(acc.matrix))
         for row, acc in zip(rows, accumulators, strict=True)
     ]
-    images = cache.source.batches(GALLERY_IMAGES)
-    _, first_images = next(images)
+    _, first_images = next(cache.source.batches(GALLERY_IMAGES, members[0].channels))
     return Ablation(
         scores,
         metric,
         tuple(m.name for m in members),
         members[0].info.class_names,
-        n_images,
-        (first_images, truth[:GALLERY_IMAGES], gallery_pred),
+        sum(len(t) for t in truths),
+        (first_images, truths[0][:GALLERY_IMAGES], gallery_pred),
     )
 
 

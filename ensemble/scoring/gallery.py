@@ -47,8 +47,10 @@ def colorize(mask: np.ndarray, n_classes: int | None = None) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend the class colours of `mask` over a grayscale uint8 image; class 0 stays uncoloured."""
-    grey = np.repeat(np.asarray(image, np.float32)[..., None], 3, axis=-1)
+    """Blend the class colours of `mask` over a grayscale (H, W) or RGB (H, W, 3) uint8 image; class 0
+    stays uncoloured."""
+    image = np.asarray(image, np.float32)
+    grey = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
     colour = colorize(mask).astype(np.float32)
     labelled = (np.asarray(mask) > 0)[..., None]
     blended = np.where(labelled, (1 - alpha) * grey + alpha * colour, grey)

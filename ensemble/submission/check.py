@@ -15,6 +15,7 @@ from ensemble.machine import physical_memory
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention, header_hint
 from ensemble.submission.formats import detect_format
 from ensemble.submission.problems import Problem, Problems
+from ensemble.submission.textids import ImageIndex, has_text_ids, index_from_rows, parse_text_ids
 
 MAX_PIXELS = 1 << 24  # 4096x4096 per image; a flat header of that size is already ~140 MB
 MAX_LABEL_BYTES = 64 << 30
@@ -28,7 +29,7 @@ class ParsedCsv:
     format: str | None
     n_rows: int
     ids: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | list[np.ndarray]
     problems: tuple[Problem, ...]
     n_hidden: int
 
@@ -51,16 +52,24 @@ def check_submission(
 
 def parse_submission(
     path: str | os.PathLike,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, int] | None,
     n_classes: int,
     n_images: int | None = None,
     limit: int = 10,
     *,
     rle: RleConvention = DEFAULT_RLE,
+    images: ImageIndex | None = None,
+    complete: bool = True,
 ) -> ParsedCsv:
     """Read, detect the format (RLE under the convention `rle`), parse and validate; the labels
-    are exact only if no problems."""
+    are exact only if no problems.
+
+    `images` (an image folder's stems and sizes) gives text ids and each image's size; with
+    `complete` every one of them needs its rows. Without it, ids are integers, or (rle) text ids
+    named by the file itself, all of `image_shape`. Labels of mixed sizes come back as a list."""
     path = Path(path)
+    if images is not None:
+        image_shape = images.uniform or (1, 1)
     _check_arguments(image_shape, n_classes, n_images)
     data = _read(path)
     problems = Problems(limit)
@@ -89,6 +98,9 @@ def parse_submission(
     if header_end < 0:
         problems.add(1, "the file ends inside the header line; it looks truncated")
         return result(fmt.name, 0)
+    if images is not None and images.uniform is None and fmt.name == "flat":
+        problems.add(1, "a flat CSV has one image size, but the images have several; write --format rle")
+        return result(fmt.name, 0)
     wrong_header = fmt.header_problem(header, image_shape, n_classes)
     if wrong_header:
         problems.add(1, wrong_header)
@@ -102,8 +114,14 @@ def parse_submission(
         )
         body = body[: body.rfind(b"\n") + 1]
     n_rows = body.count(b"\n")
-    _check_allocation(n_rows, image_shape)
-    ids, labels = fmt.parse(np.frombuffer(body, np.uint8), 2, image_shape, n_classes, problems)
+    if images is None and fmt.name != "flat" and has_text_ids(fmt, body):
+        images = index_from_rows(fmt, body, image_shape)
+    if images is not None:
+        _check_allocation(n_rows, (1, int((images.sizes[:, 0] * images.sizes[:, 1]).max(initial=1))))
+        ids, labels = parse_text_ids(fmt, body, 2, images, n_classes, problems, complete)
+    else:
+        _check_allocation(n_rows, image_shape)
+        ids, labels = fmt.parse(np.frombuffer(body, np.uint8), 2, image_shape, n_classes, problems)
     per_image = fmt.rows_per_image(n_classes)
     if n_images is not None and per_image is None and len(ids) != n_images:
         problems.add(None, f"file has rows for {len(ids)} images, expected {n_images} images")

@@ -25,7 +25,8 @@ class SubmissionFormat:
 
     `encode(ids, labels, n_classes)` gives the rows of a batch; `parse(body, first_line, shape,
     n_classes, problems)` returns (ids, labels) and records what is wrong in `problems`;
-    `rows_per_image(n_classes)` is None where rows of empty classes may be left out.
+    `rows_per_image(n_classes)` is None where rows of empty classes may be left out;
+    `convention` is the RleConvention an `rle` format was built for (the default for `flat`).
     """
 
     name: str
@@ -36,6 +37,7 @@ class SubmissionFormat:
     header_problem: Callable[[bytes, Shape, int], str | None]
     encode: Callable[[np.ndarray, np.ndarray, int], bytes]
     parse: Callable[[np.ndarray, int, Shape, int, Problems], tuple[np.ndarray, np.ndarray]]
+    convention: RleConvention = DEFAULT_RLE
 
 
 def _flat(rle: RleConvention) -> SubmissionFormat:
@@ -61,6 +63,7 @@ def _rle(rle: RleConvention) -> SubmissionFormat:
         partial(rlecsv.header_problem, rle=rle),
         partial(rlecsv.encode, rle=rle),
         partial(rlecsv.parse, rle=rle),
+        rle,
     )
 
 

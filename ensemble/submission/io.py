@@ -21,12 +21,14 @@ from types import TracebackType
 
 import numpy as np
 
+from ensemble.data.folder import integer_ids
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
 from ensemble.files.outputs import refuse_overwrite
 from ensemble.submission.check import parse_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
+from ensemble.submission.textids import ImageIndex, check_text_ids, encode_text_ids
 
 _IMAGES_PER_BATCH = 512
 
@@ -35,29 +37,37 @@ class SubmissionWriter:
     """Write a CSV batch by batch; the file appears only when the `with` block succeeds.
 
     ``with SubmissionWriter(path, "flat", (64, 128), 5) as w: w.write(ids, labels)``
-    Ids must be non-negative integers increasing across all batches; labels (B, H, W) in 0..C-1.
-    `rle` is the convention of an `rle` file (the course's by default).
+    Ids are non-negative integers increasing across all batches, or (image folder stems) distinct
+    text; labels (B, H, W) in 0..C-1. An `image_shape` of None lets each batch have its own size
+    (rle only: the flat header fixes one size). `rle` is the convention of an `rle` file (the
+    course's by default).
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
         fmt: str,
-        image_shape: tuple[int, int],
+        image_shape: tuple[int, int] | None,
         n_classes: int,
         *,
         rle: RleConvention = DEFAULT_RLE,
     ) -> None:
         self.path = Path(path)
         self.format = get_format(fmt, rle)
-        self.image_shape = tuple(int(s) for s in image_shape)
         self.n_classes = int(n_classes)
-        if len(self.image_shape) != 2 or min(self.image_shape) < 1:
+        if image_shape is None and self.format.name == "flat":
+            raise EnsError(
+                "the flat format has one image size (its header numbers the pixels) but the images have "
+                "several; write --format rle, or predict one size at a time"
+            )
+        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        if self.image_shape is not None and (len(self.image_shape) != 2 or min(self.image_shape) < 1):
             raise EnsError(f"image shape {self.image_shape} is not (H, W) with H, W >= 1; e.g. (64, 128)")
         if not 2 <= self.n_classes <= 256:
             raise EnsError(f"n_classes {n_classes} is outside 2..256; the course data has 5")
         self.n_images = 0
         self._last_id = -1
+        self._seen: set[str] = set()
         self._context = None
         self._handle = None
 
@@ -65,7 +75,7 @@ class SubmissionWriter:
         self._context = atomic_write(self.path, "wb")
         self._handle = self._context.__enter__()
         try:
-            self._handle.write(self.format.header(self.image_shape, self.n_classes))
+            self._handle.write(self.format.header(self.image_shape or (1, 1), self.n_classes))
         except BaseException as exc:
             self.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -76,7 +86,10 @@ class SubmissionWriter:
         if self._handle is None:
             raise EnsError("SubmissionWriter.write was called outside its `with` block")
         ids, labels = self._validate(ids, labels)
-        if len(ids):
+        if len(ids) and ids.dtype.kind == "U":
+            self._handle.write(encode_text_ids(self.format.encode, ids.tolist(), labels, self.n_classes))
+            self.n_images += len(ids)
+        elif len(ids):
             self._handle.write(self.format.encode(ids, labels, self.n_classes))
             self._last_id = int(ids[-1])
             self.n_images += len(ids)
@@ -93,11 +106,16 @@ class SubmissionWriter:
     def _validate(self, ids, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids)
         labels = np.asarray(labels)
-        if labels.ndim != 3 or labels.shape[1:] != self.image_shape or ids.shape != labels.shape[:1]:
+        shape = self.image_shape or labels.shape[1:]
+        if labels.ndim != 3 or labels.shape[1:] != shape or ids.shape != labels.shape[:1]:
+            expected = "(B, H, W)" if self.image_shape is None else f"(B, {shape[0]}, {shape[1]})"
             raise EnsError(
-                f"got ids {ids.shape} and labels {labels.shape}; expected ids (B,) and labels "
-                f"(B, {self.image_shape[0]}, {self.image_shape[1]})"
+                f"got ids {ids.shape} and labels {labels.shape}; expected ids (B,) and labels {expected}"
             )
+        if ids.size and ids.dtype.kind in "UO":
+            ids = self._text_ids(ids)
+            if ids.dtype.kind == "U":
+                return ids, self._checked_labels(labels)
         if ids.size and ids.dtype.kind not in "iu" or labels.size and labels.dtype.kind not in "iu":
             raise EnsError(
                 f"ids ({ids.dtype}) and labels ({labels.dtype}) must be integer arrays; "
@@ -109,9 +127,37 @@ class SubmissionWriter:
                 f"ids must be non-negative and increase across batches; got {ids[:5].tolist()}... "
                 f"after id {self._last_id}"
             )
+        return ids, self._checked_labels(labels)
+
+    def _checked_labels(self, labels: np.ndarray) -> np.ndarray:
+        if labels.size and labels.dtype.kind not in "iu":
+            raise EnsError(
+                f"labels ({labels.dtype}) must be an integer array; take argmax over classes first"
+            )
         if labels.size and (labels.min() < 0 or labels.max() >= self.n_classes):
             raise EnsError(f"labels span {labels.min()}..{labels.max()}; allowed are 0..{self.n_classes - 1}")
-        return ids, labels.astype(np.uint8, copy=False)
+        return labels.astype(np.uint8, copy=False)
+
+    def _text_ids(self, ids: np.ndarray) -> np.ndarray:
+        """Stems as ids: distinct across batches and fit for a CSV row; the flat format needs
+        integers, so there they must be plain non-negative integers."""
+        texts = [str(i) for i in ids.tolist()]
+        problem = check_text_ids(texts)
+        if problem:
+            raise EnsError(f"{problem}; ids go into CSV rows, so rename the image file")
+        if self.format.name == "flat":
+            if not integer_ids(texts):
+                bad = next(t for t in texts if not integer_ids([t]))
+                raise EnsError(
+                    f"the flat format numbers images with integers, but image id {bad!r} is not a plain "
+                    "non-negative integer; name the image files 0.png, 1.png, ... or write --format rle"
+                )
+            return np.asarray([int(t) for t in texts], np.int64)  # then checked as integer ids
+        repeated = next((t for t in texts if t in self._seen or texts.count(t) > 1), None)
+        if repeated is not None:
+            raise EnsError(f"id {repeated!r} is written twice; each image once")
+        self._seen.update(texts)
+        return np.asarray(texts, dtype=str)
 
 
 def write_submission(
@@ -139,17 +185,23 @@ def write_submission(
 
 def read_submission(
     path: str | os.PathLike,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, int] | None,
     n_classes: int,
+    images: ImageIndex | None = None,
+    complete: bool = True,
     *,
     rle: RleConvention = DEFAULT_RLE,
-) -> tuple[np.ndarray, np.ndarray, str]:
+) -> tuple[np.ndarray, np.ndarray | list[np.ndarray], str]:
     """Return (ids (N,) int64, labels (N, H, W) uint8, format name) of a valid CSV.
 
     The format is detected from the header, an rle file read under the convention `rle`; rle ids
-    come back sorted. An invalid file raises EnsError naming its first problem.
+    come back sorted. With `images` (an image folder's stems and sizes) ids are stems in the
+    folder's order, and labels of several sizes a list of (H, W) arrays. An invalid file raises
+    EnsError naming its first problem.
     """
-    parsed = parse_submission(path, image_shape, n_classes, limit=1, rle=rle)
+    parsed = parse_submission(
+        path, image_shape, n_classes, limit=1, rle=rle, images=images, complete=complete
+    )
     if parsed.problems:
         more = f" (and {parsed.n_hidden} more)" if parsed.n_hidden else ""
         raise EnsError(
