@@ -24,6 +24,13 @@ def write_npz(path: Path, train_images, train_masks, test_images, test_masks=Non
     return path
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Each test keeps the shards of its runs in its own $ENS_CACHE (outside its tmp_path), so no run
+    resumes another test's shards."""
+    monkeypatch.setenv("ENS_CACHE", str(tmp_path_factory.mktemp("ens-cache")))
+
+
 @pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     """12 labelled + 6 test images of 8x12 with random pixels and labels 0..4."""

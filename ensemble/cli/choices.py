@@ -5,6 +5,7 @@ from enum import Enum
 from ensemble.data.sources import SPLITS
 from ensemble.fitting.fit import WEIGHTS_PER
 from ensemble.inference.cleanup import CONNECTIVITIES
+from ensemble.runs.resumable import ENGINES
 from ensemble.scoring.metrics import list_metrics
 from ensemble.submission.convention import LAYOUTS, ORDERS, STARTS
 from ensemble.submission.formats import list_formats
@@ -23,3 +24,4 @@ WeightsPer = choices("WeightsPer", WEIGHTS_PER)
 RleOrder = choices("RleOrder", ORDERS)
 RleStart = choices("RleStart", map(str, STARTS))
 RleLayout = choices("RleLayout", LAYOUTS)
+EngineName = choices("EngineName", ENGINES)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from ensemble.cli.app import app
-from ensemble.cli.choices import Connectivity, FormatName, SplitName
+from ensemble.cli.choices import Connectivity, EngineName, FormatName, SplitName
 from ensemble.cli.common import (
     DEFAULT_DATA,
     BatchSizeOpt,
@@ -47,6 +47,8 @@ from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
 from ensemble.inference.tta import TTA
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
+from ensemble.runs.plan import DEFAULT_SHARD_SIZE
+from ensemble.runs.resumable import RunOptions
 
 
 @app.command("predict")
@@ -123,6 +125,44 @@ def predict_cmd(
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run of the same settings; an error if none left shards "
+            "(a plain rerun resumes too, silently starting over when nothing matches).",
+        ),
+    ] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Discard the complete shards of an earlier identical run.")
+    ] = False,
+    keep_shards: Annotated[
+        bool, typer.Option("--keep-shards", help="Keep the run directory after the CSV is assembled.")
+    ] = False,
+    shard_size: Annotated[
+        int, typer.Option("--shard-size", min=1, help="Images per shard (the unit of resuming).")
+    ] = DEFAULT_SHARD_SIZE,
+    engine: Annotated[
+        EngineName,
+        typer.Option(
+            "--engine", help="local (this process) or ray (Ray Data actors; pip install 'ens[ray]')."
+        ),
+    ] = EngineName.local,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="--engine ray: actors, each holding the members.")
+    ] = 1,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            "--gpus-per-worker",
+            min=0,
+            help="--engine ray: GPUs per actor (default 1 when GPUs exist, else 0).",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="--engine ray: an existing cluster (default: start a local one)."),
+    ] = None,
 ) -> None:
     """Predict the test set (or the validation split) and write a submission CSV with its manifest."""
     options = PredictOptions(
@@ -149,6 +189,16 @@ def predict_cmd(
         rle=rle_convention(rle_order, rle_start, rle_layout, rle_header),
         save_probs=save_probs,
         options=options,
+        run=RunOptions(
+            shard_size=shard_size,
+            resume=resume,
+            fresh=fresh,
+            keep=keep_shards,
+            engine=engine.value,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            ray_address=ray_address,
+        ),
     )
     with image_progress() as progress:
         task = progress.add_task("loading members", total=None)
@@ -159,7 +209,10 @@ def predict_cmd(
             names = ",".join(m.name for m in ensemble.members)
             progress.update(task, total=source.n_images, description=f"{names} ({source.split})")
 
-        outcome = predict(request, started, lambda n: progress.advance(task, n))
+        def note(line: str) -> None:
+            progress.console.print(escape(line), highlight=False, soft_wrap=True)
+
+        outcome = predict(request, started, lambda n: progress.advance(task, n), note)
     _summary(outcome)
 
 

@@ -141,11 +141,13 @@ def run(
     on_batch: Callable[[int], None] | None = None,
     *,
     rle: RleConvention = DEFAULT_RLE,
+    writer=None,
 ) -> PredictResult:
     """Predict every image of `source` and write the submission atomically (nothing on failure).
 
     `truth` (a batch's ids -> their true masks) adds a confusion matrix of the final labels; `rle`
-    is the convention of an `rle` CSV.
+    is the convention of an `rle` CSV. `writer` (a context manager with `write(ids, labels)`, such
+    as the shard writer of a resumable run) takes the labels instead of a CSV at `csv_path`.
     """
     ensemble.check_source(source)
     timings = ensemble.timings
@@ -154,7 +156,7 @@ def run(
     shape = source.image_shape  # None when the sizes are mixed
     probs_writer = ProbsWriter(save_probs, source.n_images, ensemble.n_classes, shape) if save_probs else None
     with (
-        SubmissionWriter(csv_path, fmt, shape, ensemble.n_classes, rle=rle) as writer,
+        writer or SubmissionWriter(csv_path, fmt, shape, ensemble.n_classes, rle=rle) as writer,
         probs_writer or contextlib.nullcontext(),
     ):
         batches = source.batches(ensemble.options.batch_size, ensemble.channels)

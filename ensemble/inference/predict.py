@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,9 @@ from ensemble.inference.pipeline import Ensemble, PredictResult, run
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
+from ensemble.runs.assemble import assemble
+from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encoder, open_run
+from ensemble.runs.rundir import remove_run_dir
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
 
@@ -51,6 +54,7 @@ class PredictRequest:
     rle: RleConvention = DEFAULT_RLE
     save_probs: Path | None = None
     options: PredictOptions = PredictOptions()
+    run: RunOptions = RunOptions()
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class PredictOutcome:
     ensemble: Ensemble
     source: Source
     ensemble_file: Path | None = None
+    reused_shards: int = 0
 
 
 def default_out(now: dt.datetime | None = None) -> Path:
@@ -140,13 +145,77 @@ def predict(
     request: PredictRequest,
     on_start: Callable[[Ensemble, Source], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> PredictOutcome:
     """Predict the requested split and write the CSV and its manifest; nothing partial on failure.
 
+    The work is kept as shards in a run directory (`ensemble.runs`), so an interrupted run resumes
+    where it stopped; the CSV is assembled from them. With `save_probs` the run is one piece.
     The CSV and the manifest are committed together: either both are replaced or neither.
+    `on_note` receives one-line notes (resuming, damaged shards, shards kept after a failure).
     """
     out = request.out or default_out()
     ensemble, source, spec_path, spec = prepare(request, out)
+    if request.save_probs is not None:
+        if request.run.resume or request.run.engine != "local":
+            raise EnsError(
+                "--save-probs writes one probability file in a single pass, so it cannot be combined with "
+                "--resume or --engine ray; drop --save-probs (or predict its probabilities separately)"
+            )
+        return _predict_whole(request, out, ensemble, source, spec_path, spec, on_start, on_batch)
+    state = open_run(ensemble, source, request.fmt, request.rle, spec_path, request.run, on_note)
+    if on_start:
+        on_start(ensemble, source)
+    if on_batch and state.done:
+        on_batch(state.plan.count(state.done))
+    try:
+        result = _compute(state, request, ensemble, source, on_batch)
+    except BaseException:
+        if on_note and state.n_complete:
+            on_note(
+                f"{state.n_complete} of {state.plan.n_shards} shards are complete in "
+                f"{str(state.directory)!r}; rerun the same command to resume"
+            )
+        raise
+    with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
+        header = encoder(source, request.fmt, ensemble.n_classes, request.rle).header()
+        confusion = assemble(csv_tmp, header, state.directory, state.plan, state.ids, state.labelled)
+        result = replace(result, confusion=confusion)
+        manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
+        manifest["run"] = {**state.describe(), "engine": request.run.engine}
+        manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
+    if not request.run.keep:
+        remove_run_dir(state.directory)
+    return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path, len(state.done))
+
+
+def _compute(
+    state: ShardedRun,
+    request: PredictRequest,
+    ensemble: Ensemble,
+    source: Source,
+    on_batch: Callable[[int], None] | None,
+) -> PredictResult:
+    """The shards left, computed by the requested engine."""
+    if request.run.engine == "ray":
+        from ensemble.runs.rayengine import compute_ray
+
+        return compute_ray(state, ensemble, source, request.fmt, request.rle, request.run, on_batch)
+    return compute_local(state, ensemble, source, request.fmt, request.rle, on_batch)
+
+
+def _manifest(request, out, written, ensemble, source, result, spec_path, spec) -> dict:
+    manifest = build_manifest(ensemble, source, result, out, request.fmt, written=written, rle=request.rle)
+    manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+    if spec is not None:
+        manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
+    if result.confusion is not None:
+        manifest["val_confusion"] = np.asarray(result.confusion).tolist()
+    return manifest
+
+
+def _predict_whole(request, out, ensemble, source, spec_path, spec, on_start, on_batch) -> PredictOutcome:
+    """One pass writing the CSV directly (used with --save-probs)."""
     if on_start:
         on_start(ensemble, source)
     truth = source.truth_lookup(ensemble.n_classes) if source.split == "val" else None
@@ -154,13 +223,6 @@ def predict(
         result = run(
             ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch, rle=request.rle
         )
-        manifest = build_manifest(
-            ensemble, source, result, out, request.fmt, written=csv_tmp, rle=request.rle
-        )
-        manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
-        if spec is not None:
-            manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
-        if result.confusion is not None:
-            manifest["val_confusion"] = np.asarray(result.confusion).tolist()
+        manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
         manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
     return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path)

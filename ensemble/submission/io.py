@@ -75,24 +75,35 @@ class SubmissionWriter:
         self._context = atomic_write(self.path, "wb")
         self._handle = self._context.__enter__()
         try:
-            self._handle.write(self.format.header(self.image_shape or (1, 1), self.n_classes))
+            self._handle.write(self.header())
         except BaseException as exc:
             self.__exit__(type(exc), exc, exc.__traceback__)
             raise
         return self
 
+    def header(self) -> bytes:
+        """The CSV's header line."""
+        return self.format.header(self.image_shape or (1, 1), self.n_classes)
+
     def write(self, ids, labels: np.ndarray) -> None:
         """Append one batch: `ids` (B,) and `labels` (B, H, W) integer class indices."""
         if self._handle is None:
             raise EnsError("SubmissionWriter.write was called outside its `with` block")
+        self._handle.write(self.encode(ids, labels))
+
+    def encode(self, ids, labels: np.ndarray) -> bytes:
+        """The CSV rows of one batch, checked like `write` (ids increase across calls); also usable
+        outside the `with` block, to encode rows kept elsewhere (the shards of a resumable run)."""
         ids, labels = self._validate(ids, labels)
-        if len(ids) and ids.dtype.kind == "U":
-            self._handle.write(encode_text_ids(self.format.encode, ids.tolist(), labels, self.n_classes))
-            self.n_images += len(ids)
-        elif len(ids):
-            self._handle.write(self.format.encode(ids, labels, self.n_classes))
+        if not len(ids):
+            return b""
+        if ids.dtype.kind == "U":
+            rows = encode_text_ids(self.format.encode, ids.tolist(), labels, self.n_classes)
+        else:
+            rows = self.format.encode(ids, labels, self.n_classes)
             self._last_id = int(ids[-1])
-            self.n_images += len(ids)
+        self.n_images += len(ids)
+        return rows
 
     def __exit__(
         self,

@@ -1,0 +1,138 @@
+"""A resumable run: open (or find) the run directory of the resolved settings, compute the shards
+that are not complete yet with an engine, and report what was reused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.data.sources import Source
+from ensemble.errors import EnsError
+from ensemble.inference.pipeline import Ensemble, PredictResult, run
+from ensemble.runs.plan import DEFAULT_SHARD_SIZE, ShardPlan, ordered_ids
+from ensemble.runs.rundir import open_run_dir, remove_run_dir, run_dir
+from ensemble.runs.runkey import key_fields, run_key
+from ensemble.runs.shards import ShardWriter, complete_shards
+from ensemble.runs.view import ShardView
+from ensemble.submission.convention import RleConvention
+from ensemble.submission.io import SubmissionWriter
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a prediction is sharded, resumed and computed. `resume` insists on finding shards of an
+    earlier run (a rerun resumes anyway); `fresh` discards them; `keep` keeps the run directory
+    after the CSV is assembled. `root` overrides `<cache>/runs`."""
+
+    shard_size: int = DEFAULT_SHARD_SIZE
+    resume: bool = False
+    fresh: bool = False
+    keep: bool = False
+    root: Path | None = None
+    engine: str = "local"
+    workers: int = 1
+    gpus_per_worker: float | None = None
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.resume and self.fresh:
+            raise EnsError("--resume and --fresh contradict each other; give one of them")
+        if self.engine not in ENGINES:
+            raise EnsError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.workers < 1:
+            raise EnsError(f"--workers {self.workers} must be >= 1")
+
+
+@dataclass
+class ShardedRun:
+    """A run's directory, plan and progress: which shards were found complete, which are left."""
+
+    directory: Path
+    plan: ShardPlan
+    ids: np.ndarray
+    labelled: bool
+    key: str
+    done: list[int]
+    todo: list[int]
+    written: list[int] = field(default_factory=list)
+
+    @property
+    def n_complete(self) -> int:
+        return len(self.done) + len(self.written)
+
+    def describe(self) -> dict:
+        """The manifest's `run` entry."""
+        return {
+            "key": self.key,
+            "shards": self.plan.n_shards,
+            "shard_size": self.plan.size,
+            "reused_shards": len(self.done),
+        }
+
+
+def open_run(
+    ensemble: Ensemble,
+    source: Source,
+    fmt: str,
+    rle: RleConvention,
+    ensemble_file: Path | None,
+    options: RunOptions,
+    on_note: Callable[[str], None] | None = None,
+) -> ShardedRun:
+    """Find the run directory of these settings and check the shards already in it."""
+    note = on_note or (lambda line: None)
+    plan = ShardPlan(source.n_images, options.shard_size)
+    ids = ordered_ids(source)
+    fields = key_fields(ensemble, source, ids, plan, fmt, rle, ensemble_file)
+    key = run_key(fields)
+    directory = run_dir(key, options.root)
+    if options.fresh:
+        remove_run_dir(directory)
+    open_run_dir(directory, fields)
+    labelled = source.split == "val"
+    done, problems = complete_shards(directory, plan, ids, labelled)
+    for problem in problems:
+        note(f"warning: {problem}")
+    if options.resume and not done:
+        raise EnsError(
+            f"--resume found no complete shard in {str(directory)!r}: no earlier run had these settings "
+            "(members, ensemble file, data, split, TTA, weights, cleanup, format, --shard-size), or it "
+            "finished; drop --resume to start"
+        )
+    todo = [k for k in range(plan.n_shards) if k not in set(done)]
+    if done:
+        note(f"resuming: {len(done)} of {plan.n_shards} shards done ({str(directory)})")
+    return ShardedRun(directory, plan, ids, labelled, key, done, todo)
+
+
+def encoder(source: Source, fmt: str, n_classes: int, rle: RleConvention) -> SubmissionWriter:
+    """The row encoder of the run's format (a SubmissionWriter used outside its `with` block)."""
+    return SubmissionWriter(Path("unused.csv"), fmt, source.image_shape, n_classes, rle=rle)
+
+
+def compute_local(
+    state: ShardedRun,
+    ensemble: Ensemble,
+    source: Source,
+    fmt: str,
+    rle: RleConvention,
+    on_batch: Callable[[int], None] | None = None,
+) -> PredictResult:
+    """Predict the shards left in this process, committing each as it completes."""
+    truth = source.truth_lookup(ensemble.n_classes) if state.labelled else None
+    writer = ShardWriter(
+        state.directory,
+        state.plan,
+        state.todo,
+        state.ids,
+        encoder(source, fmt, ensemble.n_classes, rle),
+        truth,
+        on_shard=state.written.append,
+    )
+    view = ShardView(source, state.plan, tuple(state.todo))
+    return run(ensemble, view, state.directory, fmt, on_batch=on_batch, rle=rle, writer=writer)

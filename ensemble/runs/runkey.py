@@ -1,0 +1,61 @@
+"""The key of a run: a hash of every resolved setting that decides the CSV's bytes, so a changed
+member, ensemble file, data file, split, TTA, fusion, decoding, cleanup, format or RLE convention
+never reuses a shard. Speed settings (batch size, device, threads, engine, workers) are not in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.data.sources import Source
+from ensemble.files.hashing import file_sha256
+from ensemble.inference.pipeline import Ensemble
+from ensemble.runs.plan import ShardPlan
+from ensemble.submission.convention import RleConvention
+
+
+def key_fields(
+    ensemble: Ensemble,
+    source: Source,
+    ids: np.ndarray,
+    plan: ShardPlan,
+    fmt: str,
+    rle: RleConvention,
+    ensemble_file: Path | None,
+) -> dict:
+    """What decides the shards' bytes, from resolved settings (never from the command's text)."""
+    options = ensemble.options
+    return {
+        "ens": _version(),
+        "members": [m.sha256 for m in ensemble.members],
+        "ensemble_file": None if ensemble_file is None else file_sha256(ensemble_file),
+        "data": source.data.sha256,
+        "split": source.split,
+        "ids": hashlib.sha256("\n".join(str(i) for i in ids.tolist()).encode()).hexdigest(),
+        "tta": options.tta,
+        "weights": [[float(w).hex() for w in row] for row in ensemble.weights],
+        "class_gain": [float(g).hex() for g in ensemble.class_gain],
+        "allow_background": bool(options.allow_background),
+        "min_area": [int(a) for a in ensemble.min_area],
+        "connectivity": int(options.connectivity),
+        "gray_to_rgb": bool(options.gray_to_rgb),
+        "format": fmt,
+        "rle": rle.to_json() if fmt == "rle" else None,
+        "shard_size": plan.size,
+    }
+
+
+def run_key(fields: dict) -> str:
+    """Hex sha256 of the canonical JSON of `fields`."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ens")
+    except metadata.PackageNotFoundError:
+        return "unknown"
