@@ -1,0 +1,249 @@
+"""`--engine ray`: the shards left, predicted by a pool of Ray Data actors, written by the driver.
+
+The dataset holds one row per shard (its index), in blocks of one shard; `map_batches` runs
+`ShardPredictor`, a callable class that builds the members' sessions once per actor and returns each
+image's cleaned uint8 labels with its id. The driver encodes them and commits the same shard files
+as the local engine, so runs resume across engines and assemble to the same CSV. Ray is imported
+only here, on demand (the `ens[ray]` extra).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ensemble.data.sources import Source
+from ensemble.entry import debug_enabled
+from ensemble.errors import EnsError
+from ensemble.inference.pipeline import Ensemble, PredictResult
+from ensemble.runs.plan import ShardPlan
+from ensemble.runs.resumable import RunOptions, ShardedRun, encoder
+from ensemble.runs.shards import ShardWriter
+from ensemble.runs.view import shard_batches
+from ensemble.submission.convention import RleConvention
+
+INSTALL_HINT = "pip install 'ens[ray]'"
+
+
+def import_ray():
+    """The `ray` module with Ray Data, or a one-line EnsError with the install hint."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as exc:
+        raise EnsError(
+            f"--engine ray needs Ray Data, which is not installed ({exc}); {INSTALL_HINT}, "
+            "or use --engine local"
+        ) from exc
+    return ray
+
+
+class ShardPredictor:
+    """A Ray Data actor: the members' sessions, built once, and the image source it reads from.
+
+    Called with a batch of shard indices, it returns one row per image of those shards: `shard`,
+    `id`, `height`, `width` and `labels` (the uint8 label map's bytes, row-major).
+    """
+
+    def __init__(self, members, options, source: Source, plan: ShardPlan, cwd: str) -> None:
+        os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
+        self.ensemble = Ensemble(members, options)
+        self.source = source
+        self.plan = plan
+
+    def __call__(self, batch: dict) -> dict:
+        shards, ids, heights, widths, labels = [], [], [], [], []
+        for shard in np.asarray(batch["shard"]).tolist():
+            batches = shard_batches(
+                self.source, self.plan, [shard], self.ensemble.options.batch_size, self.ensemble.channels
+            )
+            for batch_ids, images in batches:
+                cleaned = self.ensemble.labels(self.ensemble.probabilities(batch_ids, images))
+                for one_id, one in zip(batch_ids.tolist(), cleaned, strict=True):
+                    shards.append(shard)
+                    ids.append(one_id)
+                    heights.append(one.shape[0])
+                    widths.append(one.shape[1])
+                    labels.append(one.tobytes())
+        return {
+            "shard": np.asarray(shards, np.int64),
+            "id": np.asarray(ids),
+            "height": np.asarray(heights, np.int64),
+            "width": np.asarray(widths, np.int64),
+            "labels": np.asarray(labels, dtype=object),
+        }
+
+
+def _quiet(ray) -> None:
+    """Ray's own progress lines, notes and warnings would interleave with the Rich bar: keep its
+    errors only (everything with --debug)."""
+    if debug_enabled():
+        return
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def gpus_per_worker(ray, options: RunOptions) -> float:
+    """--gpus-per-worker, else 1 when the cluster has GPUs, else 0."""
+    if options.gpus_per_worker is not None:
+        return float(options.gpus_per_worker)
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def connect(ray, options: RunOptions) -> None:
+    """Join --ray-address, or start a local cluster; a session already started is used as is."""
+    if ray.is_initialized():
+        return
+    handlers = _stop_handlers()
+    try:
+        ray.init(
+            address=options.ray_address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = f"the cluster at {options.ray_address!r}" if options.ray_address else "a local Ray cluster"
+        raise EnsError(
+            f"cannot connect to {where} ({exc}); check --ray-address (e.g. ray://head:10001 or auto), "
+            "or leave it out to start a local one"
+        ) from exc
+    finally:
+        _restore(handlers)
+
+
+def _stop_handlers() -> dict:
+    """The Python handlers of the stop signals, when this is the main thread (else none)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    names = ("SIGINT", "SIGTERM", "SIGHUP")
+    return {sig: signal.getsignal(sig) for sig in (getattr(signal, n) for n in names if hasattr(signal, n))}
+
+
+def _restore(handlers: dict) -> None:
+    """Ray's core installs its own SIGTERM handler (which aborts); put ens's back, so a stop
+    signal still ends the run in one line with its complete shards kept."""
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def compute_ray(
+    state: ShardedRun,
+    ensemble: Ensemble,
+    source: Source,
+    fmt: str,
+    rle: RleConvention,
+    options: RunOptions,
+    on_batch: Callable[[int], None] | None = None,
+) -> PredictResult:
+    """Predict the shards left on Ray actors; the driver writes each shard once all its images are in."""
+    ray = import_ray()
+    start = time.perf_counter()
+    if state.todo:
+        _quiet(ray)
+        connect(ray, options)
+        dataset = ray.data.from_items([{"shard": k} for k in state.todo], override_num_blocks=len(state.todo))
+        labelled = dataset.map_batches(
+            ShardPredictor,
+            fn_constructor_kwargs={
+                "members": ensemble.members,
+                "options": ensemble.options,
+                "source": source,
+                "plan": state.plan,
+                "cwd": os.getcwd(),
+            },
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=options.workers),
+            num_gpus=gpus_per_worker(ray, options),
+        )  # Ray Data restarts a dead actor and retries its block (max_restarts=-1, max_task_retries=-1)
+        collector = _Collector(state, ensemble, source, fmt, rle, on_batch)
+        for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
+            collector.add(batch)
+        collector.finish()
+    seconds = time.perf_counter() - start
+    return PredictResult(
+        n_images=state.plan.count(state.todo),
+        seconds=seconds,
+        timings={"ray": round(seconds, 3)},
+        confusion=None,
+    )
+
+
+class _Collector:
+    """Gathers the actors' rows by shard (blocks arrive in any order) and commits each complete shard;
+    an image arriving twice, or for a shard already written, is an error rather than a duplicate row."""
+
+    def __init__(self, state: ShardedRun, ensemble: Ensemble, source: Source, fmt, rle, on_batch) -> None:
+        self.state = state
+        self.n_classes = ensemble.n_classes
+        self.source, self.fmt, self.rle = source, fmt, rle
+        self.truth = source.truth_lookup(ensemble.n_classes) if state.labelled else None
+        self.on_batch = on_batch
+        self.pending: dict[int, dict] = {k: {} for k in state.todo}
+
+    def add(self, batch: dict) -> None:
+        for shard, one_id, height, width, labels in zip(
+            batch["shard"].tolist(),
+            batch["id"].tolist(),
+            batch["height"].tolist(),
+            batch["width"].tolist(),
+            batch["labels"],
+            strict=True,
+        ):
+            images = self.pending.get(shard)
+            if images is None or one_id in images:
+                raise EnsError(f"image {one_id!r} of shard {shard} arrived twice from the Ray workers")
+            images[one_id] = np.frombuffer(labels, np.uint8).reshape(height, width)
+            begin, end = self.state.plan.bounds(shard)
+            if len(images) == end - begin:
+                self.commit(shard)
+
+    def commit(self, shard: int) -> None:
+        images = self.pending.pop(shard)
+        begin, end = self.state.plan.bounds(shard)
+        expected = self.state.ids[begin:end]
+        writer = ShardWriter(
+            self.state.directory,
+            self.state.plan,
+            [shard],
+            self.state.ids,
+            encoder(self.source, self.fmt, self.n_classes, self.rle),
+            self.truth,
+            on_shard=self.state.written.append,
+        )
+        with writer:
+            for run_ids, run_labels in _same_size_runs(expected, images):
+                writer.write(run_ids, run_labels)
+        if self.on_batch:
+            self.on_batch(end - begin)
+
+    def finish(self) -> None:
+        if self.pending:
+            raise EnsError(f"the Ray workers returned no images for shards {sorted(self.pending)[:5]}")
+
+
+def _same_size_runs(ids: np.ndarray, images: dict):
+    """(ids, stacked labels) of consecutive images of one size, in the shard's order."""
+    run: list = []
+    for one_id in ids.tolist():
+        labels = images.get(one_id)
+        if labels is None:
+            raise EnsError(f"image {one_id!r} is missing from the Ray workers' results")
+        if run and run[-1][1].shape != labels.shape:
+            yield _stack(run)
+            run = []
+        run.append((one_id, labels))
+    if run:
+        yield _stack(run)
+
+
+def _stack(run: list):
+    return np.asarray([i for i, _ in run], dtype=None), np.stack([labels for _, labels in run])
