@@ -147,9 +147,11 @@ def compute_ray(
     """Predict the shards left on Ray actors; the driver writes each shard once all its images are in."""
     ray = import_ray()
     start = time.perf_counter()
+    connected = start
     if state.todo:
         _quiet(ray)
         connect(ray, options)
+        connected = time.perf_counter()
         dataset = ray.data.from_items([{"shard": k} for k in state.todo], override_num_blocks=len(state.todo))
         labelled = dataset.map_batches(
             ShardPredictor,
@@ -172,7 +174,7 @@ def compute_ray(
     return PredictResult(
         n_images=state.plan.count(state.todo),
         seconds=seconds,
-        timings={"ray": round(seconds, 3)},
+        timings={"ray_connect": round(connected - start, 3), "ray": round(seconds, 3)},
         confusion=None,
     )
 
