@@ -220,10 +220,11 @@ def _summary(outcome: PredictOutcome) -> None:
     result, ensemble = outcome.result, outcome.ensemble
     device = ensemble.runners[0].report.used[0].replace("ExecutionProvider", "")
     fitted = f"weights and min_area of {outcome.ensemble_file}, " if outcome.ensemble_file else ""
+    reused = f", {outcome.reused_shards} shards reused" if outcome.reused_shards else ""
     console.print(
         f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, {fitted}"
-        f"{len(ensemble.members)} members on {device}) in {result.seconds:.1f} s "
-        f"({outcome.source.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
+        f"{len(ensemble.members)} members on {device}{reused}) in {result.seconds:.1f} s "
+        f"({result.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
         markup=False,
         highlight=False,
         soft_wrap=True,
