@@ -211,3 +211,29 @@ def test_ray_run_stopped_by_sigterm_resumes_to_the_same_bytes(tmp_path, store, n
     )
     assert whole.returncode == 0, whole.stderr
     assert (tmp_path / "s.csv").read_bytes() == (tmp_path / "w.csv").read_bytes()
+
+
+def test_ray_only_options_without_the_ray_engine_are_one_line(tmp_path, store, npz):
+    before = snapshot(tmp_path)
+    base = ["predict", "--data", npz, "--members", "a", "--models-dir", store, "--out", tmp_path / "s.csv"]
+    one_line_error(ens(*base, "--workers", 2), "--workers only apply to --engine ray")
+    one_line_error(ens(*base, "--ray-address", "auto"), "--ray-address only apply to --engine ray")
+    assert_unchanged(before, tmp_path)
+
+
+def test_a_damaged_image_read_by_an_actor_is_one_line(ray_cluster, tmp_path):
+    make_member(tmp_path / "models" / "a.onnx", channels=3, seed=1)
+    images, _ = write_folder(tmp_path / "data", [(16, 16)] * 6, masks=False)
+    whole = (images / "img_004.png").read_bytes()
+    (images / "img_004.png").write_bytes(whole[: len(whole) // 2])
+    before = snapshot(tmp_path)
+    result = ens(
+        "predict", "--data", images, "--members", "a", "--models-dir", tmp_path / "models",
+        "--engine", "ray", "--shard-size", 2, "--out", tmp_path / "s.csv",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and "img_004.png" in lines[-1], lines
+    assert all("Traceback" not in line for line in lines)
+    assert not (tmp_path / "s.csv").exists()
+    assert_unchanged(before, tmp_path)

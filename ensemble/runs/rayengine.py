@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -52,7 +53,8 @@ class ShardPredictor:
     """
 
     def __init__(self, members, options, source: Source, plan: ShardPlan, cwd: str) -> None:
-        os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
+        if os.path.isdir(cwd):
+            os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
         self.ensemble = Ensemble(members, options)
         self.source = source
         self.plan = plan
@@ -80,13 +82,37 @@ class ShardPredictor:
         }
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The message of an EnsError an actor raised (a damaged image, say). Ray re-raises it on the
+    driver wrapped in its own exceptions, the original only as text in their message."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, EnsError) and not isinstance(exc, _ray_error_types()):
+            return str(exc)
+        found = _REMOTE_ENS_ERROR.findall(str(exc))
+        if found:
+            return found[-1].strip()
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
+
+
+_REMOTE_ENS_ERROR = re.compile(r"^ensemble\.errors\.EnsError: (.+)$", re.MULTILINE)
+
+
+def _ray_error_types() -> tuple[type, ...]:
+    import ray.exceptions
+
+    return (ray.exceptions.RayError,)
+
+
 def _quiet(ray) -> None:
     """Ray's own progress lines, notes and warnings would interleave with the Rich bar: keep its
     errors only (everything with --debug)."""
     if debug_enabled():
         return
     for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # failures still reach ens as exceptions
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
@@ -167,8 +193,14 @@ def compute_ray(
             num_gpus=gpus_per_worker(ray, options),
         )  # Ray Data restarts a dead actor and retries its block (max_restarts=-1, max_task_retries=-1)
         collector = _Collector(state, ensemble, source, fmt, rle, on_batch)
-        for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
-            collector.add(batch)
+        try:
+            for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
+                collector.add(batch)
+        except Exception as exc:
+            message = _user_error(exc)
+            if message is None:
+                raise
+            raise EnsError(message) from exc
         collector.finish()
     seconds = time.perf_counter() - start
     return PredictResult(

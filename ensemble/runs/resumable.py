@@ -46,6 +46,14 @@ class RunOptions:
             raise EnsError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
         if self.workers < 1:
             raise EnsError(f"--workers {self.workers} must be >= 1")
+        ray_only = {
+            "--workers": self.workers != 1,
+            "--gpus-per-worker": self.gpus_per_worker is not None,
+            "--ray-address": self.ray_address is not None,
+        }
+        given = [name for name, set_ in ray_only.items() if set_]
+        if self.engine != "ray" and given:
+            raise EnsError(f"{', '.join(given)} only apply to --engine ray; add --engine ray or drop them")
 
 
 @dataclass
