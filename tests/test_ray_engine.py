@@ -48,6 +48,7 @@ def ray_cluster():
 
 
 def request(data, store, out, engine="local", workers=2, fmt="rle", shard_size=8, keep=False, resume=False):
+    ray_options = {"workers": workers, "gpus_per_worker": 0} if engine == "ray" else {}
     return PredictRequest(
         data=data,
         members="a,b",
@@ -56,9 +57,7 @@ def request(data, store, out, engine="local", workers=2, fmt="rle", shard_size=8
         fmt=fmt,
         out=out,
         options=PredictOptions(batch_size=3, threads=1),
-        run=RunOptions(
-            shard_size=shard_size, engine=engine, workers=workers, keep=keep, resume=resume, gpus_per_worker=0
-        ),
+        run=RunOptions(shard_size=shard_size, engine=engine, keep=keep, resume=resume, **ray_options),
     )
 
 
