@@ -99,6 +99,20 @@ def test_folder_of_mixed_sizes_and_text_ids_shards_to_the_same_csv(tmp_path):
         assert predict(request).csv.read_bytes() == one_pass(request, tmp_path / "whole.csv")
 
 
+def test_folder_with_integer_stems_shards_to_the_same_flat_csv(tmp_path):
+    make_member(tmp_path / "models" / "a.onnx", channels=3, seed=1)
+    images, _ = write_folder(tmp_path / "data", [(6, 9)] * 8, masks=False, names=[str(k) for k in range(8)])
+    request = PredictRequest(
+        data=open_folder(images),
+        members="a",
+        store=tmp_path / "models",
+        fmt="flat",
+        out=tmp_path / "sharded.csv",
+        run=RunOptions(shard_size=3),
+    )
+    assert predict(request).csv.read_bytes() == one_pass(request, tmp_path / "whole.csv")
+
+
 def test_rerun_resumes_intact_shards_and_recomputes_a_damaged_one(tmp_path, store, npz):
     cache = Path(os.environ["ENS_CACHE"])
     args = ["predict", "--data", npz, "--members", "a,b", "--models-dir", store, "--shard-size", 4]
