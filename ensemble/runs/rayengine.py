@@ -107,8 +107,8 @@ def _ray_error_types() -> tuple[type, ...]:
 
 
 def _quiet(ray) -> None:
-    """Ray's own progress lines, notes and warnings would interleave with the Rich bar: keep its
-    errors only (everything with --debug)."""
+    """Ray's own progress lines and log records would interleave with the Rich bar: silence them
+    (kept with --debug); a failure still reaches ens as an exception."""
     if debug_enabled():
         return
     for name in ("ray", "ray.data"):
