@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.inference import contract_problem, to_pixels
-from ensemble.member import INPUT_NAME, OUTPUT_NAME, load_member
-from ensemble.probcache import read_entry, view_mean
-from ensemble.session import _captured_output, build_session
-from ensemble.tta import augment, get_views
+from ensemble.fitting.cache import read_entry, view_mean
+from ensemble.inference.runner import contract_problem, to_pixels
+from ensemble.inference.tta import augment, get_views
+from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, load_member
+from ensemble.members.session import build_session
 
 
 def seconds(call, repeat: int = 1) -> float:
@@ -59,7 +59,7 @@ def main() -> None:
         session.run([OUTPUT_NAME], feed, runner.run_options)
 
     def captured():
-        with _captured_output():
+        with quiet():
             session.run([OUTPUT_NAME], feed, runner.run_options)
 
     plain()  # warm-up

@@ -15,8 +15,8 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from ensemble.cleanup import parse_min_area, remove_small_regions
-from ensemble.submission import read_submission
+from ensemble.inference.cleanup import parse_min_area, remove_small_regions
+from ensemble.submission.io import read_submission
 
 
 def scipy_cleanup(labels: np.ndarray, min_area: np.ndarray, connectivity: int) -> np.ndarray:

@@ -52,14 +52,14 @@ def ens_command(*args: str) -> list[str]:
 
 def read_test_images(data: Path) -> np.ndarray:
     """All test images of a course-format npz as uint8 (N, H, W)."""
-    from ensemble.data import open_data
+    from ensemble.data.datafile import open_data
 
     return open_data(data).load_test_images()
 
 
 def slice_file(data: Path, images: np.ndarray, out: Path) -> Path:
     """A course-format npz with `images` as its test set and the first 8 training images of `data`."""
-    from ensemble.data import open_data
+    from ensemble.data.datafile import open_data
 
     train, masks = open_data(data).load_train()
     np.savez(out, training_set=np.stack([train[:8], masks[:8]], axis=1), test_set=images)
@@ -75,7 +75,7 @@ def demo_file(n_test: int, out_dir: Path) -> Path:
 
 
 def physical_cores() -> int:
-    from ensemble.session import physical_cores as cores
+    from ensemble.machine import physical_cores as cores
 
     return cores()
 

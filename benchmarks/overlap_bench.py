@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.cleanup import parse_min_area
-from ensemble.data import open_data
-from ensemble.pipeline import Ensemble, PredictOptions
-from ensemble.store import resolve_members
-from ensemble.submission import SubmissionWriter
+from ensemble.data.datafile import open_data
+from ensemble.inference.cleanup import parse_min_area
+from ensemble.inference.options import PredictOptions
+from ensemble.inference.pipeline import Ensemble
+from ensemble.members.store import resolve_members
+from ensemble.submission.io import SubmissionWriter
 from ensemble.timing import Timings
 
 OVERLAPPABLE = ("decode", "cleanup", "write")

@@ -37,9 +37,9 @@ def find_source(sources: Path, name: str) -> tuple[Path, dict]:
 
 def preprocess(pixels: np.ndarray, preprocessing: dict) -> np.ndarray:
     """The sidecar's declared net input (input range, then mean/std) in float32."""
-    from zoo.registry import Preprocessing
+    from exporters.preprocessing import Normalisation
 
-    return Preprocessing.from_record(preprocessing).apply(pixels)
+    return Normalisation.from_record(preprocessing).apply(pixels)
 
 
 class TorchMember:

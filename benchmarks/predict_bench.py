@@ -88,7 +88,7 @@ def run_peer(data: Path, args: argparse.Namespace, csv: Path) -> dict:
 
 def agreement(ens_csv: Path, peer_csv: Path, image_shape: tuple[int, int], n_classes: int) -> dict:
     """Pixels and images on which two flat CSVs agree, and whether the files are byte-identical."""
-    from ensemble.submission import read_submission
+    from ensemble.submission.io import read_submission
 
     ens_ids, ens_labels, _ = read_submission(ens_csv, image_shape, n_classes)
     peer_ids, peer_labels, _ = read_submission(peer_csv, image_shape, n_classes)
@@ -106,7 +106,7 @@ def agreement(ens_csv: Path, peer_csv: Path, image_shape: tuple[int, int], n_cla
 
 def compare(data: Path, args: argparse.Namespace) -> dict:
     """ens and peer on the same --parts slices of the test set, alternating which runs first."""
-    from ensemble.store import resolve_members
+    from ensemble.members.store import resolve_members
 
     images = read_test_images(data)
     n_classes = resolve_members(args.members, args.models_dir)[0].n_classes

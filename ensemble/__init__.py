@@ -1,9 +1,39 @@
-"""ens: fuse independently trained segmentation models into one scored Kaggle submission."""
+"""ens: fuse independently trained segmentation models into one scored Kaggle submission.
+
+The Python API (a notebook's view of the `ens` commands, arrays in and out; see `ensemble.api`):
+
+- `load_members`, `load_ensemble` -> an `Ensemble` of live ONNX Runtime sessions with its settings
+- `predict(ensemble, images)` -> uint8 labels (and fused probabilities)
+- `fit(members, images, masks)` -> the ensemble file's content; `score(labels, masks, C)` -> DataFrame
+- `read_submission`, `write_submission` (`RleConvention` for other competitions' RLE),
+  `remove_small_regions`; `EnsError` for every user mistake
+
+Names load on first use, so `import ensemble` is instant and `ens` handles Ctrl-C before anything slow.
+"""
+
+import importlib
+
+_API = {
+    "load_members": "ensemble.api",
+    "load_ensemble": "ensemble.api",
+    "predict": "ensemble.api",
+    "fit": "ensemble.api",
+    "score": "ensemble.api",
+    "Ensemble": "ensemble.inference.pipeline",
+    "FitSettings": "ensemble.fitting.fit",
+    "read_submission": "ensemble.submission.io",
+    "write_submission": "ensemble.submission.io",
+    "RleConvention": "ensemble.submission.convention",
+    "remove_small_regions": "ensemble.inference.cleanup",
+    "EnsError": "ensemble.errors",
+}
+
+__all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str) -> str:
-    # `__version__` is looked up on first use: importing the package stays instant, so the `ens`
-    # entry point handles Ctrl-C before anything slow loads.
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
@@ -14,4 +44,5 @@ def __getattr__(name: str) -> str:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["__version__"]
+def __dir__() -> list[str]:
+    return sorted(__all__)

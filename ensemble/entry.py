@@ -11,6 +11,8 @@ import os
 import signal
 import sys
 
+from ensemble.errors import first_line
+
 _debug = False
 
 
@@ -68,8 +70,7 @@ def _describe(signum: int) -> str:
 
 def internal_error(exc: BaseException) -> str:
     """One line for an unexpected exception (a bug, not a user mistake) that points at --debug."""
-    lines = str(exc).strip().splitlines()
-    detail = f": {lines[0]}" if lines else ""
+    detail = f": {first_line(exc)}" if str(exc).strip() else ""
     return (
         f"unexpected {type(exc).__name__}{detail}; this is a bug in ens, not in your input: "
         "rerun with `ens --debug ...` (or ENS_DEBUG=1) for the full traceback and report it"

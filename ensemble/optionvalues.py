@@ -56,6 +56,17 @@ def key_values(text: str, option: str, example: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def name_list(text: str, option: str, example: str) -> list[str]:
+    """Split `a,b,c` into stripped names; refuses an empty name and a repeated one."""
+    names = [part.strip() for part in text.split(",")]
+    if not text.strip() or not all(names):
+        raise EnsError(f"{option} {text!r} has an empty name; write them like {example}")
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise EnsError(f"{option} lists {repeated!r} twice; list each once, like {example}")
+    return names
+
+
 def check_seed(seed: int, option: str) -> int:
     """A seed in 0..2**32-1, the range numpy and torch both accept."""
     if not 0 <= seed <= MAX_SEED:

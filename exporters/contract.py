@@ -1,8 +1,9 @@
 """Fold a framework's conventions into an ONNX graph so it obeys the member contract.
 
 One wrapper serves every framework: the raw graph's single input is fed from `pixels`
-(float32 (N, 1, H, W), raw 0..255) through the normalisation and an NCHW->NHWC transpose when the
-net is channels-last; its chosen output goes through NHWC->NCHW and a softmax over classes when
+(float32 (N, C_in, H, W), raw 0..255, RGB when C_in is 3) through a channel reversal for BGR nets,
+the normalisation (per channel when given so) and an NCHW->NHWC transpose when the net is
+channels-last; its chosen output goes through NHWC->NCHW and a softmax over classes when
 the net emits logits, into `probs`. Unused outputs and the nodes feeding only them are dropped.
 """
 
@@ -13,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ensemble.errors import EnsError
-from ensemble.member import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
+from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
 from exporters.preprocessing import Normalisation
 
 MIN_OPSET = 13  # Softmax over one axis (earlier opsets flatten the trailing dimensions)
@@ -49,6 +50,7 @@ def wrap_to_contract(
     n_classes: int,
     hw: tuple[int, int],
     dynamic_hw: bool,
+    channels: int = 1,
 ) -> onnx.ModelProto:
     """Return a copy of `raw` with contract input/output names, layout, scaling and softmax."""
     if opset_of(raw) < MIN_OPSET:
@@ -94,7 +96,7 @@ def wrap_to_contract(
     height, width = ("H", "W") if dynamic_hw else hw
     del graph.output[:]
     graph.input.insert(
-        0, helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 1, height, width])
+        0, helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", channels, height, width])
     )
     graph.output.append(
         helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", n_classes, height, width])
@@ -112,9 +114,15 @@ def attach_metadata(model: onnx.ModelProto, info: MemberInfo, extra: dict[str, s
 def _pre_nodes(source_in, norm: Normalisation, channels_last: bool, fresh) -> tuple[list, list]:
     nodes, consts = [], []
     current = INPUT_NAME
+    if norm.channel_order == "bgr":
+        const = fresh("ens_bgr")
+        consts.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), const))
+        nodes.append(helper.make_node("Gather", [current, const], [fresh("ens_pre")], axis=1))
+        current = nodes[-1].output[0]
     for op, value in norm.steps():
         const = fresh("ens_const")
-        consts.append(numpy_helper.from_array(np.array(value, np.float32), const))
+        array = np.array(value, np.float32)
+        consts.append(numpy_helper.from_array(array.reshape(1, -1, 1, 1) if array.ndim else array, const))
         nodes.append(helper.make_node(op, [current, const], [fresh("ens_pre")]))
         current = nodes[-1].output[0]
     if channels_last:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 
 HINT = "give it as module:callable, e.g. monai.networks.nets:UNet or mynets:build_unet"
 
@@ -45,11 +45,10 @@ def build_network(spec: str, kwargs: dict) -> Any:
     try:
         return factory(**kwargs)
     except Exception as exc:  # arbitrary user code: report the first line
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         shown = ", ".join(sorted(kwargs))[:120]
         raise EnsError(
-            f"--factory {spec!r} with --factory-kwargs keys [{shown}] raised {type(exc).__name__}: {first}; "
-            "check the keyword arguments"
+            f"--factory {spec!r} with --factory-kwargs keys [{shown}] raised "
+            f"{type(exc).__name__}: {first_line(exc)}; check the keyword arguments"
         ) from exc
 
 

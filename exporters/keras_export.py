@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ensemble.errors import EnsError
+from ensemble.capture import quiet
+from ensemble.errors import EnsError, first_line
 from exporters.keras_model import (
     KERAS_CALL_HEADER,
     builtin_preprocessing,
     export_onnx,
-    first_line,
+    input_channels,
     input_hw,
+    keras_error_line,
     load_custom_objects,
     load_model,
     missing_tensorflow,
@@ -37,7 +39,6 @@ from exporters.keras_model import (
     run_model,
     tensorflow_missing_hint,
 )
-from exporters.quiet import quiet
 from exporters.request import ExportRequest
 from exporters.samples import FALLBACK_HW, data_hw, load_samples
 from exporters.source import LoadedSource
@@ -58,8 +59,9 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
             raise
         return retried
     fixed_hw = input_hw(model, path)
+    channels = input_channels(model)
     try:
-        run_model(keras, model, _probe_batch(request, fixed_hw))
+        run_model(keras, model, _probe_batch(request, fixed_hw, channels))
     except Exception as exc:  # the pipeline reports other failures on the real images
         retried = _retry_on_tensorflow(keras, request, custom, exc)
         if retried is not None:
@@ -76,15 +78,14 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         with tempfile.TemporaryDirectory() as tmp, quiet() as log:
             target = Path(tmp) / "raw.onnx"
             try:
-                export_onnx(keras, model, target, example.shape[1:3])
+                export_onnx(keras, model, target, example.shape[1:3], example.shape[3])
                 raw = onnx.load(str(target))
             except Exception as exc:  # keras/torch exporter failure: reported below in one line
                 failure = exc
         if failure is not None:
-            text = str(failure).strip()
+            reason = first_line(failure, 160) if str(failure).strip() else log.last_line()
             raise EnsError(
-                f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: "
-                f"{text.splitlines()[0][:160] if text else log.last_line()})"
+                f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: {reason})"
             ) from failure
         return raw, output_index(key, dict_keys)
 
@@ -102,14 +103,15 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         versions=versions,
         builtin_preprocessing=builtin_preprocessing(model),
         fixed_hw=fixed_hw,
+        channels=channels,
     )
 
 
-def _probe_batch(request: ExportRequest, fixed_hw: tuple[int, int] | None) -> np.ndarray:
+def _probe_batch(request: ExportRequest, fixed_hw: tuple[int, int] | None, channels: int) -> np.ndarray:
     """Two seeded images at the export size (as far as it is known before the data is read)."""
     given = (request.height, request.width) if request.height is not None else None
     hw = given or fixed_hw or data_hw(request.data) or FALLBACK_HW
-    return load_samples(None, True, hw).pixels()[:2].transpose(0, 2, 3, 1).copy()
+    return load_samples(None, True, hw, channels).pixels()[:2].transpose(0, 2, 3, 1).copy()
 
 
 def _retry_on_tensorflow(keras, request: ExportRequest, custom: dict, exc: Exception) -> LoadedSource | None:
@@ -125,7 +127,7 @@ def _retry_on_tensorflow(keras, request: ExportRequest, custom: dict, exc: Excep
     if missing:
         raise tensorflow_missing_hint(
             f"custom layer {layer} failed on Keras' torch backend ({type(failure).__name__}: "
-            f"{first_line(failure)})",
+            f"{keras_error_line(failure)})",
             missing,
         ) from exc
     from exporters.keras_tf import load_on_tensorflow

@@ -15,9 +15,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ensemble.errors import EnsError
+from ensemble.capture import quiet
+from ensemble.errors import EnsError, first_line
 from exporters.formats import KERAS_SUFFIXES
-from exporters.quiet import quiet
 from exporters.trust import untrusted
 
 OPSET = 18
@@ -101,7 +101,7 @@ def load_model(keras, path: Path, custom: dict, trust: bool):
             return keras.saving.load_model(path, custom_objects=custom, compile=False, safe_mode=not trust)
     except Exception as exc:  # keras raises ValueError/TypeError with long messages
         text = str(exc).strip()
-        first = first_line(exc)
+        first = keras_error_line(exc)
         if "safe_mode" in text or "arbitrary code" in text:
             raise untrusted(
                 f"{str(path)!r} holds Python code (e.g. a Lambda layer)",
@@ -161,27 +161,32 @@ def _few(items: list[str], shown: int = 2) -> str:
     return ", ".join(items[:shown]) + (f" (+{len(items) - shown} more)" if len(items) > shown else "")
 
 
-def first_line(exc: BaseException) -> str:
-    """The first meaningful line of an exception, past Keras' 'Exception encountered when calling
-    X.call().' header and its terminal colour codes."""
+def keras_error_line(exc: BaseException) -> str:
+    """`first_line` of a Keras error, past its 'Exception encountered when calling X.call().' header."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].startswith(KERAS_CALL_HEADER):
-        lines = lines[1:]
-    return (lines[0] if lines else type(exc).__name__)[:200]
+        return first_line(ValueError("\n".join(lines[1:])))
+    return first_line(exc)
 
 
 def input_hw(model, path: Path) -> tuple[int, int] | None:
-    """The (H, W) the model declares, None when dynamic; one grayscale NHWC input is required."""
+    """The (H, W) the model declares, None when dynamic; one grayscale or RGB NHWC input is required."""
     shape = model.input_shape
     if isinstance(shape, list) or (shape and isinstance(shape[0], (tuple, list))):
         raise EnsError(f"{str(path)!r} has {len(shape)} inputs; a member takes one image batch")
-    if len(shape) != 4 or shape[-1] != 1:
+    if len(shape) != 4 or shape[-1] not in (1, 3):
         raise EnsError(
-            f"{str(path)!r} takes input {tuple(shape)}; a member takes grayscale (N, H, W, 1) in Keras"
+            f"{str(path)!r} takes input {tuple(shape)}; a member takes grayscale (N, H, W, 1) or RGB "
+            "(N, H, W, 3) images in Keras"
         )
     height, width = shape[1], shape[2]
     return (int(height), int(width)) if height is not None and width is not None else None
+
+
+def input_channels(model) -> int:
+    """The channel count of the model's (checked) NHWC input: 1 or 3."""
+    return int(model.input_shape[-1])
 
 
 def builtin_preprocessing(model) -> str:
@@ -213,9 +218,9 @@ def run_model(keras, model, batch) -> tuple[Any, list]:
     return keras.tree.map_structure(lambda t: keras.ops.convert_to_numpy(t), out), keys
 
 
-def export_onnx(keras, model, target: Path, hw: tuple[int, int] | None) -> None:
-    """model.export to ONNX for a float32 (N, H, W, 1) input; hw None leaves H and W dynamic."""
-    spec = keras.InputSpec(shape=(None, *(hw or (None, None)), 1), dtype="float32")
+def export_onnx(keras, model, target: Path, hw: tuple[int, int] | None, channels: int = 1) -> None:
+    """model.export to ONNX for a float32 (N, H, W, channels) input; hw None leaves H and W dynamic."""
+    spec = keras.InputSpec(shape=(None, *(hw or (None, None)), channels), dtype="float32")
     model.export(str(target), format="onnx", input_signature=[spec], verbose=False, opset_version=OPSET)
 
 

@@ -27,8 +27,9 @@ from ensemble.errors import EnsError
 from exporters.keras_model import (
     builtin_preprocessing,
     export_onnx,
-    first_line,
+    input_channels,
     input_hw,
+    keras_error_line,
     load_custom_objects,
     load_model,
     output_index,
@@ -53,7 +54,8 @@ def load_on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
         return out
 
     def to_onnx(example: np.ndarray, dynamic_hw: bool, key: Any) -> tuple[onnx.ModelProto, int]:
-        return worker.export(None if dynamic_hw else example.shape[1:3]), output_index(key, dict_keys)
+        hw = None if dynamic_hw else example.shape[1:3]
+        return worker.export(hw, example.shape[3]), output_index(key, dict_keys)
 
     fixed = facts["input_hw"]
     source = LoadedSource(
@@ -65,6 +67,7 @@ def load_on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
         versions=facts["versions"],
         builtin_preprocessing=facts["builtin"],
         fixed_hw=tuple(fixed) if fixed else None,
+        channels=facts["channels"],
         notes=[f"{why}: exported on the TensorFlow backend in a subprocess"],
     )
     weakref.finalize(source, worker.close)
@@ -105,8 +108,8 @@ class _Worker:
             return dict(zip(keys, arrays, strict=True)), keys
         return (arrays if reply["structure"] == "list" else arrays[0]), []
 
-    def export(self, hw: tuple[int, int] | None) -> onnx.ModelProto:
-        self.ask("export", hw=list(hw) if hw else None)
+    def export(self, hw: tuple[int, int] | None, channels: int = 1) -> onnx.ModelProto:
+        self.ask("export", hw=list(hw) if hw else None, channels=int(channels))
         return onnx.load(str(self.work / "raw.onnx"))
 
     def ask(self, op: str, **args: Any) -> dict:
@@ -166,6 +169,7 @@ class _Model:
             versions[name] = _version(name)
         return {
             "input_hw": input_hw(self.model, self.source),
+            "channels": input_channels(self.model),
             "versions": versions,
             "builtin": builtin_preprocessing(self.model),
         }
@@ -181,8 +185,8 @@ class _Model:
         np.savez(self.work / "outputs.npz", **{f"item_{i}": np.asarray(a) for i, a in enumerate(arrays)})
         return {"structure": structure, "keys": keys}
 
-    def export(self, hw: list[int] | None) -> dict:
-        export_onnx(self.keras, self.model, self.work / "raw.onnx", tuple(hw) if hw else None)
+    def export(self, hw: list[int] | None, channels: int = 1) -> dict:
+        export_onnx(self.keras, self.model, self.work / "raw.onnx", tuple(hw) if hw else None, channels)
         return {}
 
 
@@ -209,7 +213,7 @@ def _serve(work: Path) -> None:
         except EnsError as exc:
             reply = {"error": str(exc)}
         except Exception as exc:  # any failure of the user's model or of the exporter, in one line
-            reply = {"error": f"{op} raised {type(exc).__name__}: {first_line(exc)}"}
+            reply = {"error": f"{op} raised {type(exc).__name__}: {keras_error_line(exc)}"}
         channel.write(json.dumps(reply) + "\n")
         channel.flush()
 

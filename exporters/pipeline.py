@@ -16,18 +16,19 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ensemble.atomic import write_bytes
-from ensemble.errors import EnsError
-from ensemble.member import CONTRACT_VERSION, Member, MemberInfo, load_member
-from ensemble.outputs import refuse_overwrite
-from ensemble.session import build_session
-from ensemble.store import list_member_files
+from ensemble.errors import EnsError, first_line
+from ensemble.files.atomic import write_bytes
+from ensemble.files.hashing import path_sha256
+from ensemble.files.outputs import refuse_overwrite
+from ensemble.members.member import CONTRACT_VERSION, Member, MemberInfo, load_member
+from ensemble.members.session import build_session
+from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
 from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
-from exporters.source import LoadedSource, check_source_output, file_sha256, pick_output
+from exporters.source import LoadedSource, check_source_output, pick_output
 from exporters.trust import check_trust
 from exporters.verify import check_graph, parity_error, probe_size
 
@@ -63,10 +64,12 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     data = request.data or default_data
     refuse_overwrite({"--out-dir/--name": request.target}, _inputs(request, data))
     check_trust(request, source_format)
-    sha256 = file_sha256(request.source)
+    sha256 = path_sha256(request.source)
     replacing = _check_target(request, sha256)
     source = _load(source_format, request)
-    samples = load_samples(data, request.data is None, _export_hw(request, source, data))
+    channels = _export_channels(request, source)
+    request.normalisation.check_channels(channels)
+    samples = load_samples(data, request.data is None, _export_hw(request, source, data), channels)
     if source.builtin_preprocessing and not request.normalisation.is_identity:
         raise EnsError(
             f"the model already normalises raw pixels ({source.builtin_preprocessing}), so its input range "
@@ -83,7 +86,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     dynamic_hw = fixed_reason is None
     if not dynamic_hw:
         model, error, _ = check.build(False, _info(*info_args, dynamic_hw=False))
-    quality, quality_note = _judge(model, request, data, class_names, source.builtin_preprocessing)
+    quality, quality_note = _judge(model, request, data, class_names, source.builtin_preprocessing, channels)
     notes = [
         source.kind,
         check.output_note,
@@ -111,7 +114,12 @@ def _inputs(request: ExportRequest, data: Path | None) -> dict:
     factory_file = request.factory.partition(":")[0] if request.factory else ""
     return {
         "the source model": request.source,
-        "--data": data,
+        "--data": data
+        if data is None or not data.is_dir()
+        else sorted(p for p in data.iterdir() if p.is_file()),
+        "--masks": None
+        if request.masks is None
+        else sorted(p for p in request.masks.iterdir() if p.is_file()),
         "--custom-objects": request.custom_objects,
         "--factory": factory_file if factory_file.endswith(".py") else None,
     }
@@ -149,6 +157,7 @@ def _judge(
     data: Path | None,
     class_names: tuple[str, ...],
     builtin_preprocessing: str,
+    channels: int = 1,
 ) -> tuple[Quality | None, str]:
     """Score the verified graph on the labelled validation images; refuse a degenerate member, one
     whose input range looks misread, or one that scores far from its --val-miou, unless --force."""
@@ -157,7 +166,9 @@ def _judge(
         path = Path(tmp) / f"{request.name}.onnx"
         onnx.save(model, str(path))
         session = build_session(load_member(path, request.name), "cpu")
-        quality, note = measure_quality(session, data, request.split, len(class_names), declared)
+        quality, note = measure_quality(
+            session, data, request.split, len(class_names), declared, request.masks, channels
+        )
     if quality is None:
         return quality, note
     problem = quality.problem(class_names, request.normalisation)
@@ -194,11 +205,10 @@ class _Checker:
         except EnsError:
             raise
         except Exception as exc:  # any framework error while running the user's model
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             raise EnsError(
                 f"running the {self.source.framework} model on {len(batch)} images of shape "
-                f"{batch.shape[1:]} failed ({type(exc).__name__}: {first})"
-            ) from None
+                f"{batch.shape[1:]} failed ({type(exc).__name__}: {first_line(exc)})"
+            ) from exc
         out, key, note = pick_output(raw)
         return check_source_output(out, self.source.channels_last, len(pixels), pixels.shape[2:]), key, note
 
@@ -224,7 +234,7 @@ class _Checker:
         model = wrap_to_contract(
             raw, channels_last=self.source.channels_last, normalisation=self.request.normalisation,
             add_softmax=self.logits, output_key=index, n_classes=self.reference.shape[1],
-            hw=self.samples.hw, dynamic_hw=dynamic_hw,
+            hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels,
         )  # fmt: skip
         check_graph(model)
         attach_metadata(model, replace(info, opset=opset_of(model)), {})
@@ -261,6 +271,16 @@ def _export_hw(request: ExportRequest, source: LoadedSource, data: Path) -> tupl
             f"{source.fixed_hw[0]}x{source.fixed_hw[1]}; drop them or pass the model's size"
         )
     return given or source.fixed_hw or data_hw(data) or FALLBACK_HW
+
+
+def _export_channels(request: ExportRequest, source: LoadedSource) -> int:
+    """--channels, else what the model's input declares (Keras), else 1 (grayscale)."""
+    if request.channels is not None and source.channels is not None and request.channels != source.channels:
+        raise EnsError(
+            f"--channels {request.channels} differs from the model's input, which takes {source.channels} "
+            "channel(s); drop --channels or pass the model's"
+        )
+    return request.channels or source.channels or 1
 
 
 def _layout(source: LoadedSource, batch: np.ndarray) -> np.ndarray:
@@ -307,4 +327,6 @@ def _info(
         preprocessing=preprocessing,
         input_hw=(None, None) if dynamic_hw else samples.hw,
         val_miou=val_miou,
+        input_channels=samples.channels,
+        size_multiple=request.size_multiple,
     )

@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data import open_data
-from ensemble.decode import decode
-from ensemble.metrics import ConfusionAccumulator, course_miou
-from ensemble.session import MemberSession
-from ensemble.sources import make_source
-from ensemble.split import SplitSpec
+from ensemble.data.datafile import open_data
+from ensemble.data.folder import open_folder
+from ensemble.data.sources import make_source
+from ensemble.data.split import SplitSpec
+from ensemble.inference.channels import check_channels
+from ensemble.inference.fusion import decode
+from ensemble.inference.runner import member_probs, to_pixels
+from ensemble.inference.tta import IDENTITY
+from ensemble.members.session import MemberSession
+from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 from exporters.preprocessing import RANGES, Normalisation
 
 DOMINANT_SHARE = 0.95
@@ -94,42 +98,57 @@ def measure_quality(
     spec: SplitSpec,
     n_classes: int,
     declared: Normalisation | None = None,
+    masks: Path | None = None,
+    channels: int = 1,
 ) -> tuple[Quality | None, str]:
-    """Score the member on the validation split of `data`; (None, why) when there is nothing to score.
+    """Score the member on the validation split of `data` (an npz, or an image folder with `masks`);
+    (None, why) when there is nothing to score.
 
     With `declared` (raw pixels -> net input, no mean/std), the first validation images are also
     scored as if each other input range had been declared, to catch a misread range."""
-    if data is None or not data.is_file():
+    if data is None or not data.exists():
         return None, f"val mIoU not measured: {'no --data given' if data is None else f'{data} absent'}"
-    handle = open_data(data)
-    n_val = len(spec.val_ids) if spec.val_ids is not None else int(round(handle.n_train * spec.val_fraction))
-    if handle.n_train == 0 or n_val == 0:
+    if data.is_dir():
+        if masks is None:
+            return None, f"val mIoU not measured: the image folder {data.name} was given without --masks"
+        handle = open_folder(data, masks)
+        n_labelled = handle.n_images
+    else:
+        handle = open_data(data)
+        n_labelled = handle.n_train
+    n_val = len(spec.val_ids) if spec.val_ids is not None else int(round(n_labelled * spec.val_fraction))
+    if n_labelled == 0 or n_val == 0:
         return None, f"val mIoU not measured: {data.name} has no labelled validation images"
     source = make_source(handle, "val", spec)
-    truth = source.truth()
-    if int(truth.max(initial=0)) >= n_classes:
+    truths = source.truth_parts()
+    top = max(int(t.max(initial=0)) for t in truths)
+    if top >= n_classes:
         return None, (
-            f"val mIoU not measured: {data.name} has labels up to {int(truth.max())} but the model "
+            f"val mIoU not measured: {data.name} has labels up to {top} but the model "
             f"predicts {n_classes} classes"
         )
+    check_channels(channels, source.channels, gray_to_rgb=True)
     confusion, first = ConfusionAccumulator(n_classes), ConfusionAccumulator(n_classes)
     probe_images: list[np.ndarray] = []
-    start = 0
-    for _, images in source.batches(BATCH):
-        labels = decode(session.run(images[:, None].astype(np.float32)))
-        confusion.update(truth[start : start + len(images)], labels)
-        if start < PROBE_IMAGES:
-            keep = min(len(images), PROBE_IMAGES - start)
-            first.update(truth[start : start + keep], labels[:keep])
-            probe_images.append(images[:keep])
-        start += len(images)
+    probe_truth: list[np.ndarray] = []
+    for group, truth in enumerate(truths):
+        start = 0
+        for _, images in source.group_batches(group, BATCH, channels):
+            labels = decode(member_probs(session, to_pixels(images, channels), (IDENTITY,)))
+            confusion.update(truth[start : start + len(images)], labels)
+            if group == 0 and start < PROBE_IMAGES:
+                keep = min(len(images), PROBE_IMAGES - start)
+                first.update(truth[start : start + keep], labels[:keep])
+                probe_images.append(images[:keep])
+                probe_truth.append(truth[start : start + keep])
+            start += len(images)
     matrix = confusion.matrix
     if matrix[1:].sum() == 0:
         return None, f"val mIoU not measured: the validation images of {data.name} hold only class 0"
     probe = None
-    if declared is not None and declared.mean == 0.0 and declared.std == 1.0:
-        images = np.concatenate(probe_images)
-        probe = _probe_ranges(session, images, truth[: len(images)], n_classes, declared, first.matrix)
+    if declared is not None and not declared.has_stats and declared.channel_order == "rgb":
+        images = to_pixels(np.concatenate(probe_images), channels)
+        probe = _probe_ranges(session, images, np.concatenate(probe_truth), n_classes, declared, first.matrix)
     quality = Quality(
         **_scores(matrix),
         scored_on=f"{source.n_images} validation image{'s' * (source.n_images != 1)} of {data.name} "
@@ -163,18 +182,20 @@ def _probe_ranges(
     declared: Normalisation,
     declared_matrix: np.ndarray,
 ) -> RangeProbe | None:
-    """Feed the member pixels that its declared mapping turns into each other range's net input; the
-    best other range that gives a sound member (not one class, above the baseline) is returned."""
+    """Feed the member pixels (from raw float32 (N, C_in, H, W) `images`) that its declared mapping
+    turns into each other range's net input; the best other range that gives a sound member (not one
+    class, above the baseline) is returned."""
     low, high = RANGES[declared.input_range]
     best = RangeProbe(course_miou(declared_matrix), "", 0.0, len(images))
     for other in RANGES:
         if other == declared.input_range:
             continue
-        net_input = Normalisation(other).apply(images[:, None])
+        net_input = Normalisation(other).apply(images)
         pixels = (net_input - np.float32(low)) * np.float32(255.0 / (high - low))
         confusion = ConfusionAccumulator(n_classes)
         for start in range(0, len(images), BATCH):
-            probs = session.run(np.ascontiguousarray(pixels[start : start + BATCH], np.float32))
+            batch = np.ascontiguousarray(pixels[start : start + BATCH], np.float32)
+            probs = member_probs(session, batch, (IDENTITY,))
             confusion.update(truth[start : start + BATCH], decode(probs))
         scores = _scores(confusion.matrix)
         sound = scores["top_share"] <= DOMINANT_SHARE and scores["val_miou"] > scores["baseline_miou"]

@@ -8,13 +8,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ensemble.course import CLASS_NAMES
+from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
-from ensemble.member import DEFAULT_STORE
-from ensemble.split import SplitSpec
+from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
+from ensemble.optionvalues import name_list
 from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-AN2DL_CLASSES = ("background", "soil", "bedrock", "sand", "big rock")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class ExportRequest:
     out_dir: Path = DEFAULT_STORE
     force: bool = False
     split: SplitSpec = SplitSpec()
+    channels: int | None = None
+    masks: Path | None = None
+    size_multiple: int = 1
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -49,6 +53,13 @@ class ExportRequest:
         if self.val_miou is not None and not 0.0 <= self.val_miou <= 1.0:
             raise EnsError(
                 f"--val-miou {self.val_miou!r} is not a fraction; give the mIoU as 0..1, e.g. 0.62"
+            )
+        if self.channels not in (None, *CHANNELS):
+            raise EnsError(f"--channels {self.channels} is not 1 (grayscale) or 3 (RGB)")
+        if not 1 <= self.size_multiple <= MAX_SIZE_MULTIPLE:
+            raise EnsError(
+                f"--size-multiple {self.size_multiple} is outside 1..{MAX_SIZE_MULTIPLE}; give the number H "
+                "and W must be divisible by (e.g. 32 for a net with five 2x poolings)"
             )
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise EnsError(f"--tolerance {self.tolerance!r} is not allowed; give a number >= 0 like 1e-4")
@@ -87,8 +98,8 @@ def parse_class_names(text: str | None) -> tuple[str, ...] | None:
     """'a,b,c' -> ('a', 'b', 'c'), refusing empty or repeated names."""
     if text is None:
         return None
-    names = tuple(part.strip() for part in text.split(","))
-    if any(not name for name in names) or len(set(names)) != len(names) or len(names) < 2:
+    names = tuple(name_list(text, "--class-names", "background,soil,bedrock,sand,big rock"))
+    if len(names) < 2:
         raise EnsError(
             f"--class-names {text!r} must list at least 2 distinct, non-empty names like "
             "background,soil,bedrock,sand,big rock"
@@ -105,6 +116,6 @@ def class_names_for(n_classes: int, given: tuple[str, ...] | None) -> tuple[str,
                 f"give exactly {n_classes} names"
             )
         return given
-    if n_classes == len(AN2DL_CLASSES):
-        return AN2DL_CLASSES
+    if n_classes == len(CLASS_NAMES):
+        return CLASS_NAMES
     return tuple(f"class_{i}" for i in range(n_classes))

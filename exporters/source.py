@@ -7,10 +7,8 @@ which `exporters.contract` then wraps into a member.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,17 +35,7 @@ class LoadedSource:
     builtin_preprocessing: str = ""
     fixed_hw: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash of the source file (of every file, sorted, for a folder)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    channels: int | None = None  # what the model's input declares, when it does
 
 
 def pick_output(raw: Any) -> tuple[np.ndarray, Any, str]:

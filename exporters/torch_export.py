@@ -21,10 +21,10 @@ import numpy as np
 import onnx
 import torch
 
-from ensemble.errors import EnsError
+from ensemble.capture import quiet
+from ensemble.errors import EnsError, first_line
 from exporters.factory import build_network
 from exporters.pickles import code_imports, file_imports
-from exporters.quiet import quiet
 from exporters.request import ExportRequest
 from exporters.source import LoadedSource
 from exporters.trust import FORMAT_RISKS, untrusted
@@ -205,9 +205,7 @@ def _unloadable(path: Path, reason: str) -> EnsError:
 
 def _first(exc: BaseException) -> str:
     """The first sentence of an exception message, without colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return re.split(r"(?<=[a-z])\. ", line)[0][:160]
+    return re.split(r"(?<=[a-z])\. ", first_line(exc))[0][:160]
 
 
 def _to_numpy(value: Any) -> Any:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from ensemble.errors import EnsError
-from ensemble.member import INPUT_NAME, OUTPUT_NAME
-from ensemble.session import MemberSession
+from ensemble.errors import EnsError, first_line
+from ensemble.members.member import INPUT_NAME, OUTPUT_NAME
+from ensemble.members.session import MemberSession
 
 SUM_TOLERANCE = 1e-4
 
@@ -24,22 +24,22 @@ def check_graph(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # ValidationError, InferenceError
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise EnsError(
-            f"the exported graph fails onnx.checker ({first}); the member was not written"
-        ) from None
+            f"the exported graph fails onnx.checker ({first_line(exc)}); the member was not written"
+        ) from exc
 
 
 def check_io(session: MemberSession) -> None:
-    """Exactly one rank-4 input `pixels` with 1 channel and one rank-4 output `probs`."""
+    """Exactly one rank-4 input `pixels` with the member's channels and one rank-4 output `probs`."""
     inputs, outputs = session.session.get_inputs(), session.session.get_outputs()
     seen = f"inputs {[(i.name, i.shape) for i in inputs]}, outputs {[(o.name, o.shape) for o in outputs]}"
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
         raise EnsError(
             f"the member has {seen}; expected one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}"
         )
-    if len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1 or len(outputs[0].shape) != 4:
-        raise EnsError(f"the member has {seen}; expected (N, 1, H, W) in and (N, C, H, W) out")
+    channels = session.member.channels
+    if len(inputs[0].shape) != 4 or inputs[0].shape[1] != channels or len(outputs[0].shape) != 4:
+        raise EnsError(f"the member has {seen}; expected (N, {channels}, H, W) in and (N, C, H, W) out")
 
 
 def run_checked(session: MemberSession, pixels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Shared pieces of the export tests: a tiny image file and contract checks with ONNX Runtime alone.
 
-The checks deliberately avoid ensemble.session and ensemble.member, so they test the written
+The checks deliberately avoid ensemble.members.session and ensemble.members.member, so they test the written
 file the way any ONNX consumer would see it.
 """
 

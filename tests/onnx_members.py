@@ -11,9 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ensemble.member import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, MemberInfo, metadata_dict
-
-CLASS_NAMES = ("background", "soil", "bedrock", "sand", "big rock")
+from ensemble.course import CLASS_NAMES
+from ensemble.members.member import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, MemberInfo, metadata_dict
 
 
 def make_member(
@@ -25,10 +24,12 @@ def make_member(
     class_names: tuple[str, ...] | None = None,
     metadata: bool = True,
     nan: bool = False,
+    channels: int = 1,
+    size_multiple: int = 1,
 ) -> Path:
     """Write a small conv + softmax member with the full contract metadata."""
     rng = np.random.default_rng(seed)
-    weight = rng.normal(0, 1.0, (n_classes, 1, 3, 3)).astype(np.float32)
+    weight = rng.normal(0, 1.0, (n_classes, channels, 3, 3)).astype(np.float32)
     bias = rng.normal(0, 0.5, (n_classes,)).astype(np.float32)
     scale = np.array(1 / 255.0 if not nan else np.nan, np.float32)
     nodes = [
@@ -40,7 +41,7 @@ def make_member(
     graph = helper.make_graph(
         nodes,
         f"tiny_{seed}",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 1, height, width])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", channels, height, width])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", n_classes, height, width])],
         [
             numpy_helper.from_array(scale, "scale"),
@@ -64,7 +65,9 @@ def make_member(
             parity_max_abs_err=0.0,
             opset=17,
             preprocessing="x/255",
-            input_hw=(None, None),
+            input_hw=(height if isinstance(height, int) else None, width if isinstance(width, int) else None),
+            input_channels=channels,
+            size_multiple=size_multiple,
         )
         onnx.helper.set_model_props(model, metadata_dict(info))
     onnx.checker.check_model(model)

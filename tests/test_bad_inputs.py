@@ -12,9 +12,9 @@ import pytest
 from conftest import assert_unchanged, ens, one_line_error, snapshot, write_npz
 from onnx_members import make_member
 
-from ensemble.ensemblefile import EnsembleSpec
-from ensemble.store import get_member
-from ensemble.submission import read_submission
+from ensemble.members.ensemblefile import EnsembleSpec
+from ensemble.members.store import get_member
+from ensemble.submission.io import read_submission
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble.cleanup import parse_min_area, remove_small_regions
 from ensemble.errors import EnsError
+from ensemble.inference.cleanup import parse_min_area, remove_small_regions
 
 ndimage = pytest.importorskip("scipy.ndimage")
 

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from ensemble.cli import app
 from ensemble.cli.common import user_errors
+from ensemble.demo.synthetic import DemoSpec, write_demo
 from ensemble.errors import EnsError
-from ensemble.synthetic import DemoSpec, write_demo
 
 MARKUP = "[bold]x[/bold][/bold]"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import write_npz
 
-from ensemble.data import open_data
+from ensemble.data.datafile import open_data
 from ensemble.errors import EnsError
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble.ensemblefile import default_path, resolve_ensemble
-from ensemble.store import list_member_files, resolve_members
+from ensemble.members.ensemblefile import default_path, resolve_ensemble
+from ensemble.members.store import list_member_files, resolve_members
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 MAX_BYTES = 2_200_000

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import json
 
-import h5py
-import keras
 import numpy as np
 import pytest
+
+pytest.importorskip("torch")
+keras = pytest.importorskip("keras")
+h5py = pytest.importorskip("h5py")
+
+from conftest import ens, one_line_error
 from export_checks import assert_contract, images_npz, metadata, run_member, sample_pixels, softmax
 from tiny_nets import keras_net
-from typer.testing import CliRunner
 
-from ensemble.cli import app
 from exporters import ExportRequest, export_member
-
-runner = CliRunner()
 
 CUSTOM_LAYER = '''
 import keras
@@ -29,21 +29,6 @@ class Brighten(keras.layers.Layer):
     def call(self, x):
         return keras.ops.add(x, 0.25)
 '''
-
-
-def ens(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

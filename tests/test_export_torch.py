@@ -8,15 +8,15 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
+
+from conftest import ens, one_line_error
 from export_checks import AN2DL, assert_contract, images_npz, metadata, run_member, sample_pixels, softmax
 from tiny_nets import BatchMixingNet, ErfcxNet, TinyNet, trained_like
-from typer.testing import CliRunner
 
-from ensemble.cli import app
 from exporters import ExportRequest, Normalisation, export_member
 
-runner = CliRunner()
 UNET = {
     "spatial_dims": 2,
     "in_channels": 1,
@@ -24,22 +24,6 @@ UNET = {
     "channels": [16, 32, 64, 128],
     "strides": [2, 2, 2],
 }
-
-
-def ens(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

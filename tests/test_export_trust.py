@@ -14,7 +14,9 @@ import zipfile
 import numpy as np
 import onnx
 import pytest
-import torch
+
+torch = pytest.importorskip("torch")
+
 from conftest import assert_unchanged, ens, one_line_error, snapshot, write_npz
 from export_checks import images_npz, metadata
 from hypothesis import given, settings

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from fit_fixtures import member, random_truth
 
-from ensemble.areafit import fit_min_area
-from ensemble.decode import decode
-from ensemble.fit import FitSettings, fit_ensemble
-from ensemble.fusion import fuse
-from ensemble.metrics import score
-from ensemble.weightfit import fit_weights, nll_weights, pixel_set
+from ensemble.fitting.fit import FitSettings, fit_ensemble
+from ensemble.fitting.grid import fit_min_area
+from ensemble.fitting.weights import fit_weights, nll_weights, pixel_set
+from ensemble.inference.fusion import decode, fuse
+from ensemble.scoring.metrics import score
 
 
 @pytest.fixture
@@ -56,7 +55,7 @@ def test_pixel_score_matches_the_metric_on_full_maps(truth):
     probs = [member(rng, truth, confidence=1.0, noise=1.0) for _ in range(2)]
     weights = np.array([[0.3] * 5, [0.7] * 5])
     pixels = pixel_set(probs, truth, max_pixels=10**9)
-    from ensemble.weightfit import pixel_score
+    from ensemble.fitting.weights import pixel_score
 
     expected = score(truth, decode(fuse(probs, weights[:, 0])), 5)
     assert pixel_score(pixels, weights) == pytest.approx(expected, abs=1e-12)
@@ -100,8 +99,9 @@ def test_class_gains_rescue_a_rare_class_the_members_never_pick():
     probs /= probs.sum(axis=1, keepdims=True)
     pixels = pixel_set([probs], truth)
     ones = np.ones((1, 5))
-    from ensemble.gains import fit_gains, scaled_weights
-    from ensemble.weightfit import pixel_score
+    from ensemble.fitting.grid import fit_gains
+    from ensemble.fitting.weights import pixel_score
+    from ensemble.inference.fusion import scaled_weights
 
     gains, best = fit_gains(lambda g: pixel_score(pixels, scaled_weights(ones, g)), 5)
     assert gains[4] > 1 and gains[0] == 1

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble.decode import decode
 from ensemble.errors import EnsError
-from ensemble.fusion import WeightedMerger, fuse, normalise_weights, parse_weights
+from ensemble.inference.fusion import WeightedMerger, decode, fuse, normalise_weights, parse_weights
 
 
 def _probs(rng, shape=(2, 4, 5, 6)):

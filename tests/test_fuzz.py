@@ -18,18 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx_members import make_member
 
-from ensemble.cleanup import min_area_array, parse_min_area
-from ensemble.csvcheck import check_submission
-from ensemble.data import open_data
-from ensemble.ensemblefile import EnsembleSpec, read_spec
+from ensemble.data.datafile import open_data
+from ensemble.data.split import SplitSpec, read_ids_file
+from ensemble.data.summary import inspect_data
 from ensemble.errors import EnsError
-from ensemble.fusion import normalise_weights, parse_weights
-from ensemble.gains import gain_array, parse_class_gain
-from ensemble.inspect import inspect_data
-from ensemble.predict import PredictRequest, resolve_options
-from ensemble.split import SplitSpec, read_ids_file
-from ensemble.store import get_member
-from ensemble.submission import read_submission, write_submission
+from ensemble.inference.cleanup import min_area_array, parse_min_area
+from ensemble.inference.fusion import gain_array, normalise_weights, parse_class_gain, parse_weights
+from ensemble.inference.predict import PredictRequest, request_options
+from ensemble.members.ensemblefile import EnsembleSpec, read_spec
+from ensemble.members.store import get_member
+from ensemble.submission.check import check_submission
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
+from ensemble.submission.io import read_submission, write_submission
 
 FUZZ = settings(
     max_examples=60,
@@ -151,27 +151,37 @@ def test_npz_reader_reads_the_unmutated_file(work):
 # ---- submission CSVs ----------------------------------------------------------------------------------
 
 
+CSV_KINDS = {
+    "flat": ("flat", DEFAULT_RLE),
+    "rle": ("rle", DEFAULT_RLE),
+    "rle row 0 class-column": ("rle", RleConvention("row", 0, "class-column")),
+    "rle custom header": ("rle", RleConvention(start=0, header="id,predicted")),
+}
+
+
 @pytest.fixture(scope="module")
 def csvs(work) -> dict[str, bytes]:
     labels = np.random.default_rng(1).integers(0, N_CLASSES, (3, *SHAPE)).astype(np.uint8)
     out = {}
-    for fmt in ("rle", "flat"):
-        write_submission(work / f"valid.{fmt}.csv", np.arange(3), labels, fmt, N_CLASSES)
-        out[fmt] = (work / f"valid.{fmt}.csv").read_bytes()
+    for kind, (fmt, rle) in CSV_KINDS.items():
+        path = work / "valid.csv"
+        write_submission(path, np.arange(3), labels, fmt, N_CLASSES, rle=rle)
+        out[kind] = path.read_bytes()
     return out
 
 
 @FUZZ
-@given(fmt=st.sampled_from(["rle", "flat"]), edits=EDITS, n_images=st.sampled_from([None, 0, 3]))
-def test_csv_readers_give_labels_problems_or_ens_error(work, csvs, fmt, edits, n_images):
+@given(kind=st.sampled_from(list(CSV_KINDS)), edits=EDITS, n_images=st.sampled_from([None, 0, 3]))
+def test_csv_readers_give_labels_problems_or_ens_error(work, csvs, kind, edits, n_images):
     path = work / "fuzz.csv"
-    path.write_bytes(_mutate(csvs[fmt], edits))
+    path.write_bytes(_mutate(csvs[kind], edits))
+    rle = CSV_KINDS[kind][1]
     try:
-        ids, labels, _ = read_submission(path, SHAPE, N_CLASSES)
+        ids, labels, _ = read_submission(path, SHAPE, N_CLASSES, rle=rle)
         assert labels.shape == (len(ids), *SHAPE) and (labels < N_CLASSES).all()
     except EnsError as exc:
         assert "\n" not in str(exc)
-    problems = check_submission(path, n_images, SHAPE, N_CLASSES)
+    problems = check_submission(path, n_images, SHAPE, N_CLASSES, rle=rle)
     assert all(isinstance(str(p), str) for p in problems)
 
 
@@ -209,10 +219,10 @@ def _valid_spec(members) -> dict:
 def _use_spec(path: Path, members) -> None:
     """Read the file and resolve it into prediction settings as `ens predict` does (no sessions)."""
     spec = read_spec(path)
-    request = PredictRequest(data=None)  # type: ignore[arg-type]  # data is not read by resolve_options
+    request = PredictRequest(data=None)  # type: ignore[arg-type]  # data is not read by request_options
     if list(spec.members) != [m.name for m in members] or len(spec.min_area) != N_CLASSES:
         return
-    options = resolve_options(request, members, spec)
+    options = request_options(request, members, spec)
     normalise_weights(options.weights, len(members), N_CLASSES)
     gain_array(options.class_gain, N_CLASSES)
     min_area_array(options.min_area, N_CLASSES)

@@ -7,8 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ensemble.cli import app
+from ensemble.demo.synthetic import DemoSpec, generate_demo, write_demo
 from ensemble.errors import EnsError
-from ensemble.gallery import (
+from ensemble.scoring.gallery import (
     CLASS_COLORS,
     class_colors,
     colorize,
@@ -16,7 +17,6 @@ from ensemble.gallery import (
     save_data_grid,
     save_sample_grid,
 )
-from ensemble.synthetic import DemoSpec, generate_demo, write_demo
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

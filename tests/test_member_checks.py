@@ -15,9 +15,9 @@ from conftest import assert_unchanged, ens, one_line_error, snapshot, write_npz
 from onnx import TensorProto, helper, numpy_helper
 from onnx_members import make_member
 
-from ensemble.ensemblefile import EnsembleSpec, write_spec
-from ensemble.member import INPUT_NAME, OUTPUT_NAME, PREFIX, load_member
-from ensemble.synthetic import DemoSpec, write_demo
+from ensemble.demo.synthetic import DemoSpec, write_demo
+from ensemble.members.ensemblefile import EnsembleSpec, write_spec
+from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, PREFIX, load_member
 
 
 @pytest.fixture
@@ -364,7 +364,7 @@ def test_check_refuses_label_maps_beyond_memory(tmp_path):
 
 def test_thread_requests_are_capped_in_the_session_factory():
     from ensemble.errors import EnsError
-    from ensemble.session import session_options, thread_count
+    from ensemble.members.session import session_options, thread_count
 
     cores = len(os.sched_getaffinity(0))
     assert thread_count(100_000) == (cores, f"--threads 100000 capped to the {cores} cores available")
@@ -375,7 +375,7 @@ def test_thread_requests_are_capped_in_the_session_factory():
 
 
 def test_ort_messages_are_shortened_between_words():
-    from ensemble.session import ort_message
+    from ensemble.members.session import ort_message
 
     words = [f"word{i}" for i in range(200)]
     text = ort_message(RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : " + " ".join(words)))

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import torch
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import ens
 from onnx_members import make_member
 from tiny_nets import TinyNet, trained_like
-from typer.testing import CliRunner
 
-from ensemble.cli import app
 from exporters import ExportRequest, Normalisation, export_member
-
-runner = CliRunner()
-
-
-def ens(*args):
-    result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
 
 
 def test_lists_exported_and_hand_made_members(tmp_path):

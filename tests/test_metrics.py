@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ensemble.errors import EnsError
-from ensemble.metrics import (
+from ensemble.scoring.metrics import (
     ConfusionAccumulator,
     confusion_matrix,
     course_miou,

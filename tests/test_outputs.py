@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ensemble.errors import EnsError
-from ensemble.outputs import refuse_overwrite
+from ensemble.files.outputs import refuse_overwrite
 
 
 def test_same_path_symlink_and_hard_link_are_refused(tmp_path):

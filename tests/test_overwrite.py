@@ -10,11 +10,11 @@ import pytest
 from conftest import assert_unchanged, ens, one_line_error, snapshot
 from onnx_members import make_member
 
-from ensemble.atomic import atomic_files
-from ensemble.ensemblefile import EnsembleSpec, write_spec
 from ensemble.errors import EnsError
-from ensemble.store import get_member
-from ensemble.submission import write_submission
+from ensemble.files.atomic import atomic_files
+from ensemble.members.ensemblefile import EnsembleSpec, write_spec
+from ensemble.members.store import get_member
+from ensemble.submission.io import write_submission
 
 
 @pytest.fixture
@@ -219,7 +219,7 @@ def test_fit_cache_dir_under_a_file_names_the_option(tmp_path, tiny_npz, store):
 def csv(tmp_path, tiny_npz):
     path = tmp_path / "sub.csv"
     labels = np.random.default_rng(1).integers(1, 5, (6, 8, 12))
-    write_submission(path, np.arange(6), labels, "rle")
+    write_submission(path, np.arange(6), labels, "rle", 5)
     return path
 
 

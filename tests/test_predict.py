@@ -11,7 +11,7 @@ from onnx_members import make_member
 from typer.testing import CliRunner
 
 from ensemble.cli import app
-from ensemble.submission import read_submission
+from ensemble.submission.io import read_submission
 
 runner = CliRunner()
 
@@ -158,10 +158,10 @@ def test_members_with_different_class_counts(tmp_path, tiny_npz, store):
     assert "predicts 4 classes" in line
 
 
-def test_member_with_incompatible_fixed_shape(tmp_path, tiny_npz, store):
-    make_member(store / "fixed.onnx", height=16, width=16)
+def test_member_smaller_than_the_images_is_refused(tmp_path, tiny_npz, store):
+    make_member(store / "fixed.onnx", height=4, width=16)
     line = run_error(["--members", "fixed", "--data", str(tiny_npz), "--models-dir", str(store)])
-    assert "height 16" in line and "height 8" in line
+    assert "height 4 at most" in line and "8x12 images" in line and "dynamic H and W" in line
 
 
 def test_nan_output_leaves_no_csv(tmp_path, tiny_npz, store):

@@ -1,4 +1,4 @@
-"""ONNX Runtime sessions: CPU sessions share one memory arena and give the same outputs."""
+"""ONNX Runtime sessions: CPU sessions on the shared memory arena give plain ONNX Runtime's outputs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx_members import make_member
 
-from ensemble.member import load_member
-from ensemble.session import CPU, build_session, session_options
+from ensemble.members.member import load_member
+from ensemble.members.session import CPU, build_session
 
 
 def test_cpu_sessions_on_the_shared_arena_match_plain_ort(tmp_path):
@@ -21,10 +21,3 @@ def test_cpu_sessions_on_the_shared_arena_match_plain_ort(tmp_path):
         plain = ort.InferenceSession(str(member.path), providers=[CPU])
         expected = plain.run(None, {plain.get_inputs()[0].name: pixels})[0]
         np.testing.assert_array_equal(runner.run(pixels), expected)
-
-
-def test_cpu_only_sessions_share_the_arena_and_do_not_spin():
-    options = session_options(1, cpu_only=True)
-    assert options.get_session_config_entry("session.use_env_allocators") == "1"
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    assert session_options(1).intra_op_num_threads == 1

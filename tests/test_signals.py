@@ -72,7 +72,7 @@ def test_signal_mid_predict_leaves_no_temp_and_keeps_old_outputs(workdir, signum
     before = snapshot(workdir)
 
     def writing() -> bool:
-        return any(workdir.glob(".s.csv.*.tmp")) and (workdir / "probs" / ".probs.npy.tmp").exists()
+        return any(workdir.glob(".s.csv.*.tmp")) and any((workdir / "probs").glob(".probs.npy.*.tmp"))
 
     args = ["predict", "--data", "d.npz", "--members", "a", "--batch-size", 1, "--out", "s.csv"]
     result = stop_when([*args, "--save-probs", "probs"], workdir, writing, signum)

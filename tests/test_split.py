@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ensemble.data.outliers import find_duplicate_masks
+from ensemble.data.split import SplitSpec, read_ids_file
 from ensemble.errors import EnsError
-from ensemble.outliers import find_duplicate_masks
-from ensemble.split import SplitSpec, read_ids_file
 
 
 def test_same_seed_same_split_and_disjoint_parts():

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ensemble.csvcheck import check_submission, parse_submission
 from ensemble.errors import EnsError
-from ensemble.numtext import format_ints, scan_ints
-from ensemble.submission import (
+from ensemble.submission.check import check_submission, parse_submission
+from ensemble.submission.io import (
     SubmissionWriter,
     convert_submission,
     read_submission,
     write_submission,
 )
+from ensemble.submission.numtext import format_ints, scan_ints
 
 FORMATS = ["flat", "rle"]
 
@@ -89,7 +89,7 @@ def test_streaming_writer_batches_equal_one_call(tmp_path):
             for start in range(0, 10, 3):
                 writer.write(np.arange(start, min(start + 3, 10)), labels[start : start + 3])
         assert writer.n_images == 10
-        write_submission(tmp_path / "once.csv", np.arange(10), labels, fmt)
+        write_submission(tmp_path / "once.csv", np.arange(10), labels, fmt, 5)
         assert (tmp_path / "streamed.csv").read_bytes() == (tmp_path / "once.csv").read_bytes()
 
 
@@ -100,7 +100,7 @@ def test_failing_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
         writer.write([0, 1], labels)
         raise RuntimeError("prediction crashed")
     assert list(tmp_path.iterdir()) == []
-    write_submission(target, [0, 1], labels)
+    write_submission(target, [0, 1], labels, "flat", 5)
     before = target.read_bytes()
     with pytest.raises(EnsError, match="increase"), SubmissionWriter(target, "rle", (3, 4), 5) as writer:
         writer.write([0, 1], labels)
@@ -128,7 +128,7 @@ def test_writer_rejects_bad_batches(tmp_path, ids, labels, match):
 
 def test_unknown_format_lists_the_valid_ones(tmp_path):
     with pytest.raises(EnsError, match="choose one of flat, rle"):
-        write_submission(tmp_path / "s.csv", [0], np.zeros((1, 2, 2), np.uint8), "parquet")
+        write_submission(tmp_path / "s.csv", [0], np.zeros((1, 2, 2), np.uint8), "parquet", 5)
 
 
 def test_large_ids_and_values_format_and_scan_back():
@@ -144,7 +144,7 @@ def test_large_ids_and_values_format_and_scan_back():
 def test_crlf_line_ends_are_accepted(tmp_path):
     labels = np.arange(12, dtype=np.uint8).reshape(1, 3, 4) % 5
     for fmt in FORMATS:
-        write_submission(tmp_path / "s.csv", [0], labels, fmt)
+        write_submission(tmp_path / "s.csv", [0], labels, fmt, 5)
         crlf = (tmp_path / "s.csv").read_bytes().replace(b"\n", b"\r\n")
         (tmp_path / "s.csv").write_bytes(crlf)
         np.testing.assert_array_equal(read_submission(tmp_path / "s.csv", (3, 4), 5)[1], labels)
@@ -269,6 +269,6 @@ def test_reader_names_the_first_problem(tmp_path):
 
 def test_directory_and_missing_file_are_user_errors(tmp_path):
     with pytest.raises(EnsError, match="is a directory"):
-        check_submission(tmp_path)
+        check_submission(tmp_path, 1, (2, 3), 5)
     with pytest.raises(EnsError, match="does not exist"):
-        check_submission(tmp_path / "nope.csv")
+        check_submission(tmp_path / "nope.csv", 1, (2, 3), 5)

@@ -7,22 +7,12 @@ import re
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import ens
 
-from ensemble.cli import app
 from ensemble.cli.submission_cmd import parse_shape
 from ensemble.errors import EnsError
-from ensemble.metrics import confusion_matrix, course_miou
-from ensemble.submission import read_submission, write_submission
-
-runner = CliRunner()
-
-
-def ens(*args: str):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    return result
+from ensemble.scoring.metrics import confusion_matrix, course_miou
+from ensemble.submission.io import read_submission, write_submission
 
 
 @pytest.fixture
@@ -35,7 +25,7 @@ def flat_csv(tmp_path, test_masks):
     """A prediction of the tiny test set with the top two rows wrong."""
     pred = test_masks.copy()
     pred[:, :2] = (pred[:, :2] % 4) + 1
-    write_submission(tmp_path / "sub.csv", np.arange(len(pred)), pred, "flat")
+    write_submission(tmp_path / "sub.csv", np.arange(len(pred)), pred, "flat", 5)
     return tmp_path / "sub.csv"
 
 
@@ -118,7 +108,7 @@ def test_score_test_split_matches_the_metric_and_writes_json(tmp_path, tiny_npz,
 def test_score_val_split_uses_training_masks_of_the_ids(tmp_path, tiny_npz):
     masks = np.load(tiny_npz)["training_set"][:, 1].astype(np.uint8)
     ids = np.array([2, 5, 11])
-    write_submission(tmp_path / "val.csv", ids, masks[ids], "rle")
+    write_submission(tmp_path / "val.csv", ids, masks[ids], "rle", 5)
     result = ens("score", tmp_path / "val.csv", "--truth", tiny_npz, "--split", "val", "--metric", "miou")
     assert result.exit_code == 0, result.output
     assert "mIoU (miou): 1.0000 over 3 images" in result.output
@@ -133,7 +123,7 @@ def test_score_val_split_uses_training_masks_of_the_ids(tmp_path, tiny_npz):
     ],
 )
 def test_score_rejects_ids_outside_the_truth(tmp_path, tiny_npz, ids, split, reason):
-    write_submission(tmp_path / "s.csv", ids, np.ones((len(ids), 8, 12), np.uint8))
+    write_submission(tmp_path / "s.csv", ids, np.ones((len(ids), 8, 12), np.uint8), "flat", 5)
     result = ens("score", tmp_path / "s.csv", "--truth", tiny_npz, "--split", split)
     assert result.exit_code == 1
     assert reason in result.output
@@ -147,7 +137,7 @@ def test_score_without_a_csv_fails_in_one_line():
 
 
 def test_score_rejects_a_csv_of_another_shape(tmp_path, tiny_npz):
-    write_submission(tmp_path / "s.csv", [0], np.ones((1, 4, 4), np.uint8))
+    write_submission(tmp_path / "s.csv", [0], np.ones((1, 4, 4), np.uint8), "flat", 5)
     result = ens("score", tmp_path / "s.csv", "--truth", tiny_npz)
     assert result.exit_code == 1
     assert "header has 16 pixel columns, expected 96 for 8x12 images" in result.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import zipfile
 
 import numpy as np
@@ -10,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from ensemble.cli import app
-from ensemble.data import open_data
+from ensemble.data.datafile import open_data
+from ensemble.data.outliers import find_duplicate_masks
+from ensemble.data.summary import inspect_data
+from ensemble.demo.synthetic import DemoSpec, ensure_demo_data, generate_demo, write_demo
+from ensemble.demo.terrain import render_scenes
 from ensemble.errors import EnsError
-from ensemble.inspect import inspect_data
-from ensemble.outliers import find_duplicate_masks
-from ensemble.synthetic import DemoSpec, ensure_demo_data, generate_demo, write_demo
-from ensemble.terrain import render_scenes
 
 TINY = DemoSpec(seed=3, n_train=40, n_test=20)
 TARGET_SHARES = np.array([0.24, 0.34, 0.23, 0.18, 0.0013])
@@ -75,9 +74,9 @@ def test_aliens_are_exactly_the_duplicated_mask_group():
     assert len(find_duplicate_masks(data.test_masks, min_copies=2)) == 0
 
 
-def test_alien_share_matches_the_course_data():
-    assert DemoSpec().aliens == 110
-    assert DemoSpec(n_train=1000).aliens == 42
+def test_outlier_detection_finds_the_course_share_of_aliens():
+    data = generate_demo(DemoSpec(seed=1, n_train=262, n_test=4))
+    assert len(find_duplicate_masks(data.train_masks)) == round(262 * 110 / 2615)  # the real file's share
 
 
 def test_alien_images_look_odd():
@@ -108,12 +107,6 @@ def test_textures_carry_class_information():
     rough = rough[:, :, : truth.shape[2]]
     soil, sand = rough[truth == 1].mean(), rough[truth == 3].mean()
     assert soil > 1.3 * sand
-
-
-def test_small_sizes_are_fast():
-    started = time.perf_counter()
-    generate_demo(TINY)
-    assert time.perf_counter() - started < 2.0
 
 
 @pytest.mark.parametrize("shape", [(32, 48), (17, 33), (8, 8)])
@@ -191,10 +184,8 @@ def test_cli_inspect_reads_the_demo_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_size_generation_is_quick_and_on_target(tmp_path):
-    started = time.perf_counter()
+def test_full_size_generation_is_on_target(tmp_path):
     summary = write_demo(tmp_path / "full.npz")
-    assert time.perf_counter() - started < 60
     assert (summary.n_train, summary.n_test, summary.n_aliens) == (2615, 10022, 110)
     images, masks = open_data(summary.path).load_train(n_classes=5)
     np.testing.assert_allclose(shares(masks)[:4], TARGET_SHARES[:4], atol=0.02)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ensemble.errors import EnsError
-from ensemble.tta import HFLIP, HVFLIP, IDENTITY, TTA_VIEWS, VFLIP, augment, get_views, merge
+from ensemble.inference.tta import HFLIP, HVFLIP, IDENTITY, TTA_VIEWS, VFLIP, augment, get_views, merge
 
 ALL_VIEWS = [IDENTITY, HFLIP, VFLIP, HVFLIP]
 

@@ -8,11 +8,9 @@ import re
 
 import numpy as np
 import pytest
-from conftest import write_npz
-from typer.testing import CliRunner
+from conftest import ens, write_npz
 
-from ensemble.cli import app
-from ensemble.split import SplitSpec
+from ensemble.data.split import SplitSpec
 from zoo.batches import background_free_weights, load_training_data, pixel_weights
 from zoo.registry import ARCHS, get_arch, resolve_factory
 from zoo.training import TrainConfig, sidecar_path, train
@@ -153,13 +151,9 @@ def test_keras_model_file_reloads_and_gives_the_same_outputs(tmp_path, tiny_data
     assert result.checkpoint.stat().st_size < 1.3 * weight_bytes + 200_000, "optimizer state was saved"
 
 
-runner = CliRunner()
-
-
-def ens(*args):
-    result = runner.invoke(app, ["train", *map(str, args)])
-    assert "Traceback" not in result.output
-    return result
+def ens_train(*args):
+    """`ens train ARGS` in-process."""
+    return ens("train", *args)
 
 
 @pytest.mark.parametrize(
@@ -174,7 +168,7 @@ def ens(*args):
     ],
 )
 def test_ens_train_bad_options_give_one_line_errors(tmp_path, tiny_data, args, expected):
-    result = ens("--data", tiny_data, "--out", tmp_path / "m.pt", *args)
+    result = ens_train("--data", tiny_data, "--out", tmp_path / "m.pt", *args)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -185,7 +179,7 @@ def test_ens_train_bad_options_give_one_line_errors(tmp_path, tiny_data, args, e
 def test_ens_train_writes_checkpoint_and_sidecar(tmp_path, tiny_data):
     out = tmp_path / "cli.pt"
     options = ["--epochs", "2", "--width", "4", "--batch-size", "4", "--seed", "3", "--threads", "1"]
-    result = ens("--data", tiny_data, "--out", out, *options)
+    result = ens_train("--data", tiny_data, "--out", out, *options)
     assert result.exit_code == 0, result.output
     assert "epoch   2/2" in result.output and "val mIoU" in result.output
     sidecar = json.loads(sidecar_path(out).read_text())

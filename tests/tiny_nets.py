@@ -21,9 +21,10 @@ class TinyNet(nn.Module):
         softmax: bool = False,
         out: str = "tensor",
         batch_norm: bool = False,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
-        conv = nn.Conv2d(1, width, 3, padding=1)
+        conv = nn.Conv2d(in_channels, width, 3, padding=1)
         self.encode = nn.Sequential(conv, nn.BatchNorm2d(width)) if batch_norm else conv
         self.pool = nn.MaxPool2d(2)
         self.head = nn.Conv2d(width, n_classes, 3, padding=1)
@@ -63,11 +64,11 @@ def trained_like(net: nn.Module, seed: int = 0) -> nn.Module:
     return net.eval()
 
 
-def keras_net(rescaling: bool, softmax: bool, n_classes: int = 5, hw=(None, None)):
+def keras_net(rescaling: bool, softmax: bool, n_classes: int = 5, hw=(None, None), channels: int = 1):
     """A small Keras U-shaped net, NHWC, with or without Rescaling inside and softmax at the end."""
     import keras
 
-    inputs = keras.Input((*hw, 1))
+    inputs = keras.Input((*hw, channels))
     x = keras.layers.Rescaling(1 / 255.0)(inputs) if rescaling else inputs
     skip = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
     x = keras.layers.MaxPooling2D()(skip)

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data import open_data
-from ensemble.decode import decode
+from ensemble.data.datafile import open_data
+from ensemble.data.split import Split, SplitSpec, split_masks
 from ensemble.errors import EnsError
-from ensemble.metrics import ConfusionAccumulator, course_miou
-from ensemble.outliers import find_duplicate_masks
-from ensemble.split import Split, SplitSpec
+from ensemble.inference.fusion import decode
+from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 
 
 @dataclass(frozen=True)
@@ -42,8 +41,7 @@ def load_training_data(path: str | Path, spec: SplitSpec, n_classes: int, multip
             f"divisible by {multiple}; use a smaller depth or pad the images"
         )
     images, masks = data.load_train(n_classes)
-    outliers = find_duplicate_masks(masks).indices if spec.drop_outliers else None
-    split = spec.resolve(len(images), outliers)
+    split = split_masks(masks, spec)
     if len(split.train) == 0:
         raise EnsError(
             f"the split ({split.description}) leaves no training images out of {len(images)}; "

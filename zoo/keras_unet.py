@@ -15,6 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
+from ensemble.course import N_CLASSES
 from ensemble.errors import EnsError  # noqa: E402
 
 BN_MOMENTUM = 0.9
@@ -29,7 +30,7 @@ def _double_conv(x, filters: int, name: str):
     return x
 
 
-def unet(n_classes: int = 5, width: int = 16, depth: int = 3, in_channels: int = 1) -> keras.Model:
+def unet(n_classes: int = N_CLASSES, width: int = 16, depth: int = 3, in_channels: int = 1) -> keras.Model:
     """U-Net with `depth` poolings, `width * 2**level` filters per level, transposed-conv up."""
     for name, value in (("n_classes", n_classes), ("width", width), ("depth", depth)):
         if value < 1:

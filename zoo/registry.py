@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from ensemble.errors import EnsError
 from exporters.preprocessing import Normalisation
 
-Preprocessing = Normalisation
-"""The model input as a function of raw 0..255 pixels, declared as `ens export --input-range --mean --std`."""
-
-RAW = Preprocessing("0-255")
-UNIT = Preprocessing("0-1")
-GRAY_IMAGENET = Preprocessing("0-1", mean=0.449, std=0.226)
+# The model input as a function of raw 0..255 pixels, declared as `ens export --input-range --mean --std`.
+RAW = Normalisation("0-255")
+UNIT = Normalisation("0-1")
+GRAY_IMAGENET = Normalisation("0-1", mean=0.449, std=0.226)
 """Grey-level ImageNet statistics (the mean of the RGB means and stds), a common course choice."""
 
 
@@ -32,7 +30,7 @@ class Arch:
     name: str
     factory: str
     layout: str
-    preprocessing: Preprocessing
+    preprocessing: Normalisation
     output: str
     description: str
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ensemble.course import N_CLASSES
 from ensemble.errors import EnsError
 
 UP_MODES = ("transpose", "bilinear")
@@ -67,7 +68,7 @@ class UNet(nn.Module):
 
     def __init__(
         self,
-        n_classes: int = 5,
+        n_classes: int = N_CLASSES,
         width: int = 16,
         depth: int = 3,
         in_channels: int = 1,
@@ -108,13 +109,13 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-def unet(n_classes: int = 5, width: int = 16, depth: int = 3, in_channels: int = 1) -> UNet:
+def unet(n_classes: int = N_CLASSES, width: int = 16, depth: int = 3, in_channels: int = 1) -> UNet:
     """Plain U-Net with transposed-conv upsampling; input x/255, output logits."""
     return UNet(n_classes, width, depth, in_channels, up="transpose")
 
 
 def se_unet(
-    n_classes: int = 5, width: int = 16, depth: int = 3, in_channels: int = 1, se_decoder: bool = True
+    n_classes: int = N_CLASSES, width: int = 16, depth: int = 3, in_channels: int = 1, se_decoder: bool = True
 ) -> UNet:
     """U-Net with SE gates in the bottleneck (and decoder), bilinear upsampling; input
     (x/255 - mean)/std, output logits."""

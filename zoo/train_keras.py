@@ -18,10 +18,11 @@ from pathlib import Path  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ensemble.atomic import write_bytes  # noqa: E402
+from ensemble.files.atomic import write_bytes  # noqa: E402
+from ensemble.machine import physical_cores
 from zoo.batches import one_hot  # noqa: E402
 from zoo.registry import Arch  # noqa: E402
-from zoo.training import TrainConfig, physical_cores  # noqa: E402
+from zoo.training import TrainConfig  # noqa: E402
 
 
 class KerasTrainer:

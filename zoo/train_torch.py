@@ -10,9 +10,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ensemble.atomic import atomic_write
+from ensemble.files.atomic import atomic_write
+from ensemble.machine import physical_cores
 from zoo.registry import Arch
-from zoo.training import TrainConfig, physical_cores
+from zoo.training import TrainConfig
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

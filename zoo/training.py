@@ -21,10 +21,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ensemble.atomic import write_text
+from ensemble.course import N_CLASSES
+from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
+from ensemble.files.atomic import write_text
 from ensemble.optionvalues import check_seed
-from ensemble.split import SplitSpec
 from zoo.batches import (
     background_free_weights,
     iter_batches,
@@ -55,7 +56,7 @@ class TrainConfig:
     epochs: int = 20
     width: int = 16
     depth: int = 3
-    n_classes: int = 5
+    n_classes: int = N_CLASSES
     seed: int = 0
     batch_size: int = 32
     lr: float = 2e-3
@@ -275,22 +276,3 @@ def split_options(spec: SplitSpec, val_ids_file: Path | None = None) -> list[str
     if spec.val_fraction != default.val_fraction:
         options += ["--val-fraction", f"{spec.val_fraction:g}"]
     return options + ([] if spec.drop_outliers else ["--keep-outliers"])
-
-
-def physical_cores() -> int:
-    """Physical cores available to this process (hyper-threads share a core's FPUs)."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    cores, processor, package = set(), None, "0"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return len(allowed)
-    for line in lines:
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "processor":
-            processor = int(value)
-        elif key == "physical id":
-            package = value
-        elif key == "core id" and processor in allowed:
-            cores.add((package, value))
-    return len(cores) or len(allowed)

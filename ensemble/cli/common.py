@@ -29,7 +29,7 @@ from ensemble.entry import (
     interrupt_message,
 )
 from ensemble.errors import EnsError
-from ensemble.session import Device
+from ensemble.members.session import Device
 
 console = Console()
 err_console = Console(stderr=True)
@@ -86,9 +86,25 @@ DataOpt = Annotated[
     Path,
     typer.Option(
         "--data",
-        help="Dataset npz in the course format (training_set, test_set). "
-        "Default: the synthetic demo data, generated on first use.",
-        dir_okay=False,
+        help="Dataset npz in the course format (training_set, test_set), or a folder of images "
+        "(PNG, JPEG, TIFF, BMP; ids are the file stems). Default: the synthetic demo data, generated "
+        "on first use.",
+    ),
+]
+MasksOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--masks",
+        help="With an image folder as --data: the folder of its masks, single-channel PNGs of class "
+        "indices named like the images.",
+        file_okay=False,
+    ),
+]
+GrayToRgbOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gray-to-rgb",
+        help="Feed grayscale images to RGB members by replicating the gray channel (refused otherwise).",
     ),
 ]
 SplitSeedOpt = Annotated[
@@ -104,8 +120,8 @@ ValIdsOpt = Annotated[
         "--val-ids",
         exists=True,
         dir_okay=False,
-        help="File of training-set indices to use as the validation split "
-        "(one per line or comma separated); overrides --seed/--val-fraction.",
+        help="File of training-set indices (image stems for an image folder) to use as the validation "
+        "split (one per line or comma separated); overrides --seed/--val-fraction.",
     ),
 ]
 DropOutliersOpt = Annotated[
@@ -147,21 +163,24 @@ CacheOpt = Annotated[
 ]
 
 
-def open_data_option(path: Path):
-    """Open `--data`; the default demo file is generated on first use, a missing user file is an error."""
-    from ensemble.data import open_data
-    from ensemble.synthetic import ensure_demo_data
+def open_data_option(path: Path, masks: Path | None = None):
+    """Open `--data` (and `--masks`): a course npz or an image folder; the default demo file is
+    generated on first use, a missing user file is an error."""
+    from ensemble.data.datasets import open_dataset
+    from ensemble.demo.synthetic import ensure_demo_data
 
     if path == DEFAULT_DATA:
         ensure_demo_data(path, notify=lambda line: err_console.print(line, markup=False, highlight=False))
-    return open_data(path)
+    return open_dataset(path, masks)
 
 
-def split_spec(split_seed: int, val_fraction: float, val_ids: Path | None, drop_outliers: bool):
-    """The SplitSpec the shared split options describe."""
-    from ensemble.split import SplitSpec, read_ids_file
+def split_spec(
+    split_seed: int, val_fraction: float, val_ids: Path | None, drop_outliers: bool, data: Path | None = None
+):
+    """The SplitSpec the shared split options describe; --val-ids name stems when `data` is a folder."""
+    from ensemble.data.split import SplitSpec, read_ids_file
 
-    ids = read_ids_file(val_ids) if val_ids is not None else None
+    ids = read_ids_file(val_ids, names=data is not None and data.is_dir()) if val_ids is not None else None
     return SplitSpec(split_seed, val_fraction, ids, drop_outliers, ids_file=val_ids)
 
 

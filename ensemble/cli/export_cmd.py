@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from ensemble.cli.app import app
 from ensemble.cli.common import (
     DEFAULT_DATA,
     DropOutliersOpt,
+    MasksOpt,
     SplitSeedOpt,
     ValFractionOpt,
     ValIdsOpt,
@@ -20,8 +22,14 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.cli.members_cmd import format_size
+from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.errors import EnsError
-from ensemble.member import DEFAULT_STORE
+from ensemble.members.member import DEFAULT_STORE
+
+
+class ChannelOrder(str, Enum):
+    rgb = "rgb"
+    bgr = "bgr"
 
 
 def _exporters():
@@ -63,14 +71,42 @@ InputRangeOpt = Annotated[
     ),
 ]
 MeanOpt = Annotated[
-    float | None,
+    str | None,
     typer.Option(
         "--mean",
-        help="Then subtract M, in --input-range units (needs --std), e.g. --input-range 0-1 --mean 0.449.",
+        help="Then subtract M, in --input-range units (needs --std), e.g. --input-range 0-1 --mean 0.449; "
+        "one value per channel for an RGB net, in its channel order: --mean 0.485,0.456,0.406.",
     ),
 ]
 StdOpt = Annotated[
-    float | None, typer.Option("--std", help="Then divide by S, in --input-range units, e.g. --std 0.226.")
+    str | None,
+    typer.Option(
+        "--std",
+        help="Then divide by S, in --input-range units, e.g. --std 0.226, or 0.229,0.224,0.225 per channel.",
+    ),
+]
+ChannelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--channels",
+        help="Input channels of the net: 1 (grayscale, the default) or 3 (RGB). Keras models declare theirs.",
+    ),
+]
+ChannelOrderOpt = Annotated[
+    ChannelOrder,
+    typer.Option(
+        "--channel-order",
+        help="Channel order the RGB net was trained on; bgr (OpenCV) reverses the member's RGB input.",
+    ),
+]
+SizeMultipleOpt = Annotated[
+    int,
+    typer.Option(
+        "--size-multiple",
+        min=1,
+        help="H and W must be multiples of this (e.g. 32 for five 2x poolings); other images are "
+        "reflect-padded to the next multiple and the output cropped back.",
+    ),
 ]
 ScaleOpt = Annotated[float | None, typer.Option("--scale", hidden=True, help="Refused: use --input-range.")]
 CustomObjectsOpt = Annotated[
@@ -85,9 +121,9 @@ DataOpt = Annotated[
     Path | None,
     typer.Option(
         "--data",
-        dir_okay=False,
-        help=f"Course-format npz: its images are used for the parity check and its labelled validation "
-        f"split to score the member (default {DEFAULT_DATA}; seeded random images when that is absent).",
+        help=f"Course-format npz or image folder: its images are used for the parity check and its "
+        f"labelled validation split (a folder's with --masks) to score the member (default {DEFAULT_DATA}; "
+        "seeded random images when that is absent).",
     ),
 ]
 TrustOpt = Annotated[
@@ -151,11 +187,15 @@ def export(
     val_miou: ValMiouOpt = None,
     out_dir: OutDirOpt = DEFAULT_STORE,
     force: ForceOpt = False,
-    split_seed: SplitSeedOpt = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    split_seed: SplitSeedOpt = DEFAULT_SEED,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
     scale: ScaleOpt = None,
+    channels: ChannelsOpt = None,
+    channel_order: ChannelOrderOpt = ChannelOrder.rgb,
+    masks: MasksOpt = None,
+    size_multiple: SizeMultipleOpt = 1,
 ) -> None:
     """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
     ex = _exporters()
@@ -166,14 +206,17 @@ def export(
         raise refuse_scale(scale)
     request = ex.ExportRequest(
         source=source, name=name, factory=factory, factory_kwargs=parse_factory_kwargs(factory_kwargs),
-        normalisation=ex.Normalisation.from_options(input_range, mean, std), custom_objects=custom_objects,
+        normalisation=ex.Normalisation.from_options(input_range, mean, std, channel_order.value, channels),
+        custom_objects=custom_objects,
         data=data, trust=trust, tolerance=tolerance, height=height, width=width,
         class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
-        split=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        split=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
+        channels=channels, masks=masks, size_multiple=size_multiple,
     )  # fmt: skip
     result = ex.export_member(request, default_data=DEFAULT_DATA)
     member, info = result.member, result.member.info
     size = "dynamic H, W" if result.dynamic_hw else f"{info.input_hw[0]}x{info.input_hw[1]} fixed"
+    size += ", RGB" if info.input_channels == 3 else ""
     console.print(
         f"[green]wrote[/] {escape(str(member.path))} ({format_size(member.size_bytes)}, {size}) "
         f"in {result.seconds:.1f} s\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ensemble.cli.app import app
+from ensemble.cli.choices import Connectivity, MetricName, WeightsPer
 from ensemble.cli.common import (
     DEFAULT_DATA,
     BatchSizeOpt,
@@ -18,6 +18,8 @@ from ensemble.cli.common import (
     DataOpt,
     DeviceOpt,
     DropOutliersOpt,
+    GrayToRgbOpt,
+    MasksOpt,
     ModelsDirOpt,
     SplitSeedOpt,
     ValFractionOpt,
@@ -28,21 +30,15 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
-from ensemble.cli.predict_cmd import Connectivity
-from ensemble.ensemblefile import default_path
-from ensemble.fit import DEFAULT_FOLDS, FitSettings
-from ensemble.fitjob import FitOutcome, FitRequest, fit
-from ensemble.member import DEFAULT_STORE
-from ensemble.metrics import list_metrics
-from ensemble.probcache import DEFAULT_CACHE
-from ensemble.session import Device
-from ensemble.tta import TTA
-
-
-class WeightsPer(str, Enum):
-    auto = "auto"
-    member = "member"
-    klass = "class"
+from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from ensemble.fitting.cache import DEFAULT_CACHE
+from ensemble.fitting.fit import DEFAULT_FOLDS, FitSettings
+from ensemble.fitting.job import FitOutcome, FitRequest, fit
+from ensemble.inference.options import DEFAULT_BATCH
+from ensemble.inference.tta import TTA
+from ensemble.members.ensemblefile import default_path
+from ensemble.members.member import DEFAULT_STORE
+from ensemble.members.session import Device
 
 
 @app.command("fit")
@@ -63,16 +59,14 @@ def fit_cmd(
             "higher in the cross-validation.",
         ),
     ] = WeightsPer.auto,
-    metric: Annotated[
-        str, typer.Option("--metric", help=f"Metric to maximise: {', '.join(list_metrics())}.")
-    ] = ("course"),
+    metric: Annotated[MetricName, typer.Option("--metric", help="Metric to maximise.")] = MetricName.course,
     folds: Annotated[
         int,
         typer.Option("--folds", help="Cross-validation folds, at most the validation images (0 or 1: none)."),
     ] = (DEFAULT_FOLDS),
     connectivity: Annotated[
         Connectivity, typer.Option("--connectivity", help="Neighbourhood of cleanup regions.")
-    ] = Connectivity.four,
+    ] = Connectivity["4"],
     out: Annotated[
         Path | None,
         typer.Option(
@@ -80,30 +74,30 @@ def fit_cmd(
         ),
     ] = None,
     data: DataOpt = DEFAULT_DATA,
+    masks: MasksOpt = None,
+    gray_to_rgb: GrayToRgbOpt = False,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
-    split_seed: SplitSeedOpt = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    split_seed: SplitSeedOpt = DEFAULT_SEED,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
     cache_dir: CacheOpt = DEFAULT_CACHE,
     device: DeviceOpt = Device.auto,
-    batch_size: BatchSizeOpt = 64,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH,
 ) -> None:
     """Learn fusion weights, class gains and cleanup min_area on the validation split."""
-    from ensemble.metrics import get_metric
-
-    get_metric(metric)
     request = FitRequest(
-        data=open_data_option(data),
+        data=open_data_option(data, masks),
         members=members,
         store=models_dir,
-        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
         tta=tta.value,
-        settings=FitSettings(weights_per.value, metric, int(connectivity.value), folds),
+        settings=FitSettings(weights_per.value, metric.value, int(connectivity.value), folds),
         out=out,
         cache_dir=cache_dir,
         device=device.value,
         batch_size=batch_size,
+        gray_to_rgb=gray_to_rgb,
     )
     with image_progress() as progress:
         task = progress.add_task("fit", total=None)

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from ensemble.cli.app import app
 from ensemble.cli.common import console, user_errors
-from ensemble.inference import probe_contract
-from ensemble.member import DEFAULT_STORE, load_member
-from ensemble.store import store_files
+from ensemble.inference.runner import probe_contract
+from ensemble.members.member import DEFAULT_STORE, load_member
+from ensemble.members.store import store_files
 
 
 def format_size(n_bytes: int) -> str:
@@ -58,7 +58,9 @@ def members(
             member.name,
             info.source_framework,
             str(info.n_classes),
-            f"{height or 'H'}x{width or 'W'}",
+            f"{height or 'H'}x{width or 'W'}"
+            + (" RGB" if info.input_channels == 3 else "")
+            + (f" (x{info.size_multiple})" if info.size_multiple > 1 else ""),
             f"{info.parity_max_abs_err:.1e}",
             format_size(member.size_bytes),
             info.preprocessing,

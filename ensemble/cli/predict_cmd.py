@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ensemble.cli.app import app
+from ensemble.cli.choices import Connectivity, FormatName, SplitName
 from ensemble.cli.common import (
     DEFAULT_DATA,
     BatchSizeOpt,
@@ -17,6 +17,8 @@ from ensemble.cli.common import (
     DeviceOpt,
     DropOutliersOpt,
     EnsembleOpt,
+    GrayToRgbOpt,
+    MasksOpt,
     MembersOpt,
     ModelsDirOpt,
     SplitSeedOpt,
@@ -29,26 +31,22 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
-from ensemble.member import DEFAULT_STORE
-from ensemble.pipeline import DEFAULT_BATCH, PredictOptions
-from ensemble.predict import PredictOutcome, PredictRequest, predict
-from ensemble.session import Device
-from ensemble.tta import TTA
-
-
-class Format(str, Enum):
-    rle = "rle"
-    flat = "flat"
-
-
-class Split(str, Enum):
-    test = "test"
-    val = "val"
-
-
-class Connectivity(str, Enum):
-    four = "4"
-    eight = "8"
+from ensemble.cli.rleoptions import (
+    LAYOUT,
+    ORDER,
+    START,
+    RleHeaderOpt,
+    RleLayoutOpt,
+    RleOrderOpt,
+    RleStartOpt,
+    rle_convention,
+)
+from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
+from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
+from ensemble.inference.tta import TTA
+from ensemble.members.member import DEFAULT_STORE
+from ensemble.members.session import Device
 
 
 @app.command("predict")
@@ -57,7 +55,9 @@ def predict_cmd(
     members: MembersOpt = None,
     ensemble: EnsembleOpt = None,
     data: DataOpt = DEFAULT_DATA,
-    split: Annotated[Split, typer.Option("--split", help="Images to predict.")] = Split.test,
+    masks: MasksOpt = None,
+    gray_to_rgb: GrayToRgbOpt = False,
+    split: Annotated[SplitName, typer.Option("--split", help="Images to predict.")] = SplitName.test,
     tta: Annotated[
         TTA | None,
         typer.Option("--tta", help="Test-time augmentation views. Default: the ensemble file's, else flip."),
@@ -95,8 +95,16 @@ def predict_cmd(
         bool, typer.Option("--allow-background", help="Let the argmax pick class 0 (costs course mIoU).")
     ] = False,
     fmt: Annotated[
-        Format, typer.Option("--format", help="rle (Kaggle RLE) or flat (the course's CSV).")
-    ] = Format.rle,
+        FormatName,
+        typer.Option(
+            "--format",
+            help="rle (Kaggle RLE, convention set by the --rle-* options) or flat (the course's CSV).",
+        ),
+    ] = FormatName.rle,
+    rle_order: RleOrderOpt = ORDER,
+    rle_start: RleStartOpt = START,
+    rle_layout: RleLayoutOpt = LAYOUT,
+    rle_header: RleHeaderOpt = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="CSV to write (default submissions/<timestamp>.csv).", dir_okay=False),
@@ -111,8 +119,8 @@ def predict_cmd(
         int | None, typer.Option("--threads", min=1, help="CPU threads (default: physical cores).")
     ] = None,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
-    split_seed: SplitSeedOpt = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    split_seed: SplitSeedOpt = DEFAULT_SEED,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
 ) -> None:
@@ -122,13 +130,14 @@ def predict_cmd(
         batch_size=batch_size,
         device=device.value,
         threads=threads,
+        gray_to_rgb=gray_to_rgb,
     )
     request = PredictRequest(
-        data=open_data_option(data),
+        data=open_data_option(data, masks),
         members=members,
         store=models_dir,
         split=split.value,
-        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
         weights=weights,
         min_area=min_area,
         class_gain=class_gain,
@@ -137,6 +146,7 @@ def predict_cmd(
         ensemble=ensemble,
         out=out,
         fmt=fmt.value,
+        rle=rle_convention(rle_order, rle_start, rle_layout, rle_header),
         save_probs=save_probs,
         options=options,
     )

@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ensemble.atomic import write_text
 from ensemble.cli.app import app
+from ensemble.cli.choices import MetricName, SplitName
 from ensemble.cli.common import (
     DEFAULT_DATA,
     CacheOpt,
@@ -20,6 +20,8 @@ from ensemble.cli.common import (
     DeviceOpt,
     DropOutliersOpt,
     EnsembleOpt,
+    GrayToRgbOpt,
+    MasksOpt,
     MembersOpt,
     ModelsDirOpt,
     SplitSeedOpt,
@@ -31,15 +33,29 @@ from ensemble.cli.common import (
     split_spec,
     user_errors,
 )
-from ensemble.cli.submission_cmd import MetricName, NClassesOpt, SplitName
-from ensemble.csvscore import score_submission
+from ensemble.cli.rleoptions import (
+    LAYOUT,
+    ORDER,
+    START,
+    RleHeaderOpt,
+    RleLayoutOpt,
+    RleOrderOpt,
+    RleStartOpt,
+    rle_convention,
+)
+from ensemble.cli.submission_cmd import NClassesOpt
+from ensemble.course import N_CLASSES
+from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.errors import EnsError
-from ensemble.member import DEFAULT_STORE
-from ensemble.outputs import refuse_overwrite
-from ensemble.probcache import DEFAULT_CACHE
-from ensemble.scorejob import ScoreOutcome, ScoreRequest, score_stages
-from ensemble.session import Device
-from ensemble.tta import TTA
+from ensemble.files.atomic import write_text
+from ensemble.files.outputs import refuse_overwrite
+from ensemble.fitting.cache import DEFAULT_CACHE
+from ensemble.inference.tta import TTA
+from ensemble.members.member import DEFAULT_STORE
+from ensemble.members.session import Device
+from ensemble.scoring.csvscore import score_submission
+from ensemble.scoring.job import ScoreOutcome, ScoreRequest, score_stages
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 
 
 @app.command("score")
@@ -55,9 +71,9 @@ def score(
         Path | None,
         typer.Option(
             "--truth",
-            help="Labelled npz: with a CSV, the masks to score against (default: the demo data); "
-            "without one, run the ablation on its test_set + test_masks.",
-            dir_okay=False,
+            help="Labelled npz, or a folder of masks: with a CSV, the masks to score against (default: "
+            "the demo data); without one, run the ablation on its test_set + test_masks (for a masks "
+            "folder: on the images of --data).",
         ),
     ] = None,
     split: Annotated[
@@ -65,7 +81,7 @@ def score(
         typer.Option("--split", help="CSV scoring: test (ids index test_masks) or val (training masks)."),
     ] = SplitName.test,
     metric: Annotated[MetricName, typer.Option("--metric", help="Reduction to report.")] = MetricName.course,
-    n_classes: NClassesOpt = 5,
+    n_classes: NClassesOpt = N_CLASSES,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the scores here.")] = None,
     plots: Annotated[
         Path | None,
@@ -87,20 +103,32 @@ def score(
         ),
     ] = None,
     data: DataOpt = DEFAULT_DATA,
+    masks: MasksOpt = None,
+    gray_to_rgb: GrayToRgbOpt = False,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
-    split_seed: SplitSeedOpt = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    split_seed: SplitSeedOpt = DEFAULT_SEED,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
     cache_dir: CacheOpt = DEFAULT_CACHE,
     device: DeviceOpt = Device.auto,
+    rle_order: RleOrderOpt = ORDER,
+    rle_start: RleStartOpt = START,
+    rle_layout: RleLayoutOpt = LAYOUT,
+    rle_header: RleHeaderOpt = None,
 ) -> None:
-    """Score a submission CSV offline, or (no CSV: --val / --truth NPZ) show what every stage wins."""
+    """Score a submission CSV offline, or (no CSV: --val / --truth NPZ) show what every stage wins.
+
+    An rle CSV is read under the --rle-* options (the course's convention by default).
+    """
+    rle = rle_convention(rle_order, rle_start, rle_layout, rle_header)
     if csv is not None:
         if val:
             raise EnsError("--val runs the ablation and takes no CSV; to score a val CSV use --split val")
-        _score_csv(csv, truth or DEFAULT_DATA, split.value, metric.value, n_classes, json_path)
+        _score_csv(csv, truth or DEFAULT_DATA, split.value, metric.value, n_classes, json_path, rle)
         return
+    if rle != DEFAULT_RLE:
+        raise EnsError("the --rle-* options describe a CSV to score; give one, or drop them for the ablation")
     if not val and truth is None:
         raise EnsError(
             "give a submission CSV to score (e.g. `ens score submissions/sub.csv`), or --val / --truth NPZ "
@@ -108,18 +136,25 @@ def score(
         )
     if val and truth is not None:
         raise EnsError("--val scores the validation split of --data; --truth a labelled test set; pick one")
+    if val:
+        dataset = open_data_option(data, masks)
+    elif truth.is_dir():
+        dataset = open_data_option(data, truth)
+    else:
+        dataset = open_data_option(truth)
     request = ScoreRequest(
-        data=open_data_option(data) if val else open_data_option(truth),
+        data=dataset,
         split="val" if val else "test",
         members=members,
         ensemble=ensemble,
         store=models_dir,
-        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers),
+        split_spec=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
         tta=tta.value if tta is not None else None,
         min_area=min_area,
         metric=metric.value,
         cache_dir=cache_dir,
         device=device.value,
+        gray_to_rgb=gray_to_rgb,
         outputs={"--json": json_path, "--plots": _plot_files(plots)},
     )
     with image_progress() as progress:
@@ -136,7 +171,7 @@ def score(
     if json_path is not None:
         write_text(json_path, json.dumps(outcome.ablation.to_json(), indent=2) + "\n")
     if plots is not None:
-        from ensemble.plots import save_plots
+        from ensemble.scoring.plots import save_plots
 
         written = save_plots(outcome.ablation, plots)
         console.print(
@@ -145,7 +180,7 @@ def score(
 
 
 def _plot_files(plots: Path | None) -> list[Path] | None:
-    from ensemble.plots import plot_paths
+    from ensemble.scoring.plots import plot_paths
 
     return None if plots is None else plot_paths(plots)
 
@@ -183,10 +218,16 @@ def _print_ablation(outcome: ScoreOutcome) -> None:
 
 
 def _score_csv(
-    csv: Path, truth: Path, split: str, metric: str, n_classes: int, json_path: Path | None
+    csv: Path,
+    truth: Path,
+    split: str,
+    metric: str,
+    n_classes: int,
+    json_path: Path | None,
+    rle: RleConvention,
 ) -> None:
     refuse_overwrite({"--json": json_path}, {"the scored CSV": csv, "--truth": truth})
-    result = score_submission(csv, truth, split, metric, n_classes)
+    result = score_submission(csv, truth, n_classes, split, metric, rle=rle)
     title = f"{escape(str(result.submission))} ({result.format}, {result.split})"
     table = Table("class", "IoU", "pixels", title=title)
     for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):

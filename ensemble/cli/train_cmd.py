@@ -20,8 +20,8 @@ from ensemble.cli.common import (
     console,
     user_errors,
 )
+from ensemble.data.split import DEFAULT_VAL_FRACTION, SplitSpec, read_ids_file
 from ensemble.errors import EnsError
-from ensemble.split import SplitSpec, read_ids_file
 
 
 class Framework(str, Enum):
@@ -59,7 +59,7 @@ def train(
     split_seed: Annotated[
         int, typer.Option("--split-seed", help="Seed of the validation split; keep it equal for all members.")
     ] = 0,
-    val_fraction: ValFractionOpt = 0.2,
+    val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
 ) -> None:
@@ -69,6 +69,11 @@ def train(
     from zoo.training import TrainConfig
     from zoo.training import train as run
 
+    if data.is_dir():
+        raise EnsError(
+            f"--data {str(data)!r} is a folder; `ens train` trains the reference nets on a course npz "
+            "(train on image folders with your own code, then `ens export` the result)"
+        )
     ids = read_ids_file(val_ids) if val_ids is not None else None
     split = SplitSpec(split_seed, val_fraction, ids, drop_outliers)
     config = TrainConfig(
@@ -88,7 +93,7 @@ def train(
     )
     config.check()
     if data == DEFAULT_DATA:
-        from ensemble.synthetic import ensure_demo_data
+        from ensemble.demo.synthetic import ensure_demo_data
 
         ensure_demo_data(data, lambda line: console.print(escape(line), highlight=False))
     with _progress() as (on_step, on_epoch):

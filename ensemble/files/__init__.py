@@ -1,0 +1,1 @@
+"""Files on disk: atomic writes, the overwrite guard and content hashes."""

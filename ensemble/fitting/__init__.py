@@ -1,0 +1,1 @@
+"""Learning the ensemble on labelled images: weights, class gains, cleanup thresholds, the cache."""

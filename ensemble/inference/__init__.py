@@ -1,0 +1,1 @@
+"""Prediction: members -> TTA -> fusion -> decoding -> cleanup, batch by batch, and the predict job."""

@@ -1,0 +1,203 @@
+"""Small-region cleanup: connected components smaller than their class's `min_area` are relabelled
+to the most frequent class on their outer border (never to the ignored class 0).
+
+All decisions read the input map, so the result does not depend on the order components are
+visited. A component whose border holds no eligible class (it fills the image, or touches only
+class 0) is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numba
+import numpy as np
+
+from ensemble.errors import EnsError
+from ensemble.optionvalues import key_values, parse_int
+
+CONNECTIVITIES = (4, 8)  # pixel neighbourhoods of a region: edges only, or edges and corners
+
+IGNORED_CLASS = 0
+MAX_AREA = 2**31 - 1  # far above any image's pixel count; int32 so the kernel's compare is exact
+MinArea = int | Sequence[int] | Mapping[int, int] | np.ndarray
+_DY = (-1, 1, 0, 0, -1, -1, 1, 1)  # 4-neighbours first, then the diagonals
+_DX = (0, 0, -1, 1, -1, 1, -1, 1)
+
+
+def parse_min_area(text: str, n_classes: int) -> np.ndarray:
+    """Parse `--min-area`: one value for classes 1..C-1 (`20`) or per class (`1=30,2=30,4=5`).
+
+    >>> parse_min_area("20", 5).tolist(), parse_min_area("1=30,4=5", 5).tolist()
+    ([0, 20, 20, 20, 20], [0, 30, 0, 0, 5])
+    """
+    hint = "give one area (e.g. 20) or CLASS=AREA pairs (e.g. 1=30,2=30,3=30,4=5); 0 turns cleanup off"
+    if "=" not in text:
+        areas = np.full(n_classes, parse_int(text, "--min-area", 0, MAX_AREA, hint), dtype=np.int64)
+        areas[IGNORED_CLASS] = 0
+        return areas
+    areas = np.zeros(n_classes, dtype=np.int64)
+    for cls, value in key_values(text, "--min-area", "1=30,4=5"):
+        what = f"--min-area entry '{cls}={value}':"
+        index = parse_int(cls, f"{what} class", 0, n_classes - 1, hint)
+        areas[index] = parse_int(value, f"{what} area", 0, MAX_AREA, hint)
+    return areas
+
+
+def min_area_array(min_area: MinArea, n_classes: int) -> np.ndarray:
+    """Normalise a min_area given as one int, a per-class sequence or a {class: area} mapping.
+
+    Areas must be whole numbers in 0..MAX_AREA: 8.9 or 1e30 are refused, not cut to an int64.
+    """
+    if isinstance(min_area, Mapping):
+        areas = np.zeros(n_classes, dtype=np.int64)
+        for cls, area in min_area.items():
+            index = _whole(cls, min_area, n_classes)
+            if not 0 <= index < n_classes:
+                raise EnsError(f"min_area {min_area!r} names class {cls}; classes are 0..{n_classes - 1}")
+            areas[index] = _whole(area, min_area, n_classes)
+    elif np.ndim(min_area) == 0:
+        areas = np.full(n_classes, _whole(min_area, min_area, n_classes), dtype=np.int64)
+        areas[IGNORED_CLASS] = 0
+    else:
+        values = np.asarray(min_area)
+        if values.ndim != 1:
+            raise EnsError(f"min_area {min_area!r} must give {n_classes} areas (one per class)")
+        areas = np.array([_whole(v, min_area, n_classes) for v in values.tolist()], dtype=np.int64)
+    if areas.shape != (n_classes,):
+        raise EnsError(f"min_area {min_area!r} must give {n_classes} non-negative areas (one per class)")
+    return areas
+
+
+def _whole(value, min_area, n_classes: int) -> int:
+    """One area as an int in 0..MAX_AREA, refusing bools, fractions and non-numbers."""
+    whole = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    if whole and 0 <= int(value) <= MAX_AREA:
+        return int(value)
+    raise EnsError(
+        f"min_area {min_area!r} holds {value!r}; areas are whole numbers in 0..{MAX_AREA}, "
+        f"one per class or one for all {n_classes} classes"
+    )
+
+
+def remove_small_regions(
+    labels: np.ndarray,
+    min_area: MinArea,
+    n_classes: int | None = None,
+    connectivity: int = 4,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Relabel components smaller than `min_area` of their class, for a (H, W) or (N, H, W) uint8 map.
+
+    Parameters
+    ----------
+    labels : uint8 array (H, W) or (N, H, W)
+        Label maps; not modified unless passed again as `out`.
+    min_area : int, sequence or mapping
+        One area for classes 1..C-1, or one per class; 0 disables cleanup for a class.
+    n_classes : int, optional
+        Class count; defaults to the length of a per-class `min_area` or to labels.max() + 1.
+    connectivity : {4, 8}
+        Pixel neighbourhood used for components and their borders.
+    out : uint8 array, optional
+        Where to write the result (may be `labels` itself); a new array by default.
+
+    Examples
+    --------
+    >>> m = np.array([[1, 1, 1], [1, 2, 1], [1, 1, 3]], np.uint8)
+    >>> remove_small_regions(m, min_area=2)
+    array([[1, 1, 1],
+           [1, 1, 1],
+           [1, 1, 1]], dtype=uint8)
+    """
+    if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.ndim not in (2, 3):
+        got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
+        raise EnsError(f"labels must be a uint8 array of shape (H, W) or (N, H, W), got {got}")
+    if connectivity not in CONNECTIVITIES:
+        raise EnsError(f"connectivity must be 4 or 8, got {connectivity}")
+    if n_classes is None:
+        sized = not isinstance(min_area, Mapping) and np.ndim(min_area) == 1
+        n_classes = len(min_area) if sized else int(labels.max(initial=0)) + 1
+    areas = min_area_array(min_area, n_classes)
+    if labels.size and int(labels.max()) >= n_classes:
+        raise EnsError(f"labels hold class {int(labels.max())} but only {n_classes} classes were given")
+    if out is None:
+        out = labels.copy()
+    elif out.shape != labels.shape or out.dtype != np.uint8:
+        raise EnsError(f"out must be uint8 {labels.shape}, got {out.dtype} {out.shape}")
+    elif out is not labels:
+        out[...] = labels
+    if not areas.any() or labels.size == 0:
+        return out
+    source = labels.copy() if np.shares_memory(out, labels) else np.ascontiguousarray(labels)
+    batch = source.reshape((-1, *source.shape[-2:]))
+    target = out if out.flags.c_contiguous else batch.copy()
+    chunks = 4 * numba.get_num_threads()
+    _cleanup_batch(batch, target.reshape(batch.shape), areas, connectivity == 8, chunks)
+    if target is not out:
+        out[...] = target.reshape(out.shape)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _cleanup_batch(labels, out, min_area, eight, n_chunks):  # pragma: no cover - compiled
+    n, height, width = labels.shape
+    n_chunks = min(n, n_chunks)
+    for chunk in numba.prange(n_chunks):
+        # scratch buffers are allocated once per chunk, not once per image
+        seen = np.empty(height * width, np.bool_)
+        stamp = np.empty(height * width, np.int32)
+        pixels = np.empty(height * width, np.int32)
+        counts = np.empty(min_area.shape[0], np.int64)
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            _cleanup_image(labels[i], out[i], min_area, eight, seen, stamp, pixels, counts)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cleanup_image(img, out, min_area, eight, seen, stamp, pixels, counts):  # pragma: no cover
+    height, width = img.shape
+    size = height * width
+    n_neighbours = 8 if eight else 4
+    seen[:] = False
+    stamp[:] = -1
+    flat = img.reshape(size)
+    for start in range(size):
+        if seen[start]:
+            continue
+        cls = flat[start]
+        seen[start] = True
+        pixels[0] = start
+        head, tail = 0, 1
+        while head < tail:  # breadth-first flood fill of the component
+            p = pixels[head]
+            head += 1
+            y, x = p // width, p % width
+            for k in range(n_neighbours):
+                ny, nx = y + _DY[k], x + _DX[k]
+                if 0 <= ny < height and 0 <= nx < width:
+                    q = ny * width + nx
+                    if not seen[q] and flat[q] == cls:
+                        seen[q] = True
+                        pixels[tail] = q
+                        tail += 1
+        if tail >= min_area[cls]:
+            continue
+        counts[:] = 0
+        for j in range(tail):  # count each outer-border pixel once
+            p = pixels[j]
+            y, x = p // width, p % width
+            for k in range(n_neighbours):
+                ny, nx = y + _DY[k], x + _DX[k]
+                if 0 <= ny < height and 0 <= nx < width:
+                    q = ny * width + nx
+                    other = flat[q]
+                    if other != cls and stamp[q] != start:
+                        stamp[q] = start
+                        counts[other] += 1
+        best, best_count = -1, 0
+        for c in range(counts.shape[0]):
+            if c != IGNORED_CLASS and counts[c] > best_count:
+                best, best_count = c, counts[c]
+        if best >= 0:
+            for j in range(tail):
+                out[pixels[j] // width, pixels[j] % width] = best

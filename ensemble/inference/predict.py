@@ -1,0 +1,166 @@
+"""`ens predict` as a library call: resolve members, data and options, run, write the manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ensemble.data.datasets import Dataset
+from ensemble.data.folder import integer_ids
+from ensemble.data.sizes import describe_sizes
+from ensemble.data.sources import Source, make_source
+from ensemble.data.split import SplitSpec
+from ensemble.errors import EnsError
+from ensemble.files.atomic import atomic_files
+from ensemble.files.outputs import refuse_overwrite, run_inputs
+from ensemble.inference.cleanup import parse_min_area
+from ensemble.inference.fusion import parse_class_gain, parse_weights
+from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
+from ensemble.inference.options import PredictOptions, resolve_options
+from ensemble.inference.pipeline import Ensemble, PredictResult, run
+from ensemble.inference.probstore import probs_files
+from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
+from ensemble.members.member import DEFAULT_STORE, Member
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention
+from ensemble.submission.formats import get_format
+
+SUBMISSIONS = Path("submissions")
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """The user's choices, as given on the command line (text forms still unparsed)."""
+
+    data: Dataset
+    members: str | None = None
+    store: Path = DEFAULT_STORE
+    split: str = "test"
+    split_spec: SplitSpec = SplitSpec()
+    weights: str | None = None
+    min_area: str | None = None
+    class_gain: str | None = None
+    connectivity: int | None = None
+    tta: str | None = None
+    ensemble: Path | None = None
+    out: Path | None = None
+    fmt: str = "rle"
+    rle: RleConvention = DEFAULT_RLE
+    save_probs: Path | None = None
+    options: PredictOptions = PredictOptions()
+
+
+@dataclass(frozen=True)
+class PredictOutcome:
+    csv: Path
+    manifest: Path
+    result: PredictResult
+    ensemble: Ensemble
+    source: Source
+    ensemble_file: Path | None = None
+
+
+def default_out(now: dt.datetime | None = None) -> Path:
+    """`submissions/<timestamp>.csv`."""
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return SUBMISSIONS / f"{stamp}.csv"
+
+
+def request_options(
+    request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
+) -> PredictOptions:
+    """The command line's text options parsed, then resolved against the ensemble file."""
+    n_classes = members[0].n_classes
+    parsed = {
+        "weights": None
+        if request.weights is None
+        else parse_weights(request.weights, [m.name for m in members]),
+        "min_area": None if request.min_area is None else parse_min_area(request.min_area, n_classes),
+        "class_gain": None if request.class_gain is None else parse_class_gain(request.class_gain, n_classes),
+    }
+    return resolve_options(
+        members, spec, request.options, tta=request.tta, connectivity=request.connectivity, **parsed
+    )
+
+
+def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Path] | None]:
+    """Every file a prediction writes, labelled for `refuse_overwrite`."""
+    return {
+        "--out": out,
+        "the manifest of --out": manifest_path(out),
+        "--save-probs": probs_files(request.save_probs) if request.save_probs is not None else None,
+    }
+
+
+def prepare(
+    request: PredictRequest, out: Path | None = None
+) -> tuple[Ensemble, Source, Path | None, EnsembleSpec | None]:
+    """Load and check members, options and the image source; builds the sessions once.
+
+    With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
+    data, a member, the ensemble file or --val-ids) before any session is built.
+    """
+    get_format(request.fmt, request.rle)
+    members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
+    if out is not None:
+        refuse_overwrite(
+            output_paths(request, out), run_inputs(request.data, members, spec_path, request.split_spec)
+        )
+    options = request_options(request, members, spec)
+    source = make_source(request.data, request.split, request.split_spec)
+    check_layout(source, request.fmt, request.save_probs)
+    ensemble = Ensemble(members, options)
+    ensemble.check_source(source)
+    return ensemble, source, spec_path, spec
+
+
+def check_layout(source: Source, fmt: str, save_probs: Path | None) -> None:
+    """Outputs that need one image size, or integer ids, refuse sources without them up front."""
+    if source.image_shape is None and (fmt == "flat" or save_probs is not None):
+        what = (
+            "a flat CSV numbers the pixels of one size" if fmt == "flat" else "--save-probs keeps one array"
+        )
+        raise EnsError(
+            f"the images have several sizes ({describe_sizes(source.groups)}) but {what}; "
+            + ("write --format rle" if fmt == "flat" else "drop --save-probs, or predict one size at a time")
+        )
+    ids = source.ids()
+    if fmt == "flat" and ids.dtype.kind == "U" and not integer_ids(ids.tolist()):
+        bad = next(i for i in ids.tolist() if not integer_ids([i]))
+        raise EnsError(
+            f"the flat format numbers images with integers, but image id {bad!r} is not a plain "
+            "non-negative integer; name the image files 0.png, 1.png, ... or write --format rle"
+        )
+
+
+def predict(
+    request: PredictRequest,
+    on_start: Callable[[Ensemble, Source], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> PredictOutcome:
+    """Predict the requested split and write the CSV and its manifest; nothing partial on failure.
+
+    The CSV and the manifest are committed together: either both are replaced or neither.
+    """
+    out = request.out or default_out()
+    ensemble, source, spec_path, spec = prepare(request, out)
+    if on_start:
+        on_start(ensemble, source)
+    truth = source.truth_lookup(ensemble.n_classes) if source.split == "val" else None
+    with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
+        result = run(
+            ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch, rle=request.rle
+        )
+        manifest = build_manifest(
+            ensemble, source, result, out, request.fmt, written=csv_tmp, rle=request.rle
+        )
+        manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+        if spec is not None:
+            manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
+        if result.confusion is not None:
+            manifest["val_confusion"] = np.asarray(result.confusion).tolist()
+        manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
+    return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path)

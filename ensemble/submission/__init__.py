@@ -1,0 +1,1 @@
+"""Submission CSVs: run-length and flat formats, their checks, readers and writers."""
