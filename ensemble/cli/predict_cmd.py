@@ -47,6 +47,7 @@ from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
 from ensemble.inference.tta import TTA
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
+from ensemble.runtimes.choice import Runtime
 
 
 @app.command("predict")
@@ -116,8 +117,30 @@ def predict_cmd(
     device: DeviceOpt = Device.auto,
     batch_size: BatchSizeOpt = DEFAULT_BATCH,
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads (default: physical cores).")
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads of one pipeline (default: one per worker, or the physical cores).",
+        ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Batches computed at once on CPU, each on one thread (default: the physical cores; "
+            "1 with --threads or on a GPU).",
+        ),
+    ] = None,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            "--runtime",
+            help="Where members run on CPU: auto (the faster per member, measured once and cached), "
+            "ort, or openvino (pip install ens[openvino]).",
+        ),
+    ] = Runtime.auto,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
     split_seed: SplitSeedOpt = DEFAULT_SEED,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
@@ -131,6 +154,8 @@ def predict_cmd(
         device=device.value,
         threads=threads,
         gray_to_rgb=gray_to_rgb,
+        workers=workers,
+        runtime=runtime.value,
     )
     request = PredictRequest(
         data=open_data_option(data, masks),
@@ -165,7 +190,8 @@ def predict_cmd(
 
 def _summary(outcome: PredictOutcome) -> None:
     result, ensemble = outcome.result, outcome.ensemble
-    device = ensemble.runners[0].report.used[0].replace("ExecutionProvider", "")
+    used = dict.fromkeys(r.report.used[0].replace("ExecutionProvider", "") for r in ensemble.runners)
+    device = "+".join(used)
     fitted = f"weights and min_area of {outcome.ensemble_file}, " if outcome.ensemble_file else ""
     console.print(
         f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, {fitted}"

@@ -25,6 +25,7 @@ from ensemble.inference.pipeline import Ensemble, PredictResult, run
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
+from ensemble.runtimes.choice import choose_runtimes
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
 
@@ -114,6 +115,7 @@ def prepare(
     check_layout(source, request.fmt, request.save_probs)
     ensemble = Ensemble(members, options)
     ensemble.check_source(source)
+    choose_runtimes(ensemble, source, options.runtime)
     return ensemble, source, spec_path, spec
 
 
