@@ -32,7 +32,7 @@ from ensemble.inference.tta import View, augment
 from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
 from ensemble.members.session import CPU, ORT_ERRORS
-from ensemble.runtimes.openvino import INSTALL_HINT, OpenVinoSession, openvino_version
+from ensemble.runtimes.openvino import INSTALL_HINT, OpenVinoSession, core, openvino_version
 
 if TYPE_CHECKING:
     from ensemble.data.sources import Source
@@ -99,7 +99,7 @@ def choose_runtimes(
             )
         ensemble.choices = [ort_choice("default", note="members run on a GPU") for _ in range(count)]
         return
-    if runtime is Runtime.auto and openvino_version() is None:
+    if runtime is Runtime.auto and not openvino_available():
         note = f"openvino is not installed ({INSTALL_HINT})"
         ensemble.choices = [ort_choice("default", note=note) for _ in range(count)]
         return
@@ -155,6 +155,15 @@ def choose_runtimes(
         ensemble.choices[index] = RuntimeChoice("openvino", openvino_version() or "", how, error, seconds)
     if changed:
         write_cache(cache, entries)
+
+
+def openvino_available() -> bool:
+    """True when openvino imports (its first import takes about a second, so only `auto` asks)."""
+    try:
+        core()
+    except EnsError:
+        return False
+    return True
 
 
 def member_input(member: Member, pixels: np.ndarray, views: tuple[View, ...]) -> np.ndarray:
