@@ -93,12 +93,12 @@ def in_pool(engines: list, batches, compute, consume, in_flight: int = 3) -> Non
 
 def child(args: argparse.Namespace) -> None:
     from compile_proto import build_compiled
-
     from ensemble.cleanup import remove_small_regions
-    from ensemble.data import open_data
     from ensemble.decode import decode
     from ensemble.pipeline import PredictOptions
     from ensemble.predict import PredictRequest, prepare
+
+    from ensemble.data import open_data
     from ensemble.submission import SubmissionWriter
 
     variant = args.variant.removesuffix("-b32")  # `-b32`: batches of 32 images instead of --batch-size

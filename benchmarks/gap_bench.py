@@ -37,10 +37,10 @@ VARIANTS = (
 
 def child(args: argparse.Namespace) -> None:
     import onnxruntime as ort
-
-    from ensemble.data import open_data
     from ensemble.pipeline import run
     from ensemble.predict import PredictRequest, prepare
+
+    from ensemble.data import open_data
 
     ensemble, source, _, _ = prepare(PredictRequest(data=open_data(args.data), store=args.models_dir))
     report: dict = {"variant": args.variant}

@@ -36,12 +36,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from compile_proto import build_compiled
-
 from ensemble.cleanup import remove_small_regions
-from ensemble.data import open_data
 from ensemble.decode import decode
 from ensemble.pipeline import PredictOptions
 from ensemble.predict import PredictRequest, prepare
+
+from ensemble.data import open_data
 from ensemble.submission import SubmissionWriter
 
 INPUT, OUTPUT = "pixels", "probs"

@@ -1,9 +1,9 @@
 """A member on OpenVINO's CPU plugin (the optional `ens[openvino]` extra, imported only when used).
 
-The model is compiled for a static batch (the worker batch times the TTA views; a smaller batch is
-zero-padded, which leaves the other images' outputs unchanged since every image is convolved on
-its own) with the THROUGHPUT hint, one stream per worker and float32 inference (its default on
-CPUs with bf16 or AMX is bf16, up to 0.09 off). Each worker thread gets its own infer request.
+The model is compiled for a static batch (the worker batch times the TTA views, at most `MAX_BATCH`
+inputs: a larger call runs in chunks, a smaller one is zero-padded, which leaves the other images'
+outputs unchanged since every image is convolved on its own) with the THROUGHPUT hint, one stream
+per worker and float32 inference (its default on CPUs with bf16 or AMX is bf16, up to 0.09 off). Each worker thread gets its own infer request.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from ensemble.members.session import SessionReport
 
 OPENVINO = "OpenVINO"
 INSTALL_HINT = "pip install ens[openvino]"
+# Each stream keeps every activation of a batch: 16 inputs of 64x128 held three members at 0.8 GB
+# peak RSS against 1.5 GB at 64, at the same speed (benchmarks/README.md, "OpenVINO").
+MAX_BATCH = 16
 
 
 def openvino_version() -> str | None:
@@ -44,12 +47,12 @@ def core():
 
 
 class OpenVinoSession:
-    """One member compiled for OpenVINO CPU at a static batch of `batch` inputs; `run` as
-    `MemberSession.run`. Image sizes are compiled on first use, one model each."""
+    """One member compiled for OpenVINO CPU at a static batch of `batch` inputs (at most
+    `MAX_BATCH`); `run` as `MemberSession.run`. Image sizes are compiled on first use, one model each."""
 
     def __init__(self, member: Member, batch: int, streams: int) -> None:
         self.member = member
-        self.batch = batch
+        self.batch = max(1, min(batch, MAX_BATCH))
         self.streams = streams
         self.contract_checked = False
         self.report = SessionReport("cpu", (OPENVINO,), (OPENVINO,), None, streams)
