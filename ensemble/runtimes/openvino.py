@@ -3,7 +3,8 @@
 The model is compiled for a static batch (the worker batch times the TTA views, at most `MAX_BATCH`
 inputs: a larger call runs in chunks, a smaller one is zero-padded, which leaves the other images'
 outputs unchanged since every image is convolved on its own) with the THROUGHPUT hint, one stream
-per worker and float32 inference (its default on CPUs with bf16 or AMX is bf16, up to 0.09 off). Each worker thread gets its own infer request.
+per worker and float32 inference (its default on CPUs with bf16 or AMX is bf16, up to 0.09 off).
+Each worker thread gets its own infer request.
 """
 
 from __future__ import annotations
