@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from ensemble.decode import decode
-from ensemble.predict import PredictRequest, prepare
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from ensemble.data import open_data
+from ensemble.decode import decode
+from ensemble.predict import PredictRequest, prepare
 
 INPUT, OUTPUT = "pixels", "probs"
 INT64_MIN = -(2**63)

@@ -32,7 +32,7 @@ from ensemble.inference.tta import View, augment
 from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
 from ensemble.members.session import CPU, ORT_ERRORS
-from ensemble.runtimes.openvino import INSTALL_HINT, OpenVinoSession, core, openvino_version
+from ensemble.runtimes.openvino import INSTALL_HINT, MAX_BATCH, OpenVinoSession, core, openvino_version
 
 if TYPE_CHECKING:
     from ensemble.data.sources import Source
@@ -205,6 +205,7 @@ def key_fields(member: Member, shape: tuple[int, ...], workers: int, views: tupl
         "onnxruntime": ort.__version__,
         "openvino": openvino_version(),
         "batch_shape": list(shape),
+        "openvino_batch": min(shape[0], MAX_BATCH),
         "workers": workers,
         "views": [view.name for view in views],
     }
