@@ -189,7 +189,12 @@ def bound_comparison(data: Path, args: argparse.Namespace) -> dict:
 
     source = open_data(data)
     images = source.load_test_images()
-    masks = source.load_test_masks() if "test_masks" in np.load(data).files else None
+    # the test masks of the full file (a --n-images subset keeps the first N images without them)
+    masks = (
+        open_data(args.data).load_test_masks()[: len(images)]
+        if "test_masks" in np.load(args.data).files
+        else None
+    )
     n_classes = resolve_members(args.members, args.models_dir)[0].n_classes
     train, train_masks = source.load_train()
     sides = ["ens", "ens-ort", "members"]
