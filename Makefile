@@ -16,7 +16,7 @@ setup: $(BIN)/python
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[torch,keras,tensorflow,dev,ray]'
+	$(BIN)/pip install -q -e '.[torch,keras,tensorflow,openvino,ray,dev]'
 
 demo: setup
 	$(BIN)/ens data demo

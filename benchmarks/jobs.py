@@ -29,15 +29,15 @@ def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def run_job(command: list[str], env: dict[str, str] | None = None) -> Job:
-    """Run `command` from the repository root, its output on our stderr; stop on a non-zero exit.
+def run_job(command: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> Job:
+    """Run `command` from `cwd` (the repository root), its output on our stderr; stop on a non-zero exit.
 
     `os.wait4` gives this child's own rusage (RUSAGE_CHILDREN would be the maximum over all
     children so far); Linux reports ru_maxrss in KiB.
     """
     log(" ".join(command))
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=sys.stderr, env=env)
+    process = subprocess.Popen(command, cwd=cwd, stdout=sys.stderr, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -91,6 +91,7 @@ def machine() -> dict:
         "physical_cores": physical_cores(),
         "python": platform.python_version(),
         "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
+        "openvino": _version("openvino"),
         "torch": _version("torch"),
         "keras": _version("keras"),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],

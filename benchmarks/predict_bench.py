@@ -7,10 +7,20 @@ Every job runs in its own subprocess, so peak RSS and CPU time are per job:
    same images, split into --parts slices run alternately (ens first, then peer first, ...) so a
    change in the load from other processes hits both alike: the speed ratio ens/peer and the pixel
    agreement of their CSVs;
-3. `ens predict` on `ens data demo` files of other test-set sizes: peak RSS against N.
+3. `ens predict` on `ens data demo` files of other test-set sizes: peak RSS against N;
+4. the bound (`--bound-parts P`): the test images split into P slices, and on each slice, in an order
+   rotated from slice to slice, `make demo`'s predict (`--tta flip`, the ensemble file, RLE with
+   cleanup) of this checkout (default runtime), of this checkout with `--runtime ort`, of another
+   checkout (`--main-dir`, e.g. `git archive main | tar -x -C /tmp/main_base`), each member on its
+   own on each runtime (member_speed.py: the pipeline's inputs and workers) and the peer path. It
+   prints each member's img/s per runtime, the bound (the images / the sum over members of their
+   fastest standalone seconds), ens img/s and its fraction of the bound, the speed-up against the
+   other checkout, and the label agreement (CSV bytes, pixels, test mIoU) between them.
 
     .venv/bin/python benchmarks/predict_bench.py                  # full test set (about 30 min here)
     .venv/bin/python benchmarks/predict_bench.py --n-images 256 --parts 2 --rss-sizes 128,512
+    .venv/bin/python benchmarks/predict_bench.py --n-images 768 --bound-parts 3 --skip-single \
+        --skip-peer --rss-sizes '' --main-dir /tmp/main_base
 
 Progress goes to stderr, the summary (markdown) to stdout and predict_bench.json in --out-dir.
 """
@@ -37,6 +47,7 @@ from jobs import (
 )
 
 PEER = Path(__file__).with_name("peer_predict.py")
+MEMBER_SPEED = Path(__file__).with_name("member_speed.py")
 
 
 def run_ens(data: Path, args: argparse.Namespace, csv: Path) -> dict:
@@ -144,6 +155,202 @@ def compare(data: Path, args: argparse.Namespace) -> dict:
     }
 
 
+def demo_predict(data: Path, args: argparse.Namespace, csv: Path, *extra: str, cwd: Path = ROOT) -> dict:
+    """`make demo`'s predict (flip TTA, the ensemble file, RLE with cleanup) on `data`, run from `cwd`."""
+    command = ens_command(
+        "predict", "--data", str(data.resolve()), "--tta", "flip",
+        "--models-dir", str(args.models_dir.resolve()),
+        "--ensemble", str(args.ensemble.resolve()), "--device", "cpu", "--out", str(csv.resolve()), *extra,
+    )  # fmt: skip
+    job = run_job(command, cwd=cwd)
+    manifest = json.loads(csv.with_name(csv.stem + ".manifest.json").read_text())
+    return {
+        "run_seconds": manifest["timings"]["total_seconds"],
+        "wall_seconds": round(job.seconds, 2),
+        "cpu_seconds": round(job.cpu_seconds, 2),
+        "max_rss_mb": round(job.max_rss_mb, 1),
+        "runtimes": [m.get("runtime", {}).get("runtime", "onnxruntime") for m in manifest["members"]],
+        "workers": manifest["runtime"].get("workers", 1),
+    }
+
+
+def labels_of(csv: Path, shape: tuple[int, int], n_classes: int) -> np.ndarray:
+    from ensemble.submission.io import read_submission
+
+    return read_submission(csv, shape, n_classes)[1]
+
+
+def bound_comparison(data: Path, args: argparse.Namespace) -> dict:
+    """ens (default runtime and --runtime ort), another checkout's ens, each member alone on each
+    runtime and the peer, on the same slices, in an order rotated per slice (see the docstring)."""
+    from ensemble.data.datafile import open_data
+    from ensemble.members.store import resolve_members
+    from ensemble.scoring.metrics import confusion_matrix, course_miou
+
+    source = open_data(data)
+    images = source.load_test_images()
+    # the test masks of the full file (a --n-images subset keeps the first N images without them)
+    masks = (
+        open_data(args.data).load_test_masks()[: len(images)]
+        if "test_masks" in np.load(args.data).files
+        else None
+    )
+    n_classes = resolve_members(args.members, args.models_dir)[0].n_classes
+    train, train_masks = source.load_train()
+    sides = ["ens", "ens-ort", "members"]
+    sides += ["main"] if args.main_dir else []
+    sides += [] if args.skip_peer else ["peer"]
+    log("prime the `--runtime auto` cache on the first slice (what the first run on this machine does)")
+    first = args.out_dir / "bound_part0.npz"
+    chunks = np.array_split(np.arange(len(images)), args.bound_parts)
+    parts = []
+    for index, ids in enumerate(chunks):
+        path = args.out_dir / f"bound_part{index}.npz"
+        arrays = {"training_set": np.stack([train[:8], train_masks[:8]], axis=1), "test_set": images[ids]}
+        if masks is not None:
+            arrays["test_masks"] = masks[ids]
+        np.savez(path, **arrays)
+        if index == 0:
+            run_job([sys.executable, str(MEMBER_SPEED), "--data", str(first), "--members", args.members,
+                     "--models-dir", str(args.models_dir), "--prime"])  # fmt: skip
+        part: dict = {"n_images": len(ids)}
+        shift = index % len(sides)
+        for side in sides[shift:] + sides[:shift]:
+            log(f"bound slice {index + 1}/{args.bound_parts} ({len(ids)} images): {side}")
+            csv = args.out_dir / f"bound_part{index}_{side}.csv"
+            if side == "ens":
+                part[side] = demo_predict(path, args, csv)
+            elif side == "ens-ort":
+                part[side] = demo_predict(path, args, csv, "--runtime", "ort")
+            elif side == "main":
+                part[side] = demo_predict(path, args, csv, cwd=args.main_dir)
+            elif side == "peer":
+                part[side] = run_peer(path, args, csv)
+            else:
+                out = args.out_dir / f"bound_part{index}_members.json"
+                command = [sys.executable, str(MEMBER_SPEED), "--data", str(path), "--members", args.members,
+                           "--models-dir", str(args.models_dir), "--batch-size", str(args.batch_size),
+                           "--json", str(out)]  # fmt: skip
+                run_job(command)
+                part[side] = json.loads(out.read_text())
+        reference = args.out_dir / f"bound_part{index}_{'main' if args.main_dir else 'ens-ort'}.csv"
+        ref_labels = labels_of(reference, images.shape[1:], n_classes)
+        part["agreement"] = {}
+        for side in ("ens", "ens-ort"):
+            csv = args.out_dir / f"bound_part{index}_{side}.csv"
+            labels = labels_of(csv, images.shape[1:], n_classes)
+            entry = {
+                "csv_byte_identical": csv.read_bytes() == reference.read_bytes(),
+                "pixels_differing": int((labels != ref_labels).sum()),
+                "pixels": int(labels.size),
+            }
+            if masks is not None:
+                entry["confusion"] = confusion_matrix(masks[ids], labels, n_classes).tolist()
+                entry["reference_confusion"] = confusion_matrix(masks[ids], ref_labels, n_classes).tolist()
+            part["agreement"][side] = entry
+        parts.append(part)
+    return summarise_bound(parts, sides, masks is not None, course_miou)
+
+
+def summarise_bound(parts: list[dict], sides: list[str], scored: bool, course_miou) -> dict:
+    """Totals over the slices: img/s per side and per member and runtime, the bound, the ratios."""
+    n = sum(p["n_images"] for p in parts)
+    speed = {
+        side: round(n / sum(p[side]["run_seconds"] for p in parts), 3)
+        for side in sides
+        if side not in ("members", "peer")
+    }
+    if "peer" in sides:
+        speed["peer"] = round(n / sum(p["peer"]["run_seconds"] for p in parts), 3)
+    members: dict[str, dict[str, float]] = {}
+    for part in parts:
+        for member, runtimes in part["members"]["seconds"].items():
+            for runtime, seconds in runtimes.items():
+                members.setdefault(member, {}).setdefault(runtime, 0.0)
+                members[member][runtime] += seconds
+    member_speed = {m: {rt: round(n / s, 2) for rt, s in r.items()} for m, r in members.items()}
+    best = {m: min(r, key=r.get) for m, r in members.items()}
+    bound = n / sum(members[m][best[m]] for m in members)
+    ort_bound = n / sum(r["ort"] for r in members.values())
+    result = {
+        "n_images": n,
+        "slices": len(parts),
+        "img_per_s": speed,
+        "member_img_per_s": member_speed,
+        "best_runtime": best,
+        "bound": round(bound, 3),
+        "bound_ort_only": round(ort_bound, 3),
+        "ens_fraction_of_bound": round(speed["ens"] / bound, 4),
+        "ens_ort_fraction_of_ort_bound": round(speed["ens-ort"] / ort_bound, 4),
+        "ens_runtimes": parts[0]["ens"]["runtimes"],
+        "max_rss_mb": {s: max(p[s]["max_rss_mb"] for p in parts) for s in sides if s != "members"},
+        "parts": parts,
+    }
+    if "main" in speed:
+        result["speedup_vs_main"] = round(speed["ens"] / speed["main"], 3)
+        result["speedup_ort_vs_main"] = round(speed["ens-ort"] / speed["main"], 3)
+    if "peer" in speed:
+        result["speedup_vs_peer"] = round(speed["ens"] / speed["peer"], 3)
+    for side in ("ens", "ens-ort"):
+        entries = [p["agreement"][side] for p in parts]
+        agree = {
+            "csv_byte_identical_slices": f"{sum(e['csv_byte_identical'] for e in entries)}/{len(entries)}",
+            "pixel_agreement": 1
+            - sum(e["pixels_differing"] for e in entries) / sum(e["pixels"] for e in entries),
+        }
+        if scored:
+            mine = np.sum([e["confusion"] for e in entries], axis=0)
+            ref = np.sum([e["reference_confusion"] for e in entries], axis=0)
+            agree["test_miou"] = course_miou(mine)
+            agree["test_miou_move"] = course_miou(mine) - course_miou(ref)
+        result[f"agreement_{side}"] = agree
+    return result
+
+
+def bound_summary(b: dict) -> list[str]:
+    lines = [
+        "",
+        f"bound comparison: {b['n_images']} images in {b['slices']} slices, sides alternated per slice",
+        "",
+        "| member | "
+        + " | ".join(f"{rt} img/s" for rt in next(iter(b["member_img_per_s"].values())))
+        + " | best |",
+        "|---|" + "---:|" * (len(next(iter(b["member_img_per_s"].values()))) + 1),
+    ]
+    for member, rates in b["member_img_per_s"].items():
+        lines.append(
+            f"| {member} | "
+            + " | ".join(str(v) for v in rates.values())
+            + f" | {b['best_runtime'][member]} |"
+        )
+    lines += [
+        "",
+        f"bound (best runtime per member): {b['bound']} img/s; "
+        f"ONNX Runtime only: {b['bound_ort_only']} img/s",
+        "",
+        "| side | img/s | peak RSS MB |",
+        "|---|---:|---:|",
+    ]
+    lines += [
+        f"| {side} | {rate} | {b['max_rss_mb'].get(side, '')} |" for side, rate in b["img_per_s"].items()
+    ]
+    lines += [
+        "",
+        f"ens (runtimes {b['ens_runtimes']}): {100 * b['ens_fraction_of_bound']:.1f}% of the bound; "
+        f"ens --runtime ort: {100 * b['ens_ort_fraction_of_ort_bound']:.1f}% of the ONNX Runtime bound",
+    ]
+    if "speedup_vs_main" in b:
+        lines.append(
+            f"speed-up vs main: {b['speedup_vs_main']}x (default), "
+            f"{b['speedup_ort_vs_main']}x (--runtime ort)"
+        )
+    if "speedup_vs_peer" in b:
+        lines.append(f"speed-up vs peer: {b['speedup_vs_peer']}x")
+    for side in ("ens", "ens-ort"):
+        lines.append(f"agreement {side} vs reference: {b[f'agreement_{side}']}")
+    return lines
+
+
 def summary(results: dict) -> str:
     lines = []
     if "ens" in results:
@@ -176,6 +383,8 @@ def summary(results: dict) -> str:
         lines += [
             f"| {r['n_images']} | {r['max_rss_mb']} | {r['images_per_second']} |" for r in results["rss_vs_n"]
         ]
+    if results.get("bound"):
+        lines += bound_summary(results["bound"])
     return "\n".join(lines)
 
 
@@ -194,6 +403,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rss-sizes", default="2500,5000", help="test-set sizes of extra demo files ('' none)"
     )
+    parser.add_argument("--bound-parts", type=int, default=0, help="slices of the bound comparison (0: none)")
+    parser.add_argument("--main-dir", type=Path, default=None, help="another checkout to compare with")
+    parser.add_argument("--ensemble", type=Path, default=Path("models/ensemble.json"), help="ensemble file")
     parser.add_argument("--skip-single", action="store_true", help="leave out the one-run ens measurement")
     parser.add_argument("--skip-peer", action="store_true", help="leave out the ens/peer comparison")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
@@ -222,7 +434,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_single:
         results["ens"] = run_ens(data, args, args.out_dir / "ens.csv")
         rss.append(results["ens"])
-    if not args.skip_peer:
+    if args.bound_parts:
+        results["bound"] = bound_comparison(data, args)
+    if not args.skip_peer and not args.bound_parts:
         results["comparison"] = compare(data, args)
     for n_test in [int(s) for s in args.rss_sizes.split(",") if s.strip()]:
         rss.append(run_ens(demo_file(n_test, args.out_dir), args, args.out_dir / f"rss_n{n_test}.csv"))

@@ -26,6 +26,7 @@ from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.fitting.fit import FitSettings, fit_ensemble
 from ensemble.fitting.job import build_spec
+from ensemble.inference.batchpool import ordered_batches
 from ensemble.inference.channels import check_channels
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions, resolve_options
 from ensemble.inference.pipeline import Ensemble
@@ -119,10 +120,10 @@ def predict(
     probs = (
         np.empty((len(pixels), ensemble.n_classes, *pixels.shape[1:3]), np.float32) if probabilities else None
     )
-    step = ensemble.options.batch_size
-    for start in range(0, len(pixels), step):
-        ids = np.arange(start, min(start + step, len(pixels)))
-        scores = ensemble.probabilities(ids, pixels[ids])
+    step = ensemble.worker_batch
+    starts = range(0, len(pixels), step)
+    batches = ((ids, pixels[ids]) for ids in (np.arange(i, min(i + step, len(pixels))) for i in starts))
+    for ids, scores in ordered_batches(ensemble, batches):
         if probs is not None:
             probs[ids] = ensemble.unscaled(scores)
         labels[ids] = ensemble.labels(scores)

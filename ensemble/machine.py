@@ -36,6 +36,24 @@ def physical_cores() -> int:
     return max(1, len(cores) or len(allowed))
 
 
+def cpu_identity() -> str:
+    """The CPU's model name and the vector extensions that change kernel choices (AVX2, AVX-512,
+    AMX): what a speed measurement on this machine depends on."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    model, flags = "unknown", set()
+    for line in text.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "model name" and model == "unknown":
+            model = value
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    isa = sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"))
+    return " ".join([model, *isa])
+
+
 def physical_memory() -> int | None:
     """Bytes of physical memory, or None where the system does not say."""
     try:

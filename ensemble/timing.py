@@ -22,5 +22,10 @@ class Timings:
         finally:
             self.seconds[stage] += time.perf_counter() - start
 
+    def add(self, other: Timings) -> None:
+        """Add another accumulator's seconds (a worker's) stage by stage."""
+        for stage, value in other.seconds.items():
+            self.seconds[stage] += value
+
     def as_dict(self, digits: int = 4) -> dict[str, float]:
         return {stage: round(value, digits) for stage, value in self.seconds.items()}

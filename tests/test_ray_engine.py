@@ -215,7 +215,7 @@ def test_ray_run_stopped_by_sigterm_resumes_to_the_same_bytes(tmp_path, store, n
 def test_ray_only_options_without_the_ray_engine_are_one_line(tmp_path, store, npz):
     before = snapshot(tmp_path)
     base = ["predict", "--data", npz, "--members", "a", "--models-dir", store, "--out", tmp_path / "s.csv"]
-    one_line_error(ens(*base, "--workers", 2), "--workers only apply to --engine ray")
+    one_line_error(ens(*base, "--gpus-per-worker", 1), "--gpus-per-worker only apply to --engine ray")
     one_line_error(ens(*base, "--ray-address", "auto"), "--ray-address only apply to --engine ray")
     assert_unchanged(before, tmp_path)
 

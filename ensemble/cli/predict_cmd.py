@@ -49,6 +49,7 @@ from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE
 from ensemble.runs.resumable import RunOptions
+from ensemble.runtimes.choice import Runtime
 
 
 @app.command("predict")
@@ -118,8 +119,31 @@ def predict_cmd(
     device: DeviceOpt = Device.auto,
     batch_size: BatchSizeOpt = DEFAULT_BATCH,
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads (default: physical cores).")
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads of one pipeline (default: one per worker, or the physical cores).",
+        ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Parallel workers. Local engine: batches computed at once on CPU, each on one thread "
+            "(default: the physical cores; 1 with --threads or on a GPU). --engine ray: the actors, each "
+            "holding the members (default 1).",
+        ),
+    ] = None,
+    runtime: Annotated[
+        Runtime,
+        typer.Option(
+            "--runtime",
+            help="Where members run on CPU: auto (the faster per member, measured once and cached), "
+            "ort, or openvino (pip install ens[openvino]).",
+        ),
+    ] = Runtime.auto,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
     split_seed: SplitSeedOpt = DEFAULT_SEED,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
@@ -148,9 +172,6 @@ def predict_cmd(
             "--engine", help="local (this process) or ray (Ray Data actors; pip install 'ens[ray]')."
         ),
     ] = EngineName.local,
-    workers: Annotated[
-        int, typer.Option("--workers", min=1, help="--engine ray: actors, each holding the members.")
-    ] = 1,
     gpus_per_worker: Annotated[
         float | None,
         typer.Option(
@@ -171,6 +192,8 @@ def predict_cmd(
         device=device.value,
         threads=threads,
         gray_to_rgb=gray_to_rgb,
+        workers=workers if engine is EngineName.local else 1,
+        runtime=runtime.value,
     )
     request = PredictRequest(
         data=open_data_option(data, masks),
@@ -195,7 +218,7 @@ def predict_cmd(
             fresh=fresh,
             keep=keep_shards,
             engine=engine.value,
-            workers=workers,
+            workers=(workers or 1) if engine is EngineName.ray else 1,
             gpus_per_worker=gpus_per_worker,
             ray_address=ray_address,
         ),
@@ -218,7 +241,8 @@ def predict_cmd(
 
 def _summary(outcome: PredictOutcome) -> None:
     result, ensemble = outcome.result, outcome.ensemble
-    device = ensemble.runners[0].report.used[0].replace("ExecutionProvider", "")
+    used = dict.fromkeys(r.report.used[0].replace("ExecutionProvider", "") for r in ensemble.runners)
+    device = "+".join(used)
     fitted = f"weights and min_area of {outcome.ensemble_file}, " if outcome.ensemble_file else ""
     reused = f", {outcome.reused_shards} shards reused" if outcome.reused_shards else ""
     console.print(

@@ -14,7 +14,7 @@ from ensemble.files.hashing import file_sha256
 from ensemble.inference.pipeline import Ensemble, PredictResult
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 
-_PACKAGES = ("ens", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "numba", "pandas")
+_PACKAGES = ("ens", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numba", "pandas")
 
 
 def manifest_path(csv_path: Path) -> Path:
@@ -48,7 +48,7 @@ def build_manifest(
     """
     options = ensemble.options
     names = [m.name for m in ensemble.members]
-    inference = result.timings.get("inference", 0.0)
+    inference = result.timings.get("inference", 0.0) / ensemble.workers  # worker-seconds summed
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["ens", *sys.argv[1:]]),
@@ -77,8 +77,9 @@ def build_manifest(
                 "parity_max_abs_err": r.member.info.parity_max_abs_err,
                 "providers": list(r.report.used),
                 "fallback": r.report.fallback,
+                "runtime": choice.to_json(),
             }
-            for r in ensemble.runners
+            for r, choice in zip(ensemble.runners, ensemble.choices, strict=True)
         ],
         "classes": list(ensemble.members[0].info.class_names),
         "weights": {
@@ -92,8 +93,11 @@ def build_manifest(
         "cleanup": {"min_area": ensemble.min_area.tolist(), "connectivity": options.connectivity},
         "runtime": {
             "device": options.device,
-            "threads": ensemble.runners[0].report.threads,
+            "threads": ensemble.ort_runners[0].report.threads,
             "batch_size": options.batch_size,
+            "workers": ensemble.workers,
+            "worker_batch": ensemble.worker_batch,
+            "runtime": options.runtime,
         },
         "versions": package_versions(),
         "timings": {

@@ -30,6 +30,8 @@ class PredictOptions:
     device: str = Device.auto.value
     threads: int | None = None
     gray_to_rgb: bool = False
+    workers: int | None = None
+    runtime: str = "auto"
 
 
 def resolve_options(

@@ -16,6 +16,7 @@ import numpy as np
 
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError
+from ensemble.inference.batchpool import ordered_batches, session_threads, worker_batch, worker_count
 from ensemble.inference.channels import check_channels
 from ensemble.inference.cleanup import min_area_array, remove_small_regions
 from ensemble.inference.fusion import WeightedMerger, decode, gain_array, normalise_weights, scaled_weights
@@ -26,6 +27,8 @@ from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import get_views
 from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
+from ensemble.runtimes.choice import RuntimeChoice, ort_choice
+from ensemble.runtimes.runner import Runner
 from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import SubmissionWriter
@@ -38,7 +41,7 @@ class Ensemble:
 
     members: list[Member]
     options: PredictOptions
-    runners: list[MemberSession] = field(init=False)
+    runners: list[MemberSession | Runner] = field(init=False)
     weights: np.ndarray = field(init=False)
     min_area: np.ndarray = field(init=False)
     timings: Timings = field(default_factory=Timings)
@@ -56,8 +59,13 @@ class Ensemble:
         self.views = get_views(self.options.tta)
         if self.options.batch_size < 1:
             raise EnsError(f"--batch-size {self.options.batch_size} must be >= 1")
+        self.workers = worker_count(self.options)
+        self.worker_batch = worker_batch(self.options.batch_size, self.workers)
+        threads = session_threads(self.options, self.workers)
         with self.timings("sessions"):
-            self.runners = [build_session(m, self.options.device, self.options.threads) for m in self.members]
+            self.runners = [build_session(m, self.options.device, threads) for m in self.members]
+        self.ort_runners = list(self.runners)  # kept when another runtime takes a member over
+        self.choices: list[RuntimeChoice] = [ort_choice("default") for _ in self.members]
 
     @property
     def n_classes(self) -> int:
@@ -71,7 +79,8 @@ class Ensemble:
     def warnings(self) -> list[str]:
         """Provider fallbacks and thread caps of the sessions, each once."""
         notes = {r.report.threads_note for r in self.runners if r.report.threads_note}
-        return [*self.fallbacks, *sorted(notes)]
+        runtime = [c.warning for c in self.choices if c.warning]
+        return [*self.fallbacks, *sorted(notes), *runtime]
 
     @property
     def channels(self) -> int:
@@ -89,18 +98,26 @@ class Ensemble:
         for group in source.groups:
             self.check_image_shape(group.shape)
 
-    def probabilities(self, ids: np.ndarray, images: np.ndarray) -> np.ndarray:
+    def probabilities(
+        self,
+        ids: np.ndarray,
+        images: np.ndarray,
+        *,
+        merger: WeightedMerger | None = None,
+        timings: Timings | None = None,
+    ) -> np.ndarray:
         """Fused (B, C, H, W) scores of a uint8 (B, H, W) or (B, H, W, 3) batch: probabilities times
-        the class gains."""
+        the class gains. A worker thread passes its own `merger` and `timings`."""
         pixels = to_pixels(images, self.channels)
-        merger = self._merger
+        merger = merger or self._merger
+        timings = timings or self.timings
         for index, runner in enumerate(self.runners):
-            probs = member_probs(runner, pixels, self.views, self.timings)
-            with self.timings("checks"):
+            probs = member_probs(runner, pixels, self.views, timings)
+            with timings("checks"):
                 check_finite(probs, runner.member.name, ids)
-            with self.timings("fusion"):
+            with timings("fusion"):
                 merger.append(index, probs)
-        with self.timings("fusion"):
+        with timings("fusion"):
             return merger.result()
 
     def unscaled(self, scores: np.ndarray) -> np.ndarray:
@@ -158,15 +175,11 @@ def run(
     with (
         writer or SubmissionWriter(csv_path, fmt, shape, ensemble.n_classes, rle=rle) as writer,
         probs_writer or contextlib.nullcontext(),
+        contextlib.closing(
+            ordered_batches(ensemble, source.batches(ensemble.worker_batch, ensemble.channels))
+        ) as scored,
     ):
-        batches = source.batches(ensemble.options.batch_size, ensemble.channels)
-        while True:
-            with timings("load"):
-                batch = next(batches, None)
-            if batch is None:
-                break
-            ids, images = batch
-            probs = ensemble.probabilities(ids, images)
+        for ids, probs in scored:
             if probs_writer is not None:
                 with timings("save_probs"):
                     probs_writer.write(ids, ensemble.unscaled(probs))

@@ -28,6 +28,7 @@ from ensemble.members.member import DEFAULT_STORE, Member
 from ensemble.runs.assemble import assemble
 from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encoder, open_run
 from ensemble.runs.rundir import remove_run_dir
+from ensemble.runtimes.choice import choose_runtimes
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
 
@@ -119,6 +120,7 @@ def prepare(
     check_layout(source, request.fmt, request.save_probs)
     ensemble = Ensemble(members, options)
     ensemble.check_source(source)
+    choose_runtimes(ensemble, source, options.runtime)
     return ensemble, source, spec_path, spec
 
 

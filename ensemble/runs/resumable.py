@@ -35,7 +35,7 @@ class RunOptions:
     keep: bool = False
     root: Path | None = None
     engine: str = "local"
-    workers: int = 1
+    workers: int = 1  # Ray actors (the local engine's workers are PredictOptions.workers)
     gpus_per_worker: float | None = None
     ray_address: str | None = None
 
@@ -47,7 +47,6 @@ class RunOptions:
         if self.workers < 1:
             raise EnsError(f"--workers {self.workers} must be >= 1")
         ray_only = {
-            "--workers": self.workers != 1,
             "--gpus-per-worker": self.gpus_per_worker is not None,
             "--ray-address": self.ray_address is not None,
         }

@@ -1,0 +1,84 @@
+"""Each member on its own, on each runtime, in `ens predict`'s worker configuration (a child of
+predict_bench.py): the same inputs the pipeline gives it (the TTA views of a worker batch stacked),
+K threads calling one session at once, engines interleaved chunk by chunk so a load swing hits all.
+
+    .venv/bin/python benchmarks/member_speed.py --data part.npz --json out.json
+    .venv/bin/python benchmarks/member_speed.py --data part.npz --prime   # fill the `auto` cache
+
+Prints/writes {"n_images", "workers", "worker_batch", "seconds": {member: {runtime: s}}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ensemble.data.datasets import open_dataset
+from ensemble.data.sources import make_source
+from ensemble.inference.options import PredictOptions
+from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.runner import to_pixels
+from ensemble.members.store import resolve_members
+from ensemble.runtimes.choice import choose_runtimes, member_input
+from ensemble.runtimes.openvino import OpenVinoSession, openvino_version
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--members", default="unet,se_unet,keras_unet")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--prime", action="store_true", help="only run `--runtime auto`'s measurement")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    members = resolve_members(args.members, args.models_dir)
+    ensemble = Ensemble(members, PredictOptions(batch_size=args.batch_size, device="cpu", tta="flip"))
+    source = make_source(open_dataset(args.data), "test")
+    if args.prime:
+        choose_runtimes(ensemble, source, "auto", min_images=0)
+        print(json.dumps({m.name: c.to_json() for m, c in zip(members, ensemble.choices, strict=True)}))
+        return
+    workers, per = ensemble.workers, ensemble.worker_batch
+    engines = {(m.name, "ort"): r for m, r in zip(members, ensemble.ort_runners, strict=True)}
+    if openvino_version():
+        for member in members:
+            engines[(member.name, "openvino")] = OpenVinoSession(member, per * len(ensemble.views), workers)
+    batches = [to_pixels(images) for _, images in source.batches(per)]
+    chunks = [batches[i : i + workers] for i in range(0, len(batches), workers)]
+    inputs = {
+        m.name: [[member_input(m, b, ensemble.views) for b in chunk] for chunk in chunks] for m in members
+    }
+    seconds = {key: 0.0 for key in engines}
+    keys = list(engines)
+    with ThreadPoolExecutor(workers) as pool:
+        for key in keys:  # warm-up: first-run allocations and OpenVINO's compilation
+            list(pool.map(engines[key].run, inputs[key[0]][0]))
+        for index in range(len(chunks)):
+            shift = index % len(keys)
+            for key in keys[shift:] + keys[:shift]:
+                start = time.perf_counter()
+                list(pool.map(engines[key].run, inputs[key[0]][index]))
+                seconds[key] += time.perf_counter() - start
+    result = {
+        "n_images": sum(len(b) for b in batches),
+        "workers": workers,
+        "worker_batch": per,
+        "views": len(ensemble.views),
+        "seconds": {
+            m.name: {rt: round(s, 3) for (name, rt), s in seconds.items() if name == m.name} for m in members
+        },
+    }
+    text = json.dumps(result, indent=1)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

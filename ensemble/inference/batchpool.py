@@ -1,0 +1,108 @@
+"""Batch parallelism on CPU: K worker threads each compute the fused scores of the next batch on
+single-threaded sessions shared by all workers, and the results come back in batch order.
+
+Independent single-thread runs do not synchronise per operator the way one session's intra-op
+pool does, so on a CPU they keep every core busy (benchmarks/README.md, "Batch parallelism").
+ONNX Runtime and OpenVINO release the GIL while they compute and a session takes concurrent runs.
+Each worker owns its fusion buffer and stage timings; decoding, cleanup (Numba, not re-entrant)
+and writing stay with the caller, in the main thread.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ensemble.errors import EnsError
+from ensemble.inference.fusion import WeightedMerger
+from ensemble.machine import physical_cores
+from ensemble.members.session import CPU, requested_providers
+from ensemble.timing import Timings
+
+if TYPE_CHECKING:
+    from ensemble.inference.options import PredictOptions
+    from ensemble.inference.pipeline import Ensemble
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+def worker_count(options: PredictOptions) -> int:
+    """Workers for these options: --workers when given; one when --threads is given or the
+    members run on a GPU (today's single pipeline); else the physical cores."""
+    if options.workers is not None:
+        if options.workers < 1:
+            raise EnsError(
+                f"--workers {options.workers} must be at least 1; leave it out to use the physical cores"
+            )
+        return options.workers
+    if options.threads is not None or requested_providers(options.device) != [CPU]:
+        return 1
+    return physical_cores()
+
+
+def session_threads(options: PredictOptions, workers: int) -> int | None:
+    """Intra-op threads per session: --threads when given, one per session with several workers,
+    else None (the physical cores)."""
+    if options.threads is not None:
+        return options.threads
+    return 1 if workers > 1 else None
+
+
+def worker_batch(batch_size: int, workers: int) -> int:
+    """Images per worker batch: --batch-size stays the number of images in flight."""
+    return max(1, math.ceil(batch_size / workers))
+
+
+def ordered_batches(ensemble: Ensemble, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """(ids, fused scores) of every batch of `batches`, in their order.
+
+    With one worker everything runs in the calling thread, as a plain loop. With K workers at most
+    K + 1 batches are in flight: K being computed and one handed to the caller. Batches are read
+    in the calling thread. Close the iterator (`contextlib.closing`) to stop early.
+    """
+    timings = ensemble.timings
+    if ensemble.workers == 1:
+        while True:
+            with timings("load"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            ids, images = batch
+            yield ids, ensemble.probabilities(ids, images)
+    local = threading.local()
+    worker_timings: list[Timings] = []
+    lock = threading.Lock()
+
+    def work(ids: np.ndarray, images: np.ndarray) -> Batch:
+        state = getattr(local, "state", None)
+        if state is None:
+            state = local.state = (WeightedMerger(ensemble.merge_weights), Timings())
+            with lock:
+                worker_timings.append(state[1])
+        merger, own = state
+        return ids, ensemble.probabilities(ids, images, merger=merger, timings=own)
+
+    pending: deque[Future[Batch]] = deque()
+    executor = ThreadPoolExecutor(ensemble.workers, thread_name_prefix="ens-worker")
+    try:
+        done = False
+        while not done:
+            with timings("load"):
+                batch = next(batches, None)
+            done = batch is None
+            if batch is not None:
+                pending.append(executor.submit(work, *batch))
+            while pending and (done or len(pending) > ensemble.workers):
+                yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
+        for own in worker_timings:
+            timings.add(own)

@@ -1,0 +1,2 @@
+"""Where a member's math runs: ONNX Runtime (always there) or OpenVINO (the optional `ens[openvino]`
+extra), and the per-member choice between them."""

@@ -1,0 +1,182 @@
+"""Batch-parallel workers and per-member runtimes (`--workers`, `--runtime`) on real ONNX Runtime and
+OpenVINO sessions of tiny members: byte-identical CSVs across worker counts, OpenVINO parity and its
+fallback, the `auto` choice's cache and its key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import assert_unchanged, ens, one_line_error, snapshot, write_npz
+from onnx_members import make_member
+
+from ensemble.data.datasets import open_dataset
+from ensemble.data.sources import make_source
+from ensemble.inference.options import PredictOptions
+from ensemble.inference.pipeline import Ensemble
+from ensemble.members.member import load_member
+from ensemble.runtimes import openvino as ov_runtime
+from ensemble.runtimes.choice import choose_runtimes
+from ensemble.submission.io import read_submission
+
+N_TEST = 37  # not a multiple of any batch below: the last batch is partial
+
+
+@pytest.fixture
+def store(tmp_path):
+    for seed, name in enumerate(["a", "b", "c"]):
+        make_member(tmp_path / "models" / f"{name}.onnx", seed=seed)
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(5)
+    train = rng.integers(0, 256, (4, 16, 24))
+    masks = rng.integers(0, 5, (4, 16, 24))
+    return write_npz(tmp_path / "data.npz", train, masks, rng.integers(0, 256, (N_TEST, 16, 24)))
+
+
+def predict(tmp_path, store, data, name, *args):
+    out = tmp_path / f"{name}.csv"
+    result = ens(
+        "predict", "--members", "a,b,c", "--models-dir", store, "--data", data, "--tta", "flip",
+        "--min-area", "3", "--batch-size", "8", "--out", out, *args,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out, json.loads(out.with_name(f"{name}.manifest.json").read_text())
+
+
+def ensemble_of(store, members="abc", **options) -> Ensemble:
+    found = [load_member(store / f"{name}.onnx") for name in members]
+    return Ensemble(found, PredictOptions(batch_size=8, device="cpu", **options))
+
+
+def test_workers_keep_the_csv_byte_identical(tmp_path, store, data):
+    one, manifest_one = predict(tmp_path, store, data, "one", "--runtime", "ort", "--workers", "1")
+    assert manifest_one["runtime"]["workers"] == 1
+    for workers in (2, 3):
+        out, manifest = predict(
+            tmp_path, store, data, f"w{workers}", "--runtime", "ort", "--workers", workers
+        )
+        assert out.read_bytes() == one.read_bytes()
+        assert manifest["runtime"]["workers"] == workers
+        assert manifest["runtime"]["worker_batch"] == -(-8 // workers)
+        assert manifest["runtime"]["threads"] == 1
+        assert {m["runtime"]["runtime"] for m in manifest["members"]} == {"onnxruntime"}
+    threads, manifest = predict(tmp_path, store, data, "threads", "--runtime", "ort", "--threads", "2")
+    assert threads.read_bytes() == one.read_bytes()
+    assert manifest["runtime"]["workers"] == 1
+
+
+def test_the_pool_returns_batches_in_order(store, data):
+    from ensemble.inference.batchpool import ordered_batches
+
+    ensemble = ensemble_of(store, workers=3)
+    source = make_source(open_dataset(data), "test")
+    reference = ensemble_of(store, workers=1)
+    got = list(ordered_batches(ensemble, source.batches(3)))
+    want = list(ordered_batches(reference, source.batches(3)))
+    assert [ids.tolist() for ids, _ in got] == [ids.tolist() for ids, _ in want]
+    for (_, probs), (_, expected) in zip(got, want, strict=True):
+        assert np.array_equal(probs, expected)
+    assert ensemble.timings.seconds["inference"] > 0  # the workers' timings are added up
+
+
+def test_runtime_openvino_without_the_package_is_one_line_error(tmp_path, store, data, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    ov_runtime.core.cache_clear()
+    try:
+        before = snapshot(tmp_path)
+        result = ens(
+            "predict", "--members", "a,b,c", "--models-dir", store, "--data", data, "--runtime", "openvino",
+            "--out", tmp_path / "x.csv",
+        )  # fmt: skip
+        one_line_error(result, "openvino", "pip install ens[openvino]")
+        assert_unchanged(before, tmp_path)
+        ensemble = ensemble_of(store)
+        choose_runtimes(ensemble, make_source(open_dataset(data), "test"), "auto", min_images=0)
+        assert all(c.runtime == "onnxruntime" and "not installed" in c.note for c in ensemble.choices)
+    finally:
+        ov_runtime.core.cache_clear()
+
+
+def test_openvino_is_not_imported_on_the_default_path(tmp_path, store, data):
+    code = (
+        "import sys\n"
+        "from ensemble.cli import app\n"
+        "import ensemble.api, ensemble.inference.predict, ensemble.runtimes.choice\n"
+        "assert 'openvino' not in sys.modules, 'openvino imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_openvino_members_match_onnx_runtime(tmp_path, store, data):
+    pytest.importorskip("openvino")
+    ort_csv, _ = predict(tmp_path, store, data, "ort", "--runtime", "ort")
+    ov_csv, manifest = predict(tmp_path, store, data, "ov", "--runtime", "openvino", "--workers", "2")
+    for member in manifest["members"]:
+        assert member["runtime"]["runtime"] == "openvino"
+        assert member["runtime"]["how"] == "requested"
+        assert member["runtime"]["parity_max_abs_err"] <= 1e-4
+        assert member["providers"] == ["OpenVINO"]
+    ids, ort_labels, _ = read_submission(ort_csv, (16, 24), 5)
+    ov_ids, ov_labels, _ = read_submission(ov_csv, (16, 24), 5)
+    assert np.array_equal(ids, ov_ids) and len(ids) == N_TEST
+    assert (ort_labels == ov_labels).mean() >= 0.9999
+
+
+def test_openvino_parity_failure_falls_back_to_onnx_runtime(store, data):
+    pytest.importorskip("openvino")
+    source = make_source(open_dataset(data), "test")
+    ensemble = ensemble_of(store, workers=2)
+    choose_runtimes(ensemble, source, "openvino")
+    assert [c.runtime for c in ensemble.choices] == ["openvino"] * 3
+    assert not ensemble.warnings
+    strict = ensemble_of(store, workers=2)
+    choose_runtimes(strict, source, "openvino", tolerance=-1.0)  # no difference passes
+    assert [c.runtime for c in strict.choices] == ["onnxruntime"] * 3
+    assert all(r is o for r, o in zip(strict.runners, strict.ort_runners, strict=True))
+    assert len(strict.warnings) == 3 and all("differs from ONNX Runtime" in w for w in strict.warnings)
+    assert all(c.parity_max_abs_err is not None for c in strict.choices)
+
+
+def test_auto_measures_once_then_reuses_the_cache(tmp_path, store, data):
+    pytest.importorskip("openvino")
+    source = make_source(open_dataset(data), "test")
+    cache = tmp_path / "cache" / "runtimes.json"
+    few = ensemble_of(store, workers=2)
+    choose_runtimes(few, source, "auto", cache=cache)  # 37 images: too few to time
+    assert [c.how for c in few.choices] == ["default"] * 3 and not cache.exists()
+
+    first = ensemble_of(store, workers=2)
+    choose_runtimes(first, source, "auto", cache=cache, min_images=0)
+    assert [c.how for c in first.choices] == ["measured"] * 3
+    assert all(c.seconds is not None and min(c.seconds) > 0 for c in first.choices)
+    entries = json.loads(cache.read_text())
+    assert len(entries) == 3
+    written = cache.read_bytes()
+
+    again = ensemble_of(store, workers=2)
+    choose_runtimes(again, source, "auto", cache=cache, min_images=0)
+    assert [c.how for c in again.choices] == ["cached"] * 3
+    assert [c.runtime for c in again.choices] == [c.runtime for c in first.choices]
+    assert [c.seconds for c in again.choices] == [c.seconds for c in first.choices]
+    assert cache.read_bytes() == written
+
+    # the key changes with the workers, the batch shape and the member's bytes
+    other_workers = ensemble_of(store, workers=1)
+    choose_runtimes(other_workers, source, "auto", cache=cache, min_images=0)
+    assert [c.how for c in other_workers.choices] == ["measured"] * 3
+    other_batch = Ensemble(other_workers.members, PredictOptions(batch_size=4, device="cpu", workers=2))
+    choose_runtimes(other_batch, source, "auto", cache=cache, min_images=0)
+    assert [c.how for c in other_batch.choices] == ["measured"] * 3
+    make_member(store / "a.onnx", seed=9)
+    changed = ensemble_of(store, workers=2)
+    choose_runtimes(changed, source, "auto", cache=cache, min_images=0)
+    assert [c.how for c in changed.choices] == ["measured", "cached", "cached"]
+    assert len(json.loads(cache.read_text())) == 10
