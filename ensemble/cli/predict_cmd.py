@@ -41,6 +41,7 @@ from ensemble.cli.rleoptions import (
     RleStartOpt,
     rle_convention,
 )
+from ensemble.compiled.engine import Engine
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
 from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
@@ -113,6 +114,14 @@ def predict_cmd(
         Path | None,
         typer.Option("--save-probs", help="Also keep the fused float16 probabilities here.", file_okay=False),
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            "--engine",
+            help="pipeline (a session per member), compiled (the graph of `ens compile`) or auto: the "
+            "compiled graph when one matches the ensemble file, members and options.",
+        ),
+    ] = Engine.auto,
     device: DeviceOpt = Device.auto,
     batch_size: BatchSizeOpt = DEFAULT_BATCH,
     threads: Annotated[
@@ -149,13 +158,14 @@ def predict_cmd(
         rle=rle_convention(rle_order, rle_start, rle_layout, rle_header),
         save_probs=save_probs,
         options=options,
+        engine=engine.value,
     )
     with image_progress() as progress:
         task = progress.add_task("loading members", total=None)
 
         def started(ensemble, source):
             for line in ensemble.warnings:
-                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
             names = ",".join(m.name for m in ensemble.members)
             progress.update(task, total=source.n_images, description=f"{names} ({source.split})")
 
@@ -169,7 +179,7 @@ def _summary(outcome: PredictOutcome) -> None:
     fitted = f"weights and min_area of {outcome.ensemble_file}, " if outcome.ensemble_file else ""
     console.print(
         f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, {fitted}"
-        f"{len(ensemble.members)} members on {device}) in {result.seconds:.1f} s "
+        f"{len(ensemble.members)} members on {device}, {ensemble.engine} engine) in {result.seconds:.1f} s "
         f"({outcome.source.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
         markup=False,
         highlight=False,

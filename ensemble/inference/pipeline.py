@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -36,12 +37,14 @@ from ensemble.timing import Timings
 class Ensemble:
     """Members with their live sessions and resolved fusion/cleanup settings."""
 
+    engine: ClassVar[str] = "pipeline"
     members: list[Member]
     options: PredictOptions
     runners: list[MemberSession] = field(init=False)
     weights: np.ndarray = field(init=False)
     min_area: np.ndarray = field(init=False)
     timings: Timings = field(default_factory=Timings)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -57,7 +60,11 @@ class Ensemble:
         if self.options.batch_size < 1:
             raise EnsError(f"--batch-size {self.options.batch_size} must be >= 1")
         with self.timings("sessions"):
-            self.runners = [build_session(m, self.options.device, self.options.threads) for m in self.members]
+            self.runners = self.open_sessions()
+
+    def open_sessions(self) -> list[MemberSession]:
+        """One ONNX Runtime session per member (the compiled engine opens its graph instead)."""
+        return [build_session(m, self.options.device, self.options.threads) for m in self.members]
 
     @property
     def n_classes(self) -> int:
@@ -69,9 +76,9 @@ class Ensemble:
 
     @property
     def warnings(self) -> list[str]:
-        """Provider fallbacks and thread caps of the sessions, each once."""
+        """Provider fallbacks and thread caps of the sessions, each once, then the run's notes."""
         notes = {r.report.threads_note for r in self.runners if r.report.threads_note}
-        return [*self.fallbacks, *sorted(notes)]
+        return [*self.fallbacks, *sorted(notes), *self.notes]
 
     @property
     def channels(self) -> int:
@@ -113,6 +120,10 @@ class Ensemble:
         """Decode fused probabilities and remove small regions."""
         with self.timings("decode"):
             labels = decode(probs, self.options.allow_background)
+        return self.clean(labels)
+
+    def clean(self, labels: np.ndarray) -> np.ndarray:
+        """Remove small regions of decoded labels in place (Numba; skipped when min_area is 0)."""
         if self.min_area.any():
             with self.timings("cleanup"):
                 remove_small_regions(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.compiled.engine import engine_manifest, open_engine
 from ensemble.data.datasets import Dataset
 from ensemble.data.folder import integer_ids
 from ensemble.data.sizes import describe_sizes
@@ -51,6 +52,7 @@ class PredictRequest:
     rle: RleConvention = DEFAULT_RLE
     save_probs: Path | None = None
     options: PredictOptions = PredictOptions()
+    engine: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ def prepare(
     options = request_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     check_layout(source, request.fmt, request.save_probs)
-    ensemble = Ensemble(members, options)
+    ensemble = open_engine(
+        request.engine, members, options, spec_path, source, want_scores=request.save_probs is not None
+    )
     ensemble.check_source(source)
     return ensemble, source, spec_path, spec
 
@@ -158,6 +162,7 @@ def predict(
             ensemble, source, result, out, request.fmt, written=csv_tmp, rle=request.rle
         )
         manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+        manifest["engine"] = engine_manifest(ensemble)
         if spec is not None:
             manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
         if result.confusion is not None:
