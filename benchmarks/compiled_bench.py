@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> None:
             counts["ties"] += ties(pipe_scores, differ, first) if differ.any() else 0
             counts["differ_after_cleanup"] += int((final["pipeline"][k] != final["compiled"][k]).sum())
         done = min(chunk[-1] + args.batch_size, len(images))
-        times = ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items())
-        log(f"{done}/{len(images)} images: {times}, {counts['differ_before_cleanup']} pixels differ")
+        times = ", ".join(f"{name} {done / s:.1f} img/s" for name, s in seconds.items())
+        log(f"{done}/{len(images)} images: {times}; pixels differing {counts['differ_before_cleanup']} "
+            f"({counts['ties']} ties), {counts['differ_after_cleanup']} after cleanup")  # fmt: skip
     speed = {name: len(images) / s for name, s in seconds.items()}
     report = {
         "command": " ".join(["benchmarks/compiled_bench.py", *(argv if argv is not None else sys.argv[1:])]),
