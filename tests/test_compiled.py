@@ -180,6 +180,11 @@ def test_compiled_engine_without_a_graph_and_overwrites_are_refused(mixed, tmp_p
         one_line_error(ens("compile", "--models-dir", other, "--out", target), "is the same file as", label)
     one_line_error(ens("compile", "--models-dir", tmp_path / "none"), "does not exist")
     assert_unchanged(before, other, tmp_path)
+    (other / "compiled").mkdir()
+    (other / "compiled" / "ensemble.onnx").write_bytes(b"not a graph")  # damaged: noted, not used
+    result, manifest = predict(other, data, tmp_path / "sub.csv")
+    assert manifest["engine"]["name"] == "pipeline" and "re-create it with `ens compile`" in result.output
+    one_line_error(ens(*args, "--engine", "compiled"), "--engine compiled: cannot read compiled graph")
 
 
 def test_members_needing_padding_fall_back_and_rgb_members_compile(tmp_path, tiny_npz):

@@ -135,20 +135,30 @@ def padding_reason(members: list[Member], shape: tuple[int, int]) -> str | None:
 
 
 def graph_problem(
-    members: list[Member], options: PredictOptions, ensemble_file: Path | None, source: Source, graph: Path
-) -> str | None:
-    """Why the compiled graph at `graph` cannot serve this run, or None when it can."""
+    members: list[Member], options: PredictOptions, ensemble_file: Path | None, source: Source
+) -> tuple[str, str] | None:
+    """Why the compiled graph of `ensemble_file` cannot serve this run, and what to do about it; None
+    when it can."""
+    pipeline = "use --engine pipeline"
     if ensemble_file is None:
-        return "the run has no ensemble file (the compiled graph belongs to one)"
-    if not graph.is_file():
-        return f"there is no compiled graph at {str(graph)!r}"
-    reason = read_stamp(graph).mismatch(wanted_stamp(members, options, ensemble_file))
-    if reason:
-        return f"the compiled graph {str(graph)!r} does not match this run: {reason}"
+        return (
+            "the run has no ensemble file (a compiled graph belongs to one)",
+            f"pass --ensemble, or {pipeline}",
+        )
     for group in source.groups:
         reason = padding_reason(members, group.shape)
         if reason:
-            return reason
+            return reason, pipeline
+    graph = graph_path(ensemble_file)
+    compile_hint = f"write a matching graph with `ens compile --ensemble {ensemble_file}`, or {pipeline}"
+    if not graph.is_file():
+        return f"there is no compiled graph at {str(graph)!r}", compile_hint
+    try:
+        reason = read_stamp(graph).mismatch(wanted_stamp(members, options, ensemble_file))
+    except EnsError as exc:
+        return str(exc), compile_hint
+    if reason:
+        return f"the compiled graph {str(graph)!r} does not match this run: {reason}", compile_hint
     return None
 
 
@@ -169,18 +179,16 @@ def open_engine(
     engine = Engine(engine)
     if engine is Engine.pipeline:
         return Ensemble(members, options)
-    graph = graph_path(ensemble_file) if ensemble_file is not None else None
-    problem = graph_problem(members, options, ensemble_file, source, graph or Path())
+    problem = graph_problem(members, options, ensemble_file, source)
     if problem is None:
+        graph = graph_path(ensemble_file)  # type: ignore[arg-type]
         return CompiledEnsemble(members, options, graph=graph, want_scores=want_scores)
+    reason, hint = problem
     if engine is Engine.compiled:
-        hint = "use --engine pipeline"
-        if ensemble_file is not None and "padded" not in problem:
-            hint = f"write a matching graph with `ens compile --ensemble {ensemble_file}`, or {hint}"
-        raise EnsError(f"--engine compiled: {problem}; {hint}")
+        raise EnsError(f"--engine compiled: {reason}; {hint}")
     ensemble = Ensemble(members, options)
-    if graph is not None and graph.is_file():
-        ensemble.notes.append(f"{problem}; running the pipeline")
+    if ensemble_file is not None and graph_path(ensemble_file).is_file():
+        ensemble.notes.append(f"{reason}; running the pipeline")
     return ensemble
 
 
