@@ -99,7 +99,7 @@ if "$PY" -m ensemble compile --help >/dev/null 2>&1; then
     "$PY" -m ensemble compile ${COMPILE_ARGS:-} >/dev/null
     for device in ${DEVICES:-cuda $("$PY" -c "import onnxruntime as o; print('tensorrt' if 'TensorrtExecutionProvider' in o.get_available_providers() else '')")}; do
         "$PY" -m ensemble predict --data "$OUT/slice.npz" --tta flip --device "$device" --format flat \
-            --ensemble models/ensemble.json --models-dir models --out "$OUT/compiled_$device.csv" >/dev/null
+            --ensemble models/ensemble.json --models-dir models --graph compiled --out "$OUT/compiled_$device.csv" >/dev/null
         "$PY" - "$OUT" "$device" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -111,7 +111,7 @@ cpu = np.load(out / "cpu_labels.npy")
 manifest = json.loads((out / f"compiled_{device}.manifest.json").read_text())
 _, labels, _ = read_submission(out / f"compiled_{device}.csv", cpu.shape[1:], len(manifest["classes"]))
 rate = manifest["timings"]["images_per_second"]
-engine = manifest.get("engine", manifest["runtime"])
+engine = manifest["graph"]["name"]
 print(f"gpu_check: ens predict --device {device} ({engine}): {rate} img/s, labels equal to CPU on "
       f"{100 * float((labels == cpu).mean()):.4f}% of pixels, {cpu.shape[1] * cpu.shape[2]} bytes of labels per image")
 EOF

@@ -41,6 +41,7 @@ from ensemble.cli.rleoptions import (
     RleStartOpt,
     rle_convention,
 )
+from ensemble.compiled.engine import GraphChoice
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
 from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
@@ -116,6 +117,14 @@ def predict_cmd(
         Path | None,
         typer.Option("--save-probs", help="Also keep the fused float16 probabilities here.", file_okay=False),
     ] = None,
+    graph: Annotated[
+        GraphChoice,
+        typer.Option(
+            "--graph",
+            help="pipeline (a session per member), compiled (the graph of `ens compile`) or auto: the "
+            "compiled graph when one matches the ensemble file, members and options.",
+        ),
+    ] = GraphChoice.auto,
     device: DeviceOpt = Device.auto,
     batch_size: BatchSizeOpt = DEFAULT_BATCH,
     threads: Annotated[
@@ -222,13 +231,14 @@ def predict_cmd(
             gpus_per_worker=gpus_per_worker,
             ray_address=ray_address,
         ),
+        graph=graph.value,
     )
     with image_progress() as progress:
         task = progress.add_task("loading members", total=None)
 
         def started(ensemble, source):
             for line in ensemble.warnings:
-                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
             names = ",".join(m.name for m in ensemble.members)
             progress.update(task, total=source.n_images, description=f"{names} ({source.split})")
 
@@ -247,9 +257,14 @@ def _summary(outcome: PredictOutcome) -> None:
     reused = f", {outcome.reused_shards} shards reused" if outcome.reused_shards else ""
     console.print(
         f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, {fitted}"
-        f"{len(ensemble.members)} members on {device}{reused}) in {result.seconds:.1f} s "
+        f"{len(ensemble.members)} members on {device}, {_how(ensemble)}{reused}) in {result.seconds:.1f} s "
         f"({result.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _how(ensemble) -> str:
+    """What computed the labels, for the summary line."""
+    return "compiled graph" if ensemble.engine == "compiled" else "pipeline"

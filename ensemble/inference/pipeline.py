@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -39,12 +40,14 @@ from ensemble.timing import Timings
 class Ensemble:
     """Members with their live sessions and resolved fusion/cleanup settings."""
 
+    engine: ClassVar[str] = "pipeline"
     members: list[Member]
     options: PredictOptions
     runners: list[MemberSession | Runner] = field(init=False)
     weights: np.ndarray = field(init=False)
     min_area: np.ndarray = field(init=False)
     timings: Timings = field(default_factory=Timings)
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -63,9 +66,14 @@ class Ensemble:
         self.worker_batch = worker_batch(self.options.batch_size, self.workers)
         threads = session_threads(self.options, self.workers)
         with self.timings("sessions"):
-            self.runners = [build_session(m, self.options.device, threads) for m in self.members]
+            self.runners = self.open_sessions(threads)
         self.ort_runners = list(self.runners)  # kept when another runtime takes a member over
         self.choices: list[RuntimeChoice] = [ort_choice("default") for _ in self.members]
+
+    def open_sessions(self, threads: int | None) -> list[MemberSession]:
+        """One ONNX Runtime session per member with `threads` intra-op threads (the compiled engine
+        opens its graph instead)."""
+        return [build_session(m, self.options.device, threads) for m in self.members]
 
     @property
     def n_classes(self) -> int:
@@ -77,10 +85,10 @@ class Ensemble:
 
     @property
     def warnings(self) -> list[str]:
-        """Provider fallbacks and thread caps of the sessions, each once."""
+        """Provider fallbacks and thread caps of the sessions, each once, then the run's notes."""
         notes = {r.report.threads_note for r in self.runners if r.report.threads_note}
         runtime = [c.warning for c in self.choices if c.warning]
-        return [*self.fallbacks, *sorted(notes), *runtime]
+        return [*self.fallbacks, *sorted(notes), *runtime, *self.notes]
 
     @property
     def channels(self) -> int:
@@ -130,6 +138,10 @@ class Ensemble:
         """Decode fused probabilities and remove small regions."""
         with self.timings("decode"):
             labels = decode(probs, self.options.allow_background)
+        return self.clean(labels)
+
+    def clean(self, labels: np.ndarray) -> np.ndarray:
+        """Remove small regions of decoded labels in place (Numba; skipped when min_area is 0)."""
         if self.min_area.any():
             with self.timings("cleanup"):
                 remove_small_regions(

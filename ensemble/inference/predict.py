@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.compiled.engine import engine_manifest, open_engine
 from ensemble.data.datasets import Dataset
 from ensemble.data.folder import integer_ids
 from ensemble.data.sizes import describe_sizes
@@ -56,6 +57,7 @@ class PredictRequest:
     save_probs: Path | None = None
     options: PredictOptions = PredictOptions()
     run: RunOptions = RunOptions()
+    graph: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,9 @@ def prepare(
     options = request_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     check_layout(source, request.fmt, request.save_probs)
-    ensemble = Ensemble(members, options)
+    ensemble = open_engine(
+        request.graph, members, options, spec_path, source, want_scores=request.save_probs is not None
+    )
     ensemble.check_source(source)
     choose_runtimes(ensemble, source, options.runtime)
     return ensemble, source, spec_path, spec
@@ -209,6 +213,7 @@ def _compute(
 def _manifest(request, out, written, ensemble, source, result, spec_path, spec) -> dict:
     manifest = build_manifest(ensemble, source, result, out, request.fmt, written=written, rle=request.rle)
     manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+    manifest["graph"] = engine_manifest(ensemble)
     if spec is not None:
         manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
     if result.confusion is not None:

@@ -14,6 +14,7 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -186,6 +187,17 @@ def build_session(
     member: Member, device: Device | str = Device.auto, threads: int | None = None
 ) -> MemberSession:
     """Create the ONNX Runtime session of one member and report the providers it really uses."""
+    session, report = open_session(
+        member.path, f"member {member.name!r}", "re-export it with `ens export`", device, threads
+    )
+    return MemberSession(member, session, report)
+
+
+def open_session(
+    path: Path, what: str, hint: str, device: Device | str = Device.auto, threads: int | None = None
+) -> tuple[ort.InferenceSession, SessionReport]:
+    """An ONNX Runtime session of the model at `path` (a member, or the compiled ensemble graph) and
+    the providers it really uses; a model ORT cannot load is one error naming `what`, then `hint`."""
     device = Device(device)
     providers = requested_providers(device)
     names = tuple(p if isinstance(p, str) else p[0] for p in providers)
@@ -195,12 +207,9 @@ def build_session(
             with contextlib.suppress(Exception):
                 ort.preload_dlls()
         try:
-            session = ort.InferenceSession(str(member.path), options, providers=providers)
+            session = ort.InferenceSession(str(path), options, providers=providers)
         except ORT_ERRORS as exc:
-            raise EnsError(
-                f"ONNX Runtime cannot load member {member.name!r} ({ort_message(exc)}); "
-                "re-export it with `ens export`"
-            ) from exc
+            raise EnsError(f"ONNX Runtime cannot load {what} ({ort_message(exc)}); {hint}") from exc
     used = tuple(session.get_providers())
     fallback = None
     if used[0] != names[0]:
@@ -209,8 +218,7 @@ def build_session(
             f"running on {_short(used[0])}"
         )
     note = thread_count(threads)[1]
-    report = SessionReport(device.value, names, used, fallback, options.intra_op_num_threads, note)
-    return MemberSession(member, session, report)
+    return session, SessionReport(device.value, names, used, fallback, options.intra_op_num_threads, note)
 
 
 def _short(provider: str) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ensemble.compiled.engine import CompiledEnsemble
 from ensemble.data.sources import Source
 from ensemble.entry import debug_enabled
 from ensemble.errors import EnsError
@@ -52,10 +53,13 @@ class ShardPredictor:
     `id`, `height`, `width` and `labels` (the uint8 label map's bytes, row-major).
     """
 
-    def __init__(self, members, options, source: Source, plan: ShardPlan, cwd: str) -> None:
+    def __init__(self, members, options, source: Source, plan: ShardPlan, cwd: str, graph=None) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
-        self.ensemble = Ensemble(members, options)
+        if graph is None:
+            self.ensemble = Ensemble(members, options)
+        else:  # the driver chose the compiled graph: the actor runs the same one
+            self.ensemble = CompiledEnsemble(members, options, graph=graph)
         self.source = source
         self.plan = plan
 
@@ -187,6 +191,7 @@ def compute_ray(
                 "source": source,
                 "plan": state.plan,
                 "cwd": os.getcwd(),
+                "graph": getattr(ensemble, "graph", None),
             },
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=options.workers),

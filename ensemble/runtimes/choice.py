@@ -90,6 +90,9 @@ def choose_runtimes(
     if runtime is Runtime.ort:
         ensemble.choices = [ort_choice("requested") for _ in range(count)]
         return
+    if ensemble.engine != "pipeline":
+        ensemble.choices = [ort_choice("default", note="the compiled graph runs on ONNX Runtime")] * count
+        return
     used = ensemble.ort_runners[0].report.used[0]
     if used != CPU:
         if runtime is Runtime.openvino:
