@@ -149,10 +149,10 @@ def predict_cmd(
         Runtime,
         typer.Option(
             "--runtime",
-            help="Where members run on CPU: auto (the faster per member, measured once and cached), "
-            "ort, or openvino (pip install ens[openvino]).",
+            help="Where members run on CPU: ort (the default), openvino (pip install ens[openvino]), "
+            "or auto (the faster per member, timed once per machine and cached).",
         ),
-    ] = Runtime.auto,
+    ] = Runtime.ort,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
     split_seed: SplitSeedOpt = DEFAULT_SEED,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
