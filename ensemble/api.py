@@ -27,11 +27,11 @@ from ensemble.files.atomic import write_text
 from ensemble.fitting.fit import FitSettings, fit_ensemble
 from ensemble.fitting.job import build_spec
 from ensemble.inference.batchpool import ordered_batches
-from ensemble.inference.channels import check_channels
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions, resolve_options
 from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import member_probs, to_pixels
 from ensemble.inference.tta import get_views
+from ensemble.members.channels import check_channels
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member, load_member
 from ensemble.members.session import build_session

@@ -18,10 +18,10 @@ from ensemble.data.datafile import open_data
 from ensemble.data.folder import open_folder
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
-from ensemble.inference.channels import check_channels
 from ensemble.inference.fusion import decode
 from ensemble.inference.runner import member_probs, to_pixels
 from ensemble.inference.tta import IDENTITY
+from ensemble.members.channels import check_channels
 from ensemble.members.session import MemberSession
 from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 from exporters.preprocessing import RANGES, Normalisation

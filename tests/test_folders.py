@@ -230,8 +230,8 @@ def test_flat_needs_integer_stems_and_one_size(tmp_path, store):
 
 
 def test_fixed_size_member_pads_smaller_images_and_crops_back(tmp_path):
-    from ensemble.inference.padding import crop, pad
     from ensemble.members.member import load_member
+    from ensemble.members.padding import crop, pad
     from ensemble.members.session import build_session
 
     store = tmp_path / "models"
@@ -257,8 +257,8 @@ def test_fixed_size_member_pads_smaller_images_and_crops_back(tmp_path):
 
 
 def test_size_multiple_pads_up_and_larger_images_than_fixed_are_refused(tmp_path):
-    from ensemble.inference.padding import padded_size
     from ensemble.members.member import load_member
+    from ensemble.members.padding import padded_size
 
     store = tmp_path / "models"
     make_member(store / "m16.onnx", channels=3, size_multiple=16)

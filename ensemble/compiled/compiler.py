@@ -17,11 +17,11 @@ from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.inference.fusion import decode, scaled_weights
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.padding import padded_size
 from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.tta import get_views
 from ensemble.members.ensemblefile import resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
+from ensemble.members.padding import padded_size
 
 CHECK_IMAGES = 4
 SCORE_TOLERANCE = 1e-5

@@ -22,10 +22,10 @@ from ensemble.data.sources import Source
 from ensemble.errors import EnsError
 from ensemble.files.hashing import file_sha256
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.padding import padded_size
 from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import to_pixels
 from ensemble.members.member import Member
+from ensemble.members.padding import padded_size
 from ensemble.members.session import ORT_ERRORS, SessionReport, open_session, ort_message, quiet_run_options
 
 

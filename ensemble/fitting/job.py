@@ -12,11 +12,11 @@ from ensemble.data.split import SplitSpec
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.fitting.cache import DEFAULT_CACHE, ProbCache, merged_parts
 from ensemble.fitting.fit import FitResult, FitSettings, check_settings, fit_parts
-from ensemble.inference.channels import check_channels
-from ensemble.inference.padding import check_fits
 from ensemble.inference.tta import get_views
+from ensemble.members.channels import check_channels
 from ensemble.members.ensemblefile import EnsembleSpec, default_path, write_spec
 from ensemble.members.member import DEFAULT_STORE, Member
+from ensemble.members.padding import check_fits
 from ensemble.members.store import resolve_members
 
 

@@ -18,15 +18,15 @@ import numpy as np
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError
 from ensemble.inference.batchpool import ordered_batches, session_threads, worker_batch, worker_count
-from ensemble.inference.channels import check_channels
 from ensemble.inference.cleanup import min_area_array, remove_small_regions
 from ensemble.inference.fusion import WeightedMerger, decode, gain_array, normalise_weights, scaled_weights
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.padding import check_fits
 from ensemble.inference.probstore import ProbsWriter
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import get_views
+from ensemble.members.channels import check_channels
 from ensemble.members.member import Member
+from ensemble.members.padding import check_fits
 from ensemble.members.session import MemberSession, build_session
 from ensemble.runtimes.choice import RuntimeChoice, ort_choice
 from ensemble.runtimes.runner import Runner

@@ -6,9 +6,9 @@ import numpy as np
 
 from ensemble.course import IMAGE_SHAPE
 from ensemble.errors import EnsError
-from ensemble.inference.padding import check_fits, crop, pad, padded_size
 from ensemble.inference.tta import View, augment, merge
 from ensemble.members.member import Member
+from ensemble.members.padding import check_fits, crop, pad, padded_size
 from ensemble.members.session import ORT_ERRORS, Device, MemberSession, build_session, ort_message
 from ensemble.timing import Timings
 

@@ -26,11 +26,11 @@ import onnxruntime as ort
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.cachedir import CACHE_ROOT
-from ensemble.inference.padding import pad, padded_size
 from ensemble.inference.runner import to_pixels
 from ensemble.inference.tta import View, augment
 from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
+from ensemble.members.padding import pad, padded_size
 from ensemble.members.session import CPU, ORT_ERRORS
 from ensemble.runtimes.openvino import INSTALL_HINT, MAX_BATCH, OpenVinoSession, core, openvino_version
 
