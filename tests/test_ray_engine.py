@@ -236,3 +236,10 @@ def test_a_damaged_image_read_by_an_actor_is_one_line(ray_cluster, tmp_path):
     assert all("Traceback" not in line for line in lines)
     assert not (tmp_path / "s.csv").exists()
     assert_unchanged(before, tmp_path)
+
+
+def test_the_ray_engine_refuses_another_runtime_in_one_line(tmp_path, store, npz):
+    before = snapshot(tmp_path)
+    base = ["predict", "--data", npz, "--members", "a", "--models-dir", store, "--out", tmp_path / "s.csv"]
+    one_line_error(ens(*base, "--engine", "ray", "--runtime", "openvino"), "--engine ray runs the members")
+    assert_unchanged(before, tmp_path)

@@ -204,3 +204,20 @@ def test_fresh_discards_earlier_shards(tmp_path, store, npz):
     result = ens(*args, "--out", tmp_path / "b.csv", "--fresh")
     assert result.exit_code == 0 and "resuming" not in result.output
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_a_member_on_another_runtime_is_another_run(tmp_path, store, npz):
+    """OpenVINO's probabilities differ from ONNX Runtime's by ~1e-6, so its shards are never reused."""
+    from dataclasses import replace
+
+    from ensemble.runs.plan import ShardPlan
+    from ensemble.runs.runkey import key_fields, run_key
+
+    request = PredictRequest(data=open_data(npz), members="a,b", store=store, out=tmp_path / "s.csv")
+    ensemble, source, _, _ = prepare(request)
+    ids = source.ids()
+    plan = ShardPlan(len(ids), 8)
+    before = run_key(key_fields(ensemble, source, ids, plan, "rle", RleConvention(), None))
+    assert run_key(key_fields(ensemble, source, ids, plan, "rle", RleConvention(), None)) == before
+    ensemble.choices = [replace(ensemble.choices[0], runtime="openvino"), *ensemble.choices[1:]]
+    assert run_key(key_fields(ensemble, source, ids, plan, "rle", RleConvention(), None)) != before

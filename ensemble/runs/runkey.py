@@ -1,6 +1,7 @@
 """The key of a run: a hash of every resolved setting that decides the CSV's bytes, so a changed
-member, ensemble file, data file, split, TTA, fusion, decoding, cleanup, format or RLE convention
-never reuses a shard. Speed settings (batch size, device, threads, engine, workers) are not in it."""
+member, ensemble file, data file, split, TTA, fusion, decoding, cleanup, runtime of a member, format
+or RLE convention never reuses a shard. Speed settings (batch size, device, threads, engine, workers,
+pipeline or compiled graph: bitwise the same labels) are not in it."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def key_fields(
     return {
         "ens": _version(),
         "members": [m.sha256 for m in ensemble.members],
+        "runtimes": [choice.runtime for choice in ensemble.choices],  # OpenVINO differs by ~1e-6
         "ensemble_file": None if ensemble_file is None else file_sha256(ensemble_file),
         "data": source.data.sha256,
         "split": source.split,
