@@ -180,3 +180,17 @@ def test_auto_measures_once_then_reuses_the_cache(tmp_path, store, data):
     choose_runtimes(changed, source, "auto", cache=cache, min_images=0)
     assert [c.how for c in changed.choices] == ["measured", "cached", "cached"]
     assert len(json.loads(cache.read_text())) == 10
+
+
+def test_a_huge_worker_count_is_capped_to_the_batch_size(tmp_path, store, data):
+    """--workers 1000000 would start a million threads and hold the whole data set in flight."""
+    one, _ = predict(tmp_path, store, data, "one", "--runtime", "ort", "--workers", "1")
+    result = ens(
+        "predict", "--members", "a,b,c", "--models-dir", store, "--data", data, "--tta", "flip",
+        "--min-area", "3", "--batch-size", "8", "--out", tmp_path / "many.csv", "--workers", "1000000",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "--workers 1000000 capped to --batch-size 8" in result.output
+    manifest = json.loads((tmp_path / "many.manifest.json").read_text())
+    assert manifest["runtime"]["workers"] == 8 and manifest["runtime"]["worker_batch"] == 1
+    assert (tmp_path / "many.csv").read_bytes() == one.read_bytes()

@@ -32,18 +32,23 @@ if TYPE_CHECKING:
 Batch = tuple[np.ndarray, np.ndarray]
 
 
-def worker_count(options: PredictOptions) -> int:
-    """Workers for these options: --workers when given; one when --threads is given or the
-    members run on a GPU (today's single pipeline); else the physical cores."""
+def worker_count(options: PredictOptions) -> tuple[int, str | None]:
+    """Workers for these options, and a note when --workers was capped: --workers when given, at
+    most --batch-size (each worker computes at least one image, so the images in flight stay
+    bounded by the batch size); one when --threads is given or the members run on a GPU (a single
+    pipeline); else the physical cores, at most the batch size."""
     if options.workers is not None:
         if options.workers < 1:
             raise EnsError(
                 f"--workers {options.workers} must be at least 1; leave it out to use the physical cores"
             )
-        return options.workers
+        if options.workers > options.batch_size:
+            note = f"--workers {options.workers} capped to --batch-size {options.batch_size} (one image each)"
+            return options.batch_size, note
+        return options.workers, None
     if options.threads is not None or requested_providers(options.device) != [CPU]:
-        return 1
-    return physical_cores()
+        return 1, None
+    return min(physical_cores(), options.batch_size), None
 
 
 def session_threads(options: PredictOptions, workers: int) -> int | None:

@@ -62,7 +62,9 @@ class Ensemble:
         self.views = get_views(self.options.tta)
         if self.options.batch_size < 1:
             raise EnsError(f"--batch-size {self.options.batch_size} must be >= 1")
-        self.workers = worker_count(self.options)
+        self.workers, workers_note = worker_count(self.options)
+        if workers_note:
+            self.notes.append(workers_note)
         self.worker_batch = worker_batch(self.options.batch_size, self.workers)
         threads = session_threads(self.options, self.workers)
         with self.timings("sessions"):
