@@ -32,6 +32,16 @@ def own_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A member store of two tiny real ONNX members, `a` and `b` (a test file may define its own)."""
+    from onnx_members import make_member
+
+    for seed, name in enumerate(["a", "b"]):
+        make_member(tmp_path / "models" / f"{name}.onnx", seed=seed)
+    return tmp_path / "models"
+
+
+@pytest.fixture
 def tiny_npz(tmp_path: Path) -> Path:
     """12 labelled + 6 test images of 8x12 with random pixels and labels 0..4."""
     rng = np.random.default_rng(0)

@@ -20,13 +20,6 @@ from ensemble.members.ensemblefile import EnsembleSpec, write_spec
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, PREFIX, load_member
 
 
-@pytest.fixture
-def store(tmp_path):
-    for seed, name in enumerate(["a", "b"]):
-        make_member(tmp_path / "models" / f"{name}.onnx", seed=seed)
-    return tmp_path / "models"
-
-
 def swap_softmax(path, op: str):
     """Replace the member's final softmax by `op` (Identity: logits, Sigmoid: per-class scores)."""
     model = onnx.load(path)

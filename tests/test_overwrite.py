@@ -8,20 +8,12 @@ import os
 import numpy as np
 import pytest
 from conftest import assert_unchanged, ens, one_line_error, snapshot
-from onnx_members import make_member
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_files
 from ensemble.members.ensemblefile import EnsembleSpec, write_spec
 from ensemble.members.store import get_member
 from ensemble.submission.io import write_submission
-
-
-@pytest.fixture
-def store(tmp_path):
-    for seed, name in enumerate(["a", "b"]):
-        make_member(tmp_path / "models" / f"{name}.onnx", seed=seed)
-    return tmp_path / "models"
 
 
 def base(tiny_npz, store):

@@ -26,13 +26,6 @@ from ensemble.runs.resumable import RunOptions
 
 
 @pytest.fixture
-def store(tmp_path):
-    make_member(tmp_path / "models" / "a.onnx", seed=0)
-    make_member(tmp_path / "models" / "b.onnx", seed=1)
-    return tmp_path / "models"
-
-
-@pytest.fixture
 def npz(tmp_path):
     rng = np.random.default_rng(5)
     test = rng.integers(0, 256, (90, 16, 24))

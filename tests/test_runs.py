@@ -22,13 +22,6 @@ from ensemble.submission.convention import RleConvention
 
 
 @pytest.fixture
-def store(tmp_path):
-    make_member(tmp_path / "models" / "a.onnx", seed=0)
-    make_member(tmp_path / "models" / "b.onnx", seed=1)
-    return tmp_path / "models"
-
-
-@pytest.fixture
 def npz(tmp_path):
     rng = np.random.default_rng(3)
     train = rng.integers(0, 256, (20, 8, 12))
