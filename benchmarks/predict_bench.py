@@ -219,7 +219,9 @@ def bound_comparison(data: Path, args: argparse.Namespace) -> dict:
             log(f"bound slice {index + 1}/{args.bound_parts} ({len(ids)} images): {side}")
             csv = args.out_dir / f"bound_part{index}_{side}.csv"
             if side == "ens":
-                part[side] = demo_predict(path, args, csv)
+                part[side] = demo_predict(
+                    path, args, csv, *(["--runtime", args.runtime] if args.runtime else [])
+                )
             elif side == "ens-ort":
                 part[side] = demo_predict(path, args, csv, "--runtime", "ort")
             elif side == "main":
@@ -404,6 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         "--rss-sizes", default="2500,5000", help="test-set sizes of extra demo files ('' none)"
     )
     parser.add_argument("--bound-parts", type=int, default=0, help="slices of the bound comparison (0: none)")
+    parser.add_argument("--runtime", default=None, help="--runtime of the `ens` side (default: ens's)")
     parser.add_argument("--main-dir", type=Path, default=None, help="another checkout to compare with")
     parser.add_argument("--ensemble", type=Path, default=Path("models/ensemble.json"), help="ensemble file")
     parser.add_argument("--skip-single", action="store_true", help="leave out the one-run ens measurement")

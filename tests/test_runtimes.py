@@ -194,3 +194,22 @@ def test_a_huge_worker_count_is_capped_to_the_batch_size(tmp_path, store, data):
     manifest = json.loads((tmp_path / "many.manifest.json").read_text())
     assert manifest["runtime"]["workers"] == 8 and manifest["runtime"]["worker_batch"] == 1
     assert (tmp_path / "many.csv").read_bytes() == one.read_bytes()
+
+
+def test_the_default_is_auto_and_reads_the_cache_dir_of_the_run(tmp_path, store, data, monkeypatch):
+    """Without --runtime, a first short run stays on ONNX Runtime (the CSV is exactly ONNX Runtime's);
+    once $ENS_CACHE holds a measurement for these members, the run reuses it."""
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("ENS_CACHE", str(tmp_path / "own-cache"))
+    ort_csv, _ = predict(tmp_path, store, data, "ort", "--runtime", "ort", "--workers", "2")
+    default_csv, manifest = predict(tmp_path, store, data, "default", "--workers", "2")
+    assert manifest["runtime"]["runtime"] == "auto"
+    assert [m["runtime"]["how"] for m in manifest["members"]] == ["default"] * 3
+    assert default_csv.read_bytes() == ort_csv.read_bytes()
+
+    ensemble = ensemble_of(store, workers=2)
+    choose_runtimes(ensemble, make_source(open_dataset(data), "test"), "auto", min_images=0)
+    assert (tmp_path / "own-cache" / "runtimes.json").exists()
+    _, cached = predict(tmp_path, store, data, "cached", "--workers", "2")
+    assert [m["runtime"]["how"] for m in cached["members"]] == ["cached"] * 3
+    assert [m["runtime"]["runtime"] for m in cached["members"]] == [c.runtime for c in ensemble.choices]

@@ -31,7 +31,7 @@ class PredictOptions:
     threads: int | None = None
     gray_to_rgb: bool = False
     workers: int | None = None
-    runtime: str = "ort"
+    runtime: str = "auto"
 
 
 def resolve_options(

@@ -161,12 +161,13 @@ def predict(
     `on_note` receives one-line notes (resuming, damaged shards, shards kept after a failure).
     """
     out = request.out or default_out()
-    runtime = request.options.runtime
-    if request.run.engine == "ray" and runtime != "ort":
-        raise EnsError(
-            f"--engine ray runs the members on ONNX Runtime in its actors, so --runtime {runtime} does not "
-            f"apply; drop --runtime {runtime}, or use the local engine"
-        )
+    if request.run.engine == "ray":
+        if request.options.runtime == "openvino":
+            raise EnsError(
+                "--engine ray runs the members on ONNX Runtime in its actors, so --runtime openvino does "
+                "not apply; drop --runtime openvino, or use the local engine"
+            )
+        request = replace(request, options=replace(request.options, runtime="ort"))  # auto has one choice
     ensemble, source, spec_path, spec = prepare(request, out)
     if request.save_probs is not None:
         if request.run.resume or request.run.engine != "local":

@@ -25,14 +25,21 @@ import onnxruntime as ort
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
-from ensemble.files.cachedir import CACHE_ROOT
+from ensemble.files.cachedir import cache_root
 from ensemble.inference.runner import to_pixels
 from ensemble.inference.tta import View, augment
 from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
 from ensemble.members.padding import pad, padded_size
 from ensemble.members.session import CPU, ORT_ERRORS
-from ensemble.runtimes.openvino import INSTALL_HINT, MAX_BATCH, OpenVinoSession, core, openvino_version
+from ensemble.runtimes.openvino import (
+    INSTALL_HINT,
+    MAX_BATCH,
+    OPENVINO_CONFIG,
+    OpenVinoSession,
+    core,
+    openvino_version,
+)
 
 if TYPE_CHECKING:
     from ensemble.data.sources import Source
@@ -42,8 +49,8 @@ if TYPE_CHECKING:
 PARITY_TOLERANCE = 1e-4
 MARGIN = 1.05  # OpenVINO must be this much faster than ONNX Runtime to take a member over
 MIN_IMAGES = 1024  # below this, timing the runtimes would cost a large share of the run
-TIMED_ROUNDS = 3
-RUNTIME_CACHE = CACHE_ROOT / "runtimes.json"
+TIMED_ROUNDS = 5
+RUNTIME_CACHE = "runtimes.json"  # under the cache dir
 
 
 class Runtime(str, Enum):
@@ -80,12 +87,14 @@ def choose_runtimes(
     source: Source,
     runtime: Runtime | str = Runtime.auto,
     *,
-    cache: Path = RUNTIME_CACHE,
+    cache: Path | None = None,
     tolerance: float = PARITY_TOLERANCE,
     min_images: int = MIN_IMAGES,
 ) -> None:
-    """Set each member's runner and choice on `ensemble` for `runtime` (see the module docstring)."""
+    """Set each member's runner and choice on `ensemble` for `runtime` (see the module docstring);
+    `cache` defaults to runtimes.json in the cache dir."""
     runtime = Runtime(runtime)
+    cache = cache_root() / RUNTIME_CACHE if cache is None else cache
     count = len(ensemble.members)
     if runtime is Runtime.ort:
         ensemble.choices = [ort_choice("requested") for _ in range(count)]
@@ -181,8 +190,9 @@ def parity_error(reference: Runner, other: Runner, batch: np.ndarray) -> float:
 
 
 def time_runtimes(runners: tuple[Runner, ...], batch: np.ndarray, workers: int) -> tuple[float, ...]:
-    """Seconds each runner takes for `TIMED_ROUNDS` rounds of `workers` concurrent runs of `batch`,
-    after one warm-up round each; the order of the runners is reversed every other round."""
+    """Median seconds each runner takes for a round of `workers` concurrent runs of `batch`, over
+    `TIMED_ROUNDS` rounds after one warm-up round each; the order of the runners is reversed every
+    other round, and the median ignores a round that a load spike hit."""
     with ThreadPoolExecutor(workers) as pool:
 
         def one_round(runner: Runner) -> float:
@@ -192,12 +202,12 @@ def time_runtimes(runners: tuple[Runner, ...], batch: np.ndarray, workers: int) 
 
         for runner in runners:
             one_round(runner)
-        totals = [0.0] * len(runners)
+        rounds: list[list[float]] = [[] for _ in runners]
         for round_index in range(TIMED_ROUNDS):
             order = range(len(runners)) if round_index % 2 == 0 else reversed(range(len(runners)))
             for index in order:
-                totals[index] += one_round(runners[index])
-    return tuple(round(t, 4) for t in totals)
+                rounds[index].append(one_round(runners[index]))
+    return tuple(round(float(np.median(r)), 4) for r in rounds)
 
 
 def key_fields(member: Member, shape: tuple[int, ...], workers: int, views: tuple[View, ...]) -> dict:
@@ -209,6 +219,7 @@ def key_fields(member: Member, shape: tuple[int, ...], workers: int, views: tupl
         "openvino": openvino_version(),
         "batch_shape": list(shape),
         "openvino_batch": min(shape[0], MAX_BATCH),
+        "openvino_config": OPENVINO_CONFIG,
         "workers": workers,
         "views": [view.name for view in views],
     }

@@ -3,8 +3,9 @@
 The model is compiled for a static batch (the worker batch times the TTA views, at most `MAX_BATCH`
 inputs: a larger call runs in chunks, a smaller one is zero-padded, which leaves the other images'
 outputs unchanged since every image is convolved on its own) with the THROUGHPUT hint, one stream
-per worker and float32 inference (its default on CPUs with bf16 or AMX is bf16, up to 0.09 off).
-Each worker thread gets its own infer request.
+per worker, streams not pinned to cores (the workers run other members beside it; pinned streams of
+different members share cores: unpinned was 1.07x) and float32 inference (its default on CPUs with
+bf16 or AMX is bf16, up to 0.09 off). Each worker thread gets its own infer request.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ INSTALL_HINT = "pip install ens[openvino]"
 # Each stream keeps every activation of a batch: 16 inputs of 64x128 held three members at 0.8 GB
 # peak RSS against 1.5 GB at 64, at the same speed (benchmarks/README.md, "OpenVINO").
 MAX_BATCH = 16
+# How a member is compiled: part of the key of `auto`'s cached measurements.
+OPENVINO_CONFIG = {
+    "PERFORMANCE_HINT": "THROUGHPUT",
+    "ENABLE_CPU_PINNING": False,
+    "INFERENCE_PRECISION_HINT": "f32",
+}
 
 
 def openvino_version() -> str | None:
@@ -36,7 +43,11 @@ def openvino_version() -> str | None:
 
 @functools.cache
 def core():
-    """OpenVINO's Core, created once per process; an EnsError with the install hint without it."""
+    """OpenVINO's Core, created once per process; an EnsError with the install hint without it.
+
+    Its bindings set up their numpy bridge on first use; two threads doing that at once can
+    deadlock on the GIL, so it is done here, in one thread, before any worker runs a member.
+    """
     try:
         import openvino
     except ImportError as exc:
@@ -44,16 +55,17 @@ def core():
             f"--runtime openvino needs the openvino package, which is not installed; {INSTALL_HINT}, "
             "or use --runtime ort"
         ) from exc
+    _ = openvino.Tensor(np.zeros(1, np.float32)).data
     return openvino.Core()
 
 
 class OpenVinoSession:
     """One member compiled for OpenVINO CPU at a static batch of `batch` inputs (at most
-    `MAX_BATCH`); `run` as `MemberSession.run`. Image sizes are compiled on first use, one model each."""
+    `max_batch`); `run` as `MemberSession.run`. Image sizes are compiled on first use, one model each."""
 
-    def __init__(self, member: Member, batch: int, streams: int) -> None:
+    def __init__(self, member: Member, batch: int, streams: int, max_batch: int = MAX_BATCH) -> None:
         self.member = member
-        self.batch = max(1, min(batch, MAX_BATCH))
+        self.batch = max(1, min(batch, max_batch))
         self.streams = streams
         self.contract_checked = False
         self.report = SessionReport("cpu", (OPENVINO,), (OPENVINO,), None, streams)
@@ -65,11 +77,7 @@ class OpenVinoSession:
     def _compiled_model(self, shape: tuple[int, ...]):
         with self._lock:
             if shape not in self._compiled:
-                config = {
-                    "PERFORMANCE_HINT": "THROUGHPUT",
-                    "NUM_STREAMS": str(self.streams),
-                    "INFERENCE_PRECISION_HINT": "f32",
-                }
+                config = {**OPENVINO_CONFIG, "NUM_STREAMS": str(self.streams)}
                 try:
                     model = core().read_model(str(self.member.path))
                     model.reshape({INPUT_NAME: [self.batch, *shape]})
