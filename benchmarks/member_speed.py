@@ -24,7 +24,9 @@ from ensemble.inference.options import PredictOptions
 from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import to_pixels
 from ensemble.members.store import resolve_members
-from ensemble.runtimes.choice import choose_runtimes, member_input
+from ensemble.runtimes.choice import choose_runtimes, folded_session
+from ensemble.runtimes.folding import folded_model
+from ensemble.runtimes.measurements import member_input
 from ensemble.runtimes.openvino import MAX_BATCH, OpenVinoSession, openvino_version
 
 
@@ -48,6 +50,10 @@ def main() -> None:
         return
     workers, per = ensemble.workers, ensemble.worker_batch
     engines = {(m.name, "ort"): r for m, r in zip(members, ensemble.ort_runners, strict=True)}
+    for member, runner in zip(members, ensemble.ort_runners, strict=True):
+        folded = folded_model(member.path)
+        if folded is not None:
+            engines[(member.name, "ort-folded")] = folded_session(member, folded[0], runner)
     if openvino_version():
         views = per * len(ensemble.views)
         for member in members:

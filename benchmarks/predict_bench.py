@@ -169,9 +169,14 @@ def demo_predict(data: Path, args: argparse.Namespace, csv: Path, *extra: str, c
         "wall_seconds": round(job.seconds, 2),
         "cpu_seconds": round(job.cpu_seconds, 2),
         "max_rss_mb": round(job.max_rss_mb, 1),
-        "runtimes": [m.get("runtime", {}).get("runtime", "onnxruntime") for m in manifest["members"]],
+        "runtimes": [runtime_of(m.get("runtime", {})) for m in manifest["members"]],
         "workers": manifest["runtime"].get("workers", 1),
     }
+
+
+def runtime_of(choice: dict) -> str:
+    """A member's runtime in a manifest, with `+folded` when ONNX Runtime ran its folded graph."""
+    return choice.get("runtime", "onnxruntime") + ("+folded" if choice.get("folded") else "")
 
 
 def labels_of(csv: Path, shape: tuple[int, int], n_classes: int) -> np.ndarray:

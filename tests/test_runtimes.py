@@ -156,7 +156,7 @@ def test_auto_measures_once_then_reuses_the_cache(tmp_path, store, data):
     first = ensemble_of(store, workers=2)
     choose_runtimes(first, source, "auto", cache=cache, min_images=0)
     assert [c.how for c in first.choices] == ["measured"] * 3
-    assert all(c.seconds is not None and min(c.seconds) > 0 for c in first.choices)
+    assert all(c.seconds is not None and min(c.seconds.values()) > 0 for c in first.choices)
     entries = json.loads(cache.read_text())
     assert len(entries) == 3
     written = cache.read_bytes()

@@ -184,20 +184,26 @@ def requested_providers(device: Device | str) -> list:
 
 
 def build_session(
-    member: Member, device: Device | str = Device.auto, threads: int | None = None
+    member: Member, device: Device | str = Device.auto, threads: int | None = None, model: bytes | None = None
 ) -> MemberSession:
-    """Create the ONNX Runtime session of one member and report the providers it really uses."""
+    """Create the ONNX Runtime session of one member and report the providers it really uses;
+    `model` replaces the member's file with an equivalent graph of it (`runtimes.folding`)."""
     session, report = open_session(
-        member.path, f"member {member.name!r}", "re-export it with `ens export`", device, threads
+        member.path if model is None else model,
+        f"member {member.name!r}",
+        "re-export it with `ens export`",
+        device,
+        threads,
     )
     return MemberSession(member, session, report)
 
 
 def open_session(
-    path: Path, what: str, hint: str, device: Device | str = Device.auto, threads: int | None = None
+    path: Path | bytes, what: str, hint: str, device: Device | str = Device.auto, threads: int | None = None
 ) -> tuple[ort.InferenceSession, SessionReport]:
-    """An ONNX Runtime session of the model at `path` (a member, or the compiled ensemble graph) and
-    the providers it really uses; a model ORT cannot load is one error naming `what`, then `hint`."""
+    """An ONNX Runtime session of the model at `path` (a member, or the compiled ensemble graph; or
+    the serialised model) and the providers it really uses; a model ORT cannot load is one error
+    naming `what`, then `hint`."""
     device = Device(device)
     providers = requested_providers(device)
     names = tuple(p if isinstance(p, str) else p[0] for p in providers)
@@ -207,7 +213,8 @@ def open_session(
             with contextlib.suppress(Exception):
                 ort.preload_dlls()
         try:
-            session = ort.InferenceSession(str(path), options, providers=providers)
+            model = path if isinstance(path, bytes) else str(path)
+            session = ort.InferenceSession(model, options, providers=providers)
         except ORT_ERRORS as exc:
             raise EnsError(f"ONNX Runtime cannot load {what} ({ort_message(exc)}); {hint}") from exc
     used = tuple(session.get_providers())

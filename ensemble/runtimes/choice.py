@@ -1,45 +1,41 @@
 """Which runtime runs each member: `--runtime ort`, `openvino`, or `auto` (measured once per machine).
 
-`auto` times each member on ONNX Runtime and OpenVINO in the worker configuration (K threads on
-the run's first batch, runtimes alternated round by round so load swings hit both), switches from
-ONNX Runtime only for a clear margin, and caches the result under the cache dir, keyed by what the
-speed depends on: the member's sha256, the CPU and its vector extensions, both runtimes' versions,
-the batch shape, the workers and the TTA views. OpenVINO runs a member only when its output on the
-first batch is within `PARITY_TOLERANCE` of ONNX Runtime's; otherwise the member stays on ONNX
-Runtime with a one-line warning.
+`auto` times each member on its candidates in the worker configuration (K threads on the run's
+first batch, candidates alternated round by round so load swings hit all): ONNX Runtime on the
+member as exported, ONNX Runtime on the member with its affine operations folded into its
+convolutions (`folding`, when there are any) and OpenVINO (when installed). It leaves the member
+as exported only for a clear margin, and caches the times under the cache dir, keyed by what the
+speed depends on (`measurements.key_fields`). Another candidate runs a member only when its output
+on the first batch is within `PARITY_TOLERANCE` of ONNX Runtime's; otherwise the member stays on
+ONNX Runtime as exported, with a one-line warning.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import onnxruntime as ort
 
 from ensemble.errors import EnsError
-from ensemble.files.atomic import write_text
 from ensemble.files.cachedir import cache_root
 from ensemble.inference.runner import to_pixels
-from ensemble.inference.tta import View, augment
-from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
-from ensemble.members.padding import pad, padded_size
-from ensemble.members.session import CPU, ORT_ERRORS
-from ensemble.runtimes.openvino import (
-    INSTALL_HINT,
-    MAX_BATCH,
-    OPENVINO_CONFIG,
-    OpenVinoSession,
-    core,
-    openvino_version,
+from ensemble.members.session import CPU, ORT_ERRORS, build_session
+from ensemble.runtimes.folding import folded_model
+from ensemble.runtimes.measurements import (
+    choice_key,
+    key_fields,
+    member_input,
+    parity_error,
+    read_cache,
+    time_runners,
+    write_cache,
 )
+from ensemble.runtimes.openvino import INSTALL_HINT, OpenVinoSession, core, openvino_version
 
 if TYPE_CHECKING:
     from ensemble.data.sources import Source
@@ -47,10 +43,11 @@ if TYPE_CHECKING:
     from ensemble.runtimes.runner import Runner
 
 PARITY_TOLERANCE = 1e-4
-MARGIN = 1.05  # OpenVINO must be this much faster than ONNX Runtime to take a member over
+MARGIN = 1.05  # another candidate must be this much faster than ONNX Runtime to take a member over
 MIN_IMAGES = 1024  # below this, timing the runtimes would cost a large share of the run
-TIMED_ROUNDS = 5
 RUNTIME_CACHE = "runtimes.json"  # under the cache dir
+ORT, FOLDED, OPENVINO = "ort", "ort-folded", "openvino"
+DESCRIBED = {FOLDED: "ONNX Runtime with its affine operations folded", OPENVINO: "OpenVINO"}
 
 
 class Runtime(str, Enum):
@@ -64,15 +61,22 @@ class Runtime(str, Enum):
 @dataclass(frozen=True)
 class RuntimeChoice:
     """The runtime of one member and why: `how` is default, requested, measured or cached;
-    `seconds` the timed rounds (ONNX Runtime, OpenVINO) behind an `auto` choice."""
+    `seconds` the median timed round of each candidate behind an `auto` choice; `folded` how many
+    affine operations were folded into convolutions when ONNX Runtime runs the folded graph."""
 
     runtime: str
     version: str
     how: str
     parity_max_abs_err: float | None = None
-    seconds: tuple[float, float] | None = None
+    seconds: dict[str, float] | None = None
     note: str | None = None
     warning: str | None = None
+    folded: int | None = None
+
+    @property
+    def kind(self) -> str:
+        """What computed the member's output: the runtime, and whether its graph was folded."""
+        return f"{self.runtime}+folded" if self.folded else self.runtime
 
     def to_json(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -111,11 +115,11 @@ def choose_runtimes(
             )
         ensemble.choices = [ort_choice("default", note="members run on a GPU") for _ in range(count)]
         return
-    if runtime is Runtime.auto and not openvino_available():
-        note = f"openvino is not installed ({INSTALL_HINT})"
-        ensemble.choices = [ort_choice("default", note=note) for _ in range(count)]
-        return
-    ids, images = next(iter(source.batches(ensemble.worker_batch, ensemble.channels)))
+    if runtime is Runtime.openvino:
+        core()  # not installed: one error with the install hint, not a fallback per member
+    has_openvino = runtime is Runtime.openvino or openvino_available()
+    note = None if has_openvino else f"openvino is not installed ({INSTALL_HINT})"
+    _, images = next(iter(source.batches(ensemble.worker_batch, ensemble.channels)))
     pixels = to_pixels(images, ensemble.channels)
     entries = read_cache(cache) if runtime is Runtime.auto else {}
     changed = False
@@ -123,50 +127,70 @@ def choose_runtimes(
         batch = member_input(member, pixels, ensemble.views)
         static = (ensemble.worker_batch * len(ensemble.views), *batch.shape[1:])
         ort_runner = ensemble.ort_runners[index]
+        folded = folded_model(member.path) if runtime is Runtime.auto else None
+        makers: dict[str, Callable[[], Runner]] = {}
+        if folded is not None:
+            makers[FOLDED] = lambda m=member, f=folded[0], r=ort_runner: folded_session(m, f, r)
+        if has_openvino:
+            makers[OPENVINO] = lambda m=member, b=static[0]: OpenVinoSession(m, b, ensemble.workers)
+        if not makers:
+            ensemble.choices[index] = ort_choice("default", note=note or "no other runtime applies")
+            continue
+        built: dict[str, Runner] = {}
+        name, seconds, how = OPENVINO, None, "requested"
         try:
-            openvino, seconds, how = None, None, "requested"
             if runtime is Runtime.auto:
-                key = choice_key(member, static, ensemble.workers, ensemble.views)
+                fields = key_fields(member, static, ensemble.workers, ensemble.views, [ORT, *makers])
+                key = choice_key(fields)
                 if key in entries:
-                    how, seconds = "cached", tuple(entries[key]["seconds"])
+                    how, seconds = "cached", dict(entries[key]["seconds"])
                 elif source.n_images < min_images:
-                    note = f"{source.n_images} images are too few to time the runtimes (< {min_images})"
-                    ensemble.choices[index] = ort_choice("default", note=note)
+                    too_few = f"{source.n_images} images are too few to time the runtimes (< {min_images})"
+                    ensemble.choices[index] = ort_choice("default", note=note or too_few)
                     continue
                 else:
-                    openvino = OpenVinoSession(member, static[0], ensemble.workers)
-                    seconds = time_runtimes((ort_runner, openvino), batch, ensemble.workers)
+                    built = {key: make() for key, make in makers.items()}
+                    times = time_runners((ort_runner, *built.values()), batch, ensemble.workers)
+                    seconds = dict(zip([ORT, *built], times, strict=True))
                     how, changed = "measured", True
-                    entries[key] = {
-                        "member": member.name,
-                        "seconds": list(seconds),
-                        "key": key_fields(member, static, ensemble.workers, ensemble.views),
-                    }
-                if seconds[0] < MARGIN * seconds[1]:
-                    ensemble.choices[index] = ort_choice(how, seconds=seconds)
+                    entries[key] = {"member": member.name, "seconds": seconds, "key": fields}
+                name = min(seconds, key=seconds.get)
+                if name == ORT or seconds[ORT] < MARGIN * seconds[name]:
+                    ensemble.choices[index] = ort_choice(how, seconds=seconds, note=note)
                     continue
-            openvino = openvino or OpenVinoSession(member, static[0], ensemble.workers)
-            error = parity_error(ort_runner, openvino, batch)
-        except ORT_ERRORS as exc:
+            runner = built.get(name) or makers[name]()
+            error = parity_error(ort_runner, runner, batch)
+        except (EnsError, *ORT_ERRORS) as exc:
             reason = " ".join(str(exc).split())[:160]
             warning = (
-                f"member {member.name!r} could not run on OpenVINO ({reason}); running it on ONNX Runtime"
+                f"member {member.name!r} could not run on {DESCRIBED[name]} ({reason}); "
+                "running it on ONNX Runtime"
             )
-            ensemble.choices[index] = ort_choice(how, warning=warning)
+            ensemble.choices[index] = ort_choice(how, warning=warning, note=note)
             continue
         if not error <= tolerance:
             warning = (
-                f"member {member.name!r}: OpenVINO differs from ONNX Runtime by {error:.2g} on the first "
-                f"batch (tolerance {tolerance:g}); running it on ONNX Runtime"
+                f"member {member.name!r}: {DESCRIBED[name]} differs from ONNX Runtime by {error:.2g} on the "
+                f"first batch (tolerance {tolerance:g}); running it on ONNX Runtime"
             )
             ensemble.choices[index] = ort_choice(
-                how, parity_max_abs_err=error, seconds=seconds, warning=warning
+                how, parity_max_abs_err=error, seconds=seconds, warning=warning, note=note
             )
             continue
-        ensemble.runners[index] = openvino
-        ensemble.choices[index] = RuntimeChoice("openvino", openvino_version() or "", how, error, seconds)
+        ensemble.runners[index] = runner
+        if name == FOLDED:
+            ensemble.choices[index] = ort_choice(
+                how, parity_max_abs_err=error, seconds=seconds, note=note, folded=folded[1]
+            )
+        else:
+            ensemble.choices[index] = RuntimeChoice(OPENVINO, openvino_version() or "", how, error, seconds)
     if changed:
         write_cache(cache, entries)
+
+
+def folded_session(member: Member, model: bytes, like: Runner) -> Runner:
+    """An ONNX Runtime session of `member`'s folded graph, on the device and threads of `like`."""
+    return build_session(member, like.report.device, like.report.threads, model=model)
 
 
 def openvino_available() -> bool:
@@ -176,72 +200,3 @@ def openvino_available() -> bool:
     except EnsError:
         return False
     return True
-
-
-def member_input(member: Member, pixels: np.ndarray, views: tuple[View, ...]) -> np.ndarray:
-    """The batch `member` receives in the pipeline for `pixels`: TTA views stacked, padded to its size."""
-    return pad(augment(pixels, views), padded_size(member, pixels.shape[2:]))
-
-
-def parity_error(reference: Runner, other: Runner, batch: np.ndarray) -> float:
-    """Largest absolute difference between two runners' outputs on `batch` (inf when not finite)."""
-    diff = np.abs(reference.run(batch) - other.run(batch))
-    return float(diff.max()) if np.isfinite(diff).all() else float("inf")
-
-
-def time_runtimes(runners: tuple[Runner, ...], batch: np.ndarray, workers: int) -> tuple[float, ...]:
-    """Median seconds each runner takes for a round of `workers` concurrent runs of `batch`, over
-    `TIMED_ROUNDS` rounds after one warm-up round each; the order of the runners is reversed every
-    other round, and the median ignores a round that a load spike hit."""
-    with ThreadPoolExecutor(workers) as pool:
-
-        def one_round(runner: Runner) -> float:
-            start = time.perf_counter()
-            list(pool.map(runner.run, [batch] * workers))
-            return time.perf_counter() - start
-
-        for runner in runners:
-            one_round(runner)
-        rounds: list[list[float]] = [[] for _ in runners]
-        for round_index in range(TIMED_ROUNDS):
-            order = range(len(runners)) if round_index % 2 == 0 else reversed(range(len(runners)))
-            for index in order:
-                rounds[index].append(one_round(runners[index]))
-    return tuple(round(float(np.median(r)), 4) for r in rounds)
-
-
-def key_fields(member: Member, shape: tuple[int, ...], workers: int, views: tuple[View, ...]) -> dict:
-    """What a runtime measurement depends on."""
-    return {
-        "member_sha256": member.sha256,
-        "cpu": cpu_identity(),
-        "onnxruntime": ort.__version__,
-        "openvino": openvino_version(),
-        "batch_shape": list(shape),
-        "openvino_batch": min(shape[0], MAX_BATCH),
-        "openvino_config": OPENVINO_CONFIG,
-        "workers": workers,
-        "views": [view.name for view in views],
-    }
-
-
-def choice_key(member: Member, shape: tuple[int, ...], workers: int, views: tuple[View, ...]) -> str:
-    text = json.dumps(key_fields(member, shape, workers, views), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def read_cache(path: Path) -> dict:
-    """The cached measurements (an unreadable cache counts as empty: it is only recomputed)."""
-    try:
-        entries = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
-
-
-def write_cache(path: Path, entries: dict) -> None:
-    """Write the measurements atomically; a cache that cannot be written is only a lost speed-up."""
-    try:
-        write_text(path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
-    except (EnsError, OSError):
-        return
