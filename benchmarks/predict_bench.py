@@ -315,19 +315,18 @@ def summarise_bound(parts: list[dict], sides: list[str], scored: bool, course_mi
 
 
 def bound_summary(b: dict) -> list[str]:
+    runtimes = list(dict.fromkeys(rt for rates in b["member_img_per_s"].values() for rt in rates))
     lines = [
         "",
         f"bound comparison: {b['n_images']} images in {b['slices']} slices, sides alternated per slice",
         "",
-        "| member | "
-        + " | ".join(f"{rt} img/s" for rt in next(iter(b["member_img_per_s"].values())))
-        + " | best |",
-        "|---|" + "---:|" * (len(next(iter(b["member_img_per_s"].values()))) + 1),
+        "| member | " + " | ".join(f"{rt} img/s" for rt in runtimes) + " | best |",
+        "|---|" + "---:|" * len(runtimes) + "---|",
     ]
     for member, rates in b["member_img_per_s"].items():
         lines.append(
             f"| {member} | "
-            + " | ".join(str(v) for v in rates.values())
+            + " | ".join(str(rates.get(rt, "-")) for rt in runtimes)
             + f" | {b['best_runtime'][member]} |"
         )
     lines += [

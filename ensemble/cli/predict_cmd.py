@@ -149,9 +149,10 @@ def predict_cmd(
         Runtime,
         typer.Option(
             "--runtime",
-            help="Where members run on CPU: auto (the default: the faster of ONNX Runtime and OpenVINO per "
-            "member, timed once per machine and cached; ONNX Runtime without ens[openvino] or on a GPU), "
-            "ort (exactly ONNX Runtime's CSV), or openvino (pip install ens[openvino]).",
+            help="Where members run on CPU. auto (the default): per member the fastest of ONNX Runtime, "
+            "ONNX Runtime on the member's folded graph and OpenVINO (pip install 'ens\\[openvino]'), timed "
+            "once per machine and cached. ort: ONNX Runtime on the members as exported (its CSV exactly). "
+            "openvino: OpenVINO.",
         ),
     ] = Runtime.auto,
     models_dir: ModelsDirOpt = DEFAULT_STORE,

@@ -1,2 +1,2 @@
-"""Where a member's math runs: ONNX Runtime (always there) or OpenVINO (the optional `ens[openvino]`
-extra), and the per-member choice between them."""
+"""Where a member's math runs: ONNX Runtime on the member as exported or on its folded graph
+(always there), or OpenVINO (the optional `ens[openvino]` extra), and the per-member choice."""
