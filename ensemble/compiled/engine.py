@@ -1,5 +1,6 @@
 """The compiled engine: the pipeline's per-batch interface served by one session of the compiled
-graph, and the choice between it and the pipeline for a run (`--graph auto|pipeline|compiled`).
+graph, and the choice between it and the pipeline for a run (`--graph auto|pipeline|compiled`:
+`auto` takes it on a GPU only, since on CPU the pipeline's per-member runtimes are faster).
 
 `CompiledEnsemble` is an `Ensemble` whose `probabilities` returns the graph's outputs (labels, and
 the fused scores when --save-probs needs them); `unscaled` and `labels` take them as the pipeline's
@@ -26,11 +27,24 @@ from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.padding import padded_size
-from ensemble.members.session import ORT_ERRORS, SessionReport, open_session, ort_message, quiet_run_options
+from ensemble.members.session import (
+    CPU,
+    ORT_ERRORS,
+    SessionReport,
+    open_session,
+    ort_message,
+    quiet_run_options,
+    requested_providers,
+)
+
+CPU_NOTE = (
+    "the compiled graph is used on a GPU; on CPU the pipeline runs each member on its fastest runtime "
+    "(--graph compiled runs the graph)"
+)
 
 
 class GraphChoice(str, Enum):
-    """How `ens predict` runs the members: `auto` takes the compiled graph when a matching one exists."""
+    """How `ens predict` runs the members: `auto` takes a matching compiled graph on a GPU."""
 
     auto = "auto"
     pipeline = "pipeline"
@@ -178,24 +192,27 @@ def open_engine(
     source: Source,
     want_scores: bool = False,
 ) -> Ensemble:
-    """The pipeline or the compiled engine for a run, as `--engine` asks.
+    """The pipeline or the compiled engine for a run, as `--graph` asks.
 
-    `auto` takes the compiled graph beside the ensemble file when it matches the run, else the
-    pipeline, with a note when a graph exists but cannot be used; `compiled` without a usable graph
-    is an error with a hint to run `ens compile`.
+    `auto` takes the compiled graph beside the ensemble file when it matches the run and the members
+    run on a GPU, where only its labels cross to the host; on CPU the pipeline, whose per-member
+    runtimes are faster there (benchmarks/README.md), and a note whenever a graph exists. `compiled`
+    takes a matching graph anywhere; without one it is an error with a hint to run `ens compile`.
     """
     engine = GraphChoice(engine)
     if engine is GraphChoice.pipeline:
         return Ensemble(members, options)
     problem = graph_problem(members, options, ensemble_file, source)
-    if problem is None:
+    on_gpu = requested_providers(options.device) != [CPU]
+    if problem is None and (engine is GraphChoice.compiled or on_gpu):
         graph = graph_path(ensemble_file)  # type: ignore[arg-type]
         return CompiledEnsemble(members, options, graph=graph, want_scores=want_scores)
-    reason, hint = problem
     if engine is GraphChoice.compiled:
+        reason, hint = problem  # type: ignore[misc]
         raise EnsError(f"--graph compiled: {reason}; {hint}")
     ensemble = Ensemble(members, options)
     if ensemble_file is not None and graph_path(ensemble_file).is_file():
+        reason = problem[0] if problem else CPU_NOTE
         ensemble.notes.append(f"{reason}; running the pipeline")
     return ensemble
 
