@@ -1,6 +1,6 @@
 # The two set-up commands of the README:
-#   make demo   set up the runtime and run the main job on the embedded demo data and members
-#   make test   set up everything (torch, keras, tensorflow, dev tools) and run the test suite
+#   make demo   set up the runtime (with OpenVINO) and run the main job on the demo data and members
+#   make test   set up everything (torch, keras, tensorflow, OpenVINO, Ray, dev tools) and run the tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 setup: $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[openvino]'
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
