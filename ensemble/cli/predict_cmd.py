@@ -121,8 +121,9 @@ def predict_cmd(
         GraphChoice,
         typer.Option(
             "--graph",
-            help="pipeline (a session per member), compiled (the graph of `ens compile`) or auto: the "
-            "compiled graph when one matches the ensemble file, members and options.",
+            help="pipeline (a session per member, each on its fastest runtime), compiled (the graph of "
+            "`ens compile`), or auto: on a GPU the compiled graph when one matches the ensemble file, "
+            "members and options, else the pipeline.",
         ),
     ] = GraphChoice.auto,
     device: DeviceOpt = Device.auto,
