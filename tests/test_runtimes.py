@@ -153,17 +153,18 @@ def test_auto_measures_once_then_reuses_the_cache(tmp_path, store, data):
     choose_runtimes(few, source, "auto", cache=cache)  # 37 images: too few to time
     assert [c.how for c in few.choices] == ["default"] * 3 and not cache.exists()
 
-    first = ensemble_of(store, workers=2)
-    choose_runtimes(first, source, "auto", cache=cache, min_images=0)
+    first, notes = ensemble_of(store, workers=2), []
+    choose_runtimes(first, source, "auto", cache=cache, min_images=0, on_timing=notes.append)
     assert [c.how for c in first.choices] == ["measured"] * 3
+    assert len(notes) == 3 and all("timing member" in n and str(cache) in n for n in notes)
     assert all(c.seconds is not None and min(c.seconds.values()) > 0 for c in first.choices)
     entries = json.loads(cache.read_text())
     assert len(entries) == 3
     written = cache.read_bytes()
 
     again = ensemble_of(store, workers=2)
-    choose_runtimes(again, source, "auto", cache=cache, min_images=0)
-    assert [c.how for c in again.choices] == ["cached"] * 3
+    choose_runtimes(again, source, "auto", cache=cache, min_images=0, on_timing=notes.append)
+    assert [c.how for c in again.choices] == ["cached"] * 3 and len(notes) == 3  # nothing timed
     assert [c.runtime for c in again.choices] == [c.runtime for c in first.choices]
     assert [c.seconds for c in again.choices] == [c.seconds for c in first.choices]
     assert cache.read_bytes() == written

@@ -104,12 +104,13 @@ def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Pa
 
 
 def prepare(
-    request: PredictRequest, out: Path | None = None
+    request: PredictRequest, out: Path | None = None, on_note: Callable[[str], None] | None = None
 ) -> tuple[Ensemble, Source, Path | None, EnsembleSpec | None]:
     """Load and check members, options and the image source; builds the sessions once.
 
     With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
-    data, a member, the ensemble file or --val-ids) before any session is built.
+    data, a member, the ensemble file or --val-ids) before any session is built. `on_note` hears
+    when `--runtime auto` times a member's runtimes (once per machine).
     """
     get_format(request.fmt, request.rle)
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
@@ -124,7 +125,7 @@ def prepare(
         request.graph, members, options, spec_path, source, want_scores=request.save_probs is not None
     )
     ensemble.check_source(source)
-    choose_runtimes(ensemble, source, options.runtime)
+    choose_runtimes(ensemble, source, options.runtime, on_timing=on_note)
     return ensemble, source, spec_path, spec
 
 
@@ -158,7 +159,8 @@ def predict(
     The work is kept as shards in a run directory (`ensemble.runs`), so an interrupted run resumes
     where it stopped; the CSV is assembled from them. With `save_probs` the run is one piece.
     The CSV and the manifest are committed together: either both are replaced or neither.
-    `on_note` receives one-line notes (resuming, damaged shards, shards kept after a failure).
+    `on_note` receives one-line notes (timing the runtimes, resuming, damaged shards, shards kept
+    after a failure).
     """
     out = request.out or default_out()
     if request.run.engine == "ray":
@@ -168,7 +170,7 @@ def predict(
                 "not apply; drop --runtime openvino, or use the local engine"
             )
         request = replace(request, options=replace(request.options, runtime="ort"))  # auto has one choice
-    ensemble, source, spec_path, spec = prepare(request, out)
+    ensemble, source, spec_path, spec = prepare(request, out, on_note)
     if request.save_probs is not None:
         if request.run.resume or request.run.engine != "local":
             raise EnsError(

@@ -94,9 +94,10 @@ def choose_runtimes(
     cache: Path | None = None,
     tolerance: float = PARITY_TOLERANCE,
     min_images: int = MIN_IMAGES,
+    on_timing: Callable[[str], None] | None = None,
 ) -> None:
     """Set each member's runner and choice on `ensemble` for `runtime` (see the module docstring);
-    `cache` defaults to runtimes.json in the cache dir."""
+    `cache` defaults to runtimes.json in the cache dir; `on_timing` hears of each member timed."""
     runtime = Runtime(runtime)
     cache = cache_root() / RUNTIME_CACHE if cache is None else cache
     count = len(ensemble.members)
@@ -149,6 +150,11 @@ def choose_runtimes(
                     ensemble.choices[index] = ort_choice("default", note=note or too_few)
                     continue
                 else:
+                    if on_timing:
+                        on_timing(
+                            f"timing member {member.name!r} on {', '.join([ORT, *makers])} "
+                            f"(once on this machine; cached in {cache})"
+                        )
                     built = {key: make() for key, make in makers.items()}
                     times = time_runners((ort_runner, *built.values()), batch, ensemble.workers)
                     seconds = dict(zip([ORT, *built], times, strict=True))
