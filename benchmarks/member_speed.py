@@ -6,6 +6,7 @@ does not use (its static batch is capped for memory), so that the bound is each 
 
     .venv/bin/python benchmarks/member_speed.py --data part.npz --json out.json
     .venv/bin/python benchmarks/member_speed.py --data part.npz --prime   # fill the `auto` cache
+    .venv/bin/python benchmarks/member_speed.py --data part.npz --pinned-too   # + pinned OpenVINO
 
 Prints/writes {"n_images", "workers", "worker_batch", "seconds": {member: {runtime: s}}}.
 """
@@ -27,7 +28,13 @@ from ensemble.members.store import resolve_members
 from ensemble.runtimes.choice import choose_runtimes, folded_session
 from ensemble.runtimes.folding import folded_model
 from ensemble.runtimes.measurements import member_input
-from ensemble.runtimes.openvino import MAX_BATCH, OpenVinoSession, openvino_version
+from ensemble.runtimes.openvino import MAX_BATCH, OPENVINO_CONFIG, OpenVinoSession, openvino_version
+
+
+class PinnedOpenVinoSession(OpenVinoSession):
+    """OpenVINO with its streams pinned to cores (its default), which ens turns off."""
+
+    config = {**OPENVINO_CONFIG, "ENABLE_CPU_PINNING": True}
 
 
 def main() -> None:
@@ -39,6 +46,7 @@ def main() -> None:
     parser.add_argument("--members", default="unet,se_unet,keras_unet")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--prime", action="store_true", help="only run `--runtime auto`'s measurement")
+    parser.add_argument("--pinned-too", action="store_true", help="also OpenVINO with pinned streams")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     members = resolve_members(args.members, args.models_dir)
@@ -58,6 +66,8 @@ def main() -> None:
         views = per * len(ensemble.views)
         for member in members:
             engines[(member.name, "openvino")] = OpenVinoSession(member, views, workers)
+            if args.pinned_too:
+                engines[(member.name, "openvino-pinned")] = PinnedOpenVinoSession(member, views, workers)
             if views > MAX_BATCH:  # the best standalone setting, beyond what ens allows for memory
                 engines[(member.name, f"openvino-b{views}")] = OpenVinoSession(member, views, workers, views)
     batches = [to_pixels(images) for _, images in source.batches(per)]

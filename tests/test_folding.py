@@ -113,6 +113,37 @@ def test_what_is_not_a_per_channel_affine_of_one_conv_output_is_left_alone(tmp_p
     assert fold_affine(model.graph) == 0
 
 
+def test_a_one_dimensional_convolution_folds_and_a_rank_raising_constant_does_not(tmp_path):
+    """Per channel means along axis 1 of the convolution's own rank: (1, C, 1) for a 1-D one; a
+    scalar of higher rank would broadcast the output to more dimensions and is left alone."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 10])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1]),
+        helper.make_node("Mul", ["c", "k"], ["m"]),
+        helper.make_node("Add", ["m", "one"], ["y"]),
+    ]
+    inits = [
+        const("w", (4, 2, 3)),
+        const("k", (1, 4, 1)),
+        numpy_helper.from_array(np.ones((1, 1, 1, 1), np.float32), "one"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "conv1d.onnx"
+    onnx.save(model, str(path))
+    folded = onnx.load(str(path))
+    assert fold_affine(folded.graph) == 1
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Add"]
+    pixels = RNG.uniform(0, 255, (3, 2, 10)).astype(np.float32)
+    expected = run(path, pixels)
+    got = run(folded.SerializeToString(), pixels)
+    assert got.shape == expected.shape == (1, 3, 4, 10)  # the Add raised the rank, as before folding
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
 def test_the_demo_keras_member_folds_and_keeps_its_outputs():
     path = MODELS / "keras_unet.onnx"
     folded = folded_model(path)

@@ -214,3 +214,29 @@ def test_the_default_is_auto_and_reads_the_cache_dir_of_the_run(tmp_path, store,
     _, cached = predict(tmp_path, store, data, "cached", "--workers", "2")
     assert [m["runtime"]["how"] for m in cached["members"]] == ["cached"] * 3
     assert [m["runtime"]["runtime"] for m in cached["members"]] == [c.runtime for c in ensemble.choices]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "not an entry",
+        {"seconds": "fast"},
+        {"seconds": {"ort": 1.0}},
+        {"seconds": {"ort": 1.0, "openvino": "0.5"}},
+        {"seconds": {"ort": 1.0, "openvino": -1.0}},
+        {"seconds": {"ort": 1.0, "openvino": True}},
+        {"seconds": {"ort": 1.0, "openvino": 0.5, "gpu": 0.1}},
+    ],
+)
+def test_a_damaged_runtime_cache_entry_is_measured_again(tmp_path, store, data, damage):
+    """A hand-edited or damaged runtimes.json (from a teammate, say) never decides a choice."""
+    pytest.importorskip("openvino")
+    source = make_source(open_dataset(data), "test")
+    cache = tmp_path / "runtimes.json"
+    choose_runtimes(ensemble_of(store, workers=2), source, "auto", cache=cache, min_images=0)
+    cache.write_text(json.dumps({key: damage for key in json.loads(cache.read_text())}))
+    again = ensemble_of(store, workers=2)
+    choose_runtimes(again, source, "auto", cache=cache, min_images=0)
+    assert [c.how for c in again.choices] == ["measured"] * 3
+    assert all(min(c.seconds.values()) > 0 for c in again.choices)
+    assert all(isinstance(e["seconds"], dict) for e in json.loads(cache.read_text()).values())

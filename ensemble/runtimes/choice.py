@@ -27,6 +27,7 @@ from ensemble.members.member import Member
 from ensemble.members.session import CPU, ORT_ERRORS, build_session
 from ensemble.runtimes.folding import folded_model
 from ensemble.runtimes.measurements import (
+    cached_seconds,
     choice_key,
     key_fields,
     member_input,
@@ -137,14 +138,16 @@ def choose_runtimes(
         if not makers:
             ensemble.choices[index] = ort_choice("default", note=note or "no other runtime applies")
             continue
+        candidates = [ORT, *makers]
         built: dict[str, Runner] = {}
         name, seconds, how = OPENVINO, None, "requested"
         try:
             if runtime is Runtime.auto:
-                fields = key_fields(member, static, ensemble.workers, ensemble.views, [ORT, *makers])
+                fields = key_fields(member, static, ensemble.workers, ensemble.views, candidates)
                 key = choice_key(fields)
-                if key in entries:
-                    how, seconds = "cached", dict(entries[key]["seconds"])
+                seconds = cached_seconds(entries.get(key), candidates)
+                if seconds is not None:
+                    how = "cached"
                 elif source.n_images < min_images:
                     too_few = f"{source.n_images} images are too few to time the runtimes (< {min_images})"
                     ensemble.choices[index] = ort_choice("default", note=note or too_few)
@@ -152,12 +155,13 @@ def choose_runtimes(
                 else:
                     if on_timing:
                         on_timing(
-                            f"timing member {member.name!r} on {', '.join([ORT, *makers])} "
+                            f"timing member {member.name!r} on {', '.join(candidates)} "
                             f"(once on this machine; cached in {cache})"
                         )
-                    built = {key: make() for key, make in makers.items()}
+                    for name, make in makers.items():  # `name` names the candidate that fails
+                        built[name] = make()
                     times = time_runners((ort_runner, *built.values()), batch, ensemble.workers)
-                    seconds = dict(zip([ORT, *built], times, strict=True))
+                    seconds = dict(zip(candidates, times, strict=True))
                     how, changed = "measured", True
                     entries[key] = {"member": member.name, "seconds": seconds, "key": fields}
                 name = min(seconds, key=seconds.get)

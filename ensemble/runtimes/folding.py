@@ -50,70 +50,80 @@ def basic_optimised(path: Path) -> onnx.ModelProto:
 
 def fold_affine(graph: onnx.GraphProto) -> int:
     """Fold, in place, every Add/Sub/Mul/Div by a per-channel constant that alone reads a Conv's (or a
-    single-group ConvTranspose's) output into its weights and bias; returns how many were folded."""
-    folded = 0
-    while (step := _fold_one(graph)) is not None:
-        folded += step
-    used = {name for node in graph.node for name in node.input}
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    return folded
+    single-group ConvTranspose's) output into its weights and bias; returns how many were folded.
 
-
-def _fold_one(graph: onnx.GraphProto) -> int | None:
-    """Fold the first foldable pair found; None when there is none."""
-    arrays = {init.name: init for init in graph.initializer}
+    One pass over the nodes: a convolution absorbs the chain of such operations after it.
+    """
+    overridable = {value.name for value in graph.input}  # an initializer that is also an input
+    arrays = {init.name: init for init in graph.initializer if init.name not in overridable}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     outputs = {value.name for value in graph.output}
-    overridable = {value.name for value in graph.input}  # an initializer that is also an input
-    arrays = {name: init for name, init in arrays.items() if name not in overridable}
+    names = (
+        overridable | {init.name for init in graph.initializer} | {o for n in graph.node for o in n.output}
+    )
+    folded: list[onnx.NodeProto] = []
     for conv in graph.node:
-        if conv.op_type not in CONVOLUTIONS or len(conv.input) < 2 or conv.input[1] not in arrays:
-            continue
-        transposed = conv.op_type == "ConvTranspose"
-        if transposed and any(a.name == "group" and a.i != 1 for a in conv.attribute):
-            continue
-        out = conv.output[0]
-        if out in outputs or len(readers.get(out, [])) != 1:
-            continue
-        op = readers[out][0]
-        if op.op_type not in AFFINE or len(op.input) != 2 or op.input[0] != out or op.input[1] not in arrays:
-            continue
-        weight = numpy_helper.to_array(arrays[conv.input[1]])
-        out_axis = 1 if transposed else 0  # ConvTranspose weights are (C_in, C_out, kH, kW)
-        channels = _per_channel(numpy_helper.to_array(arrays[op.input[1]]), weight.shape[out_axis])
-        if weight.dtype != np.float32 or channels is None:
-            continue
-        has_bias = len(conv.input) > 2 and conv.input[2] != ""
-        if has_bias and conv.input[2] not in arrays:
-            continue
-        bias = (
-            numpy_helper.to_array(arrays[conv.input[2]])
-            if has_bias
-            else np.zeros(weight.shape[out_axis], np.float32)
-        )
-        weight, bias = _apply(op.op_type, weight, bias.astype(np.float32), channels, out_axis)
-        _set(graph, conv, 1, weight, f"{conv.name or out}_folded_w")
-        _set(graph, conv, 2, bias, f"{conv.name or out}_folded_b")
-        conv.output[0] = op.output[0]
+        while (op := _foldable_reader(conv, arrays, readers, outputs)) is not None:
+            if not _absorb(graph, conv, op, arrays, names):
+                break
+            conv.output[0] = op.output[0]
+            folded.append(op)
+    for op in folded:
         graph.node.remove(op)
-        return 1
-    return None
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return len(folded)
 
 
-def _per_channel(constant: np.ndarray, channels: int) -> np.ndarray | None:
+def _foldable_reader(conv, arrays, readers, outputs) -> onnx.NodeProto | None:
+    """The one node reading `conv`'s output, when it is a convolution's output and that node an
+    affine operation by a constant; None otherwise."""
+    if conv.op_type not in CONVOLUTIONS or len(conv.input) < 2 or conv.input[1] not in arrays:
+        return None
+    if conv.op_type == "ConvTranspose" and any(a.name == "group" and a.i != 1 for a in conv.attribute):
+        return None
+    out = conv.output[0]
+    if out in outputs or len(readers.get(out, [])) != 1:
+        return None
+    op = readers[out][0]
+    if op.op_type not in AFFINE or len(op.input) != 2 or op.input[0] != out or op.input[1] not in arrays:
+        return None
+    return op
+
+
+def _absorb(
+    graph: onnx.GraphProto, conv: onnx.NodeProto, op: onnx.NodeProto, arrays: dict, names: set[str]
+) -> bool:
+    """Fold `op`'s constant into `conv`'s weights and bias; False (nothing changed) when it is not
+    one float32 value per output channel."""
+    weight = numpy_helper.to_array(arrays[conv.input[1]])
+    axis = 1 if conv.op_type == "ConvTranspose" else 0  # ConvTranspose weights are (C_in, C_out, ...)
+    channels = _per_channel(numpy_helper.to_array(arrays[op.input[1]]), weight.shape[axis], weight.ndim)
+    has_bias = len(conv.input) > 2 and conv.input[2] != ""
+    if weight.dtype != np.float32 or channels is None or (has_bias and conv.input[2] not in arrays):
+        return False
+    bias = numpy_helper.to_array(arrays[conv.input[2]]) if has_bias else np.zeros(weight.shape[axis])
+    weight, bias = _apply(op.op_type, weight, bias.astype(np.float32), channels, axis)
+    for index, array, suffix in ((1, weight, "w"), (2, bias, "b")):
+        _set(graph, conv, index, array, f"{conv.name or conv.output[0]}_folded_{suffix}", arrays, names)
+    return True
+
+
+def _per_channel(constant: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
     """The constant as one float32 value per output channel, when it is a scalar or broadcasts
-    along the channel axis of an (N, C, H, W) tensor only."""
-    if constant.dtype != np.float32 or constant.ndim > 4:
+    along the channel axis of the convolution's (N, C, ...) output of `rank` dimensions only,
+    leaving its shape as it is."""
+    if constant.dtype != np.float32 or constant.ndim > rank:
         return None
     if constant.size == 1:
         return np.full(channels, constant.reshape(()), np.float32)
-    shape = (1,) * (4 - constant.ndim) + constant.shape
-    if shape[0] == 1 and shape[1] == channels and shape[2:] == (1, 1):
+    shape = (1,) * (rank - constant.ndim) + constant.shape
+    if shape[0] == 1 and shape[1] == channels and all(size == 1 for size in shape[2:]):
         return constant.reshape(channels)
     return None
 
@@ -133,14 +143,24 @@ def _apply(
     return weight / scale, bias / c
 
 
-def _set(graph: onnx.GraphProto, conv: onnx.NodeProto, index: int, array: np.ndarray, name: str) -> None:
-    """Point input `index` of `conv` at a new initializer holding `array`."""
-    taken = {init.name for init in graph.initializer}
+def _set(
+    graph: onnx.GraphProto,
+    conv: onnx.NodeProto,
+    index: int,
+    array: np.ndarray,
+    name: str,
+    arrays: dict,
+    names: set[str],
+) -> None:
+    """Point input `index` of `conv` at a new initializer holding `array`, under a name no tensor of
+    the graph has (added to `arrays` and `names`)."""
     unique, n = name, 0
-    while unique in taken:
+    while unique in names:
         n += 1
         unique = f"{name}_{n}"
-    graph.initializer.append(numpy_helper.from_array(array.astype(np.float32), unique))
+    names.add(unique)
+    arrays[unique] = numpy_helper.from_array(array.astype(np.float32), unique)
+    graph.initializer.append(arrays[unique])
     if len(conv.input) > index:
         conv.input[index] = unique
     else:

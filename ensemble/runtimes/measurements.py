@@ -83,6 +83,19 @@ def choice_key(fields: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def cached_seconds(entry: object, names: list[str]) -> dict[str, float] | None:
+    """The median seconds a cache entry holds for exactly the candidates `names`; None when the
+    entry is missing or not such (a damaged or hand-edited cache is measured again, not trusted)."""
+    seconds = entry.get("seconds") if isinstance(entry, dict) else None
+    if not isinstance(seconds, dict) or sorted(seconds) != sorted(names):
+        return None
+    valid = all(
+        isinstance(s, int | float) and not isinstance(s, bool) and 0 < s < float("inf")
+        for s in seconds.values()
+    )
+    return {name: float(seconds[name]) for name in names} if valid else None
+
+
 def read_cache(path: Path) -> dict:
     """The cached measurements (an unreadable cache counts as empty: it is only recomputed)."""
     try:

@@ -3,8 +3,8 @@
 The model is compiled for a static batch (the worker batch times the TTA views, at most `MAX_BATCH`
 inputs: a larger call runs in chunks, a smaller one is zero-padded, which leaves the other images'
 outputs unchanged since every image is convolved on its own) with the THROUGHPUT hint, one stream
-per worker, streams not pinned to cores (the workers run other members beside it; pinned streams of
-different members share cores: unpinned was 1.07x) and float32 inference (its default on CPUs with
+per worker, streams not pinned to cores (the workers run other members beside it, and pinned streams
+of two members could share a core; measured no slower) and float32 inference (its default on CPUs with
 bf16 or AMX is bf16, up to 0.09 off). Each worker thread gets its own infer request.
 """
 
@@ -63,6 +63,8 @@ class OpenVinoSession:
     """One member compiled for OpenVINO CPU at a static batch of `batch` inputs (at most
     `max_batch`); `run` as `MemberSession.run`. Image sizes are compiled on first use, one model each."""
 
+    config = OPENVINO_CONFIG  # how members are compiled (a benchmark varies it in a subclass)
+
     def __init__(self, member: Member, batch: int, streams: int, max_batch: int = MAX_BATCH) -> None:
         self.member = member
         self.batch = max(1, min(batch, max_batch))
@@ -77,7 +79,7 @@ class OpenVinoSession:
     def _compiled_model(self, shape: tuple[int, ...]):
         with self._lock:
             if shape not in self._compiled:
-                config = {**OPENVINO_CONFIG, "NUM_STREAMS": str(self.streams)}
+                config = {**self.config, "NUM_STREAMS": str(self.streams)}
                 try:
                     model = core().read_model(str(self.member.path))
                     model.reshape({INPUT_NAME: [self.batch, *shape]})
