@@ -1,7 +1,7 @@
 """`--factory module:callable`: import the function or class that builds a network from a state_dict.
 
 The module is imported as Python would from the current directory (so a local `mynets.py`
-works); a path to a .py file is accepted too. Every failure names the spec and says what to fix.
+works, with --trust); a path to a .py file is accepted too. Every failure names the spec and says what to fix.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ensemble.errors import EnsError, first_line
+from exporters.modulesource import cwd_importable, untrusted_origin
 
 HINT = "give it as module:callable, e.g. monai.networks.nets:UNet or mynets:build_unet"
 
@@ -52,39 +53,15 @@ def build_network(spec: str, kwargs: dict) -> Any:
         ) from exc
 
 
-def local_factory_file(spec: str) -> Path | None:
-    """The file a factory would be imported from when it is not installed code: a `.py` path, or a
-    module in the current folder (which may have come with the model) that is not the installed one."""
+def factory_origin(spec: str) -> Path | None:
+    """The file or folder a factory would load code from when that is not installed code: a `.py`
+    path, or a module (or a package above it) found in the current folder, on PYTHONPATH or anywhere
+    outside the standard library and site-packages. Decided before anything is imported."""
     module_name = spec.partition(":")[0]
     if module_name.endswith(".py"):
-        return Path(module_name)
-    top = module_name.split(".")[0]
-    if not top.isidentifier() or top in sys.modules or top in sys.builtin_module_names:
-        return None
-    cwd = Path.cwd().resolve()
-    here = next((p for p in (cwd / f"{top}.py", cwd / top) if p.exists()), None)
-    if here is None:
-        return None
-    saved = sys.path[:]
-    try:
-        sys.path[:] = [p for p in saved if p not in ("", ".") and _resolved(p) != cwd]
-        elsewhere = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        elsewhere = None
-    finally:
-        sys.path[:] = saved
-    installed = elsewhere is not None and _resolved(elsewhere.origin or "") in (
-        _resolved(str(here)),
-        _resolved(str(here / "__init__.py")),
-    )
-    return None if installed else here
-
-
-def _resolved(entry: str) -> Path | None:
-    try:
-        return Path(entry).resolve()
-    except OSError:
-        return None
+        return Path(module_name).absolute()
+    with cwd_importable():
+        return untrusted_origin(module_name)
 
 
 def _import(module_name: str, spec: str):
@@ -97,15 +74,8 @@ def _import(module_name: str, spec: str):
         sys.modules.setdefault(path.stem, module)
         _run(lambda: module_spec.loader.exec_module(module), spec)
         return module
-    cwd = str(Path.cwd())
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
+    with cwd_importable():
         return _run(lambda: importlib.import_module(module_name), spec)
-    finally:
-        if added:
-            sys.path.remove(cwd)
 
 
 def _run(load: Callable[[], Any], spec: str) -> Any:

@@ -2,15 +2,18 @@
 
 Unpickling calls whatever functions a file names; a TorchScript archive is a program; torch.export.load
 unpickles parts of an archive with weights_only=False; a Keras Lambda layer holds Python bytecode;
-`--custom-objects` and a `--factory` module found only in the current folder are Python files that
-run when imported. Each needs `--trust`. Everything else is read as data (state_dicts with
+`--custom-objects` and a `--factory` module that is not installed code (a .py path, or a module
+found in the current folder or any folder outside the standard library and site-packages) are Python
+files that run when imported. Each needs `--trust`. Everything else is read as data (state_dicts with
 `weights_only=True`, Keras configs in safe mode).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ensemble.errors import EnsError
-from exporters.factory import local_factory_file
+from exporters.factory import factory_origin
 from exporters.request import ExportRequest
 
 STATE_DICT_HINT = "or save model.state_dict() and export it with --factory"
@@ -45,10 +48,17 @@ def check_trust(request: ExportRequest, source_format: str) -> None:
             "or install the layers as a package and register them there",
         )
     if request.factory:
-        local = local_factory_file(request.factory)
-        if local is not None:
+        origin = factory_origin(request.factory)
+        if origin is not None:
             raise untrusted(
-                f"--factory {request.factory!r} imports {str(local)!r} from this folder",
+                f"--factory {request.factory!r} would import {str(origin)!r} ({_where(origin)}, not "
+                "installed code)",
                 "importing it runs its code",
                 "or install the module as a package",
             )
+
+
+def _where(origin: Path) -> str:
+    """Where a factory's code lies, in words: the current folder, or the folder it is in."""
+    folder = origin.resolve().parent
+    return "in the current folder" if folder == Path.cwd().resolve() else f"in {str(folder)!r}"
