@@ -1,7 +1,8 @@
 """`--factory module:callable`: import the function or class that builds a network from a state_dict.
 
-The module is imported as Python would from the current directory (so a local `mynets.py`
-works, with --trust); a path to a .py file is accepted too. Every failure names the spec and says what to fix.
+The module is imported as Python would from the current directory (so a local `mynets.py` works,
+with --trust); a path to a .py file is accepted too (with --trust). Every failure names the spec and
+says what to fix.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from ensemble.errors import EnsError, first_line
-from exporters.modulesource import cwd_importable, untrusted_origin
+from exporters.modulesource import cwd_importable, levels, untrusted_origin
+from exporters.trust import refuse_factory
 
 HINT = "give it as module:callable, e.g. monai.networks.nets:UNet or mynets:build_unet"
 
 
-def import_factory(spec: str) -> Callable[..., Any]:
-    """Resolve 'package.module:attr.path' (or 'file.py:attr') to a callable."""
+def import_factory(spec: str, trust: bool = False) -> Callable[..., Any]:
+    """Resolve 'package.module:attr.path' (or 'file.py:attr') to a callable; without `trust`, only
+    installed code is imported (see exporters/trust.py)."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise EnsError(f"--factory {spec!r} is not module:callable; {HINT}")
-    module = _import(module_name, spec)
+    module = _import(module_name, spec, trust)
     target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):
@@ -40,9 +43,9 @@ def import_factory(spec: str) -> Callable[..., Any]:
     return target
 
 
-def build_network(spec: str, kwargs: dict) -> Any:
+def build_network(spec: str, kwargs: dict, trust: bool = False) -> Any:
     """Call the factory with the keyword arguments and return what it builds."""
-    factory = import_factory(spec)
+    factory = import_factory(spec, trust)
     try:
         return factory(**kwargs)
     except Exception as exc:  # arbitrary user code: report the first line
@@ -53,20 +56,11 @@ def build_network(spec: str, kwargs: dict) -> Any:
         ) from exc
 
 
-def factory_origin(spec: str) -> Path | None:
-    """The file or folder a factory would load code from when that is not installed code: a `.py`
-    path, or a module (or a package above it) found in the current folder, on PYTHONPATH or anywhere
-    outside the standard library and site-packages. Decided before anything is imported."""
-    module_name = spec.partition(":")[0]
-    if module_name.endswith(".py"):
-        return Path(module_name).absolute()
-    with cwd_importable():
-        return untrusted_origin(module_name)
-
-
-def _import(module_name: str, spec: str):
+def _import(module_name: str, spec: str, trust: bool):
     if module_name.endswith(".py"):
         path = Path(module_name)
+        if not trust:
+            raise refuse_factory(spec, path.absolute())
         if not path.is_file():
             raise EnsError(f"--factory {spec!r}: file {module_name!r} does not exist; {HINT}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -75,7 +69,12 @@ def _import(module_name: str, spec: str):
         _run(lambda: module_spec.loader.exec_module(module), spec)
         return module
     with cwd_importable():
-        return _run(lambda: importlib.import_module(module_name), spec)
+        for level in levels(module_name):  # each package's __init__ may add folders to its __path__:
+            origin = None if trust else untrusted_origin(level)  # judge each level once its parent ran
+            if origin is not None:
+                raise refuse_factory(spec, origin)
+            module = _run(lambda name=level: importlib.import_module(name), spec)
+    return module
 
 
 def _run(load: Callable[[], Any], spec: str) -> Any:
@@ -83,8 +82,8 @@ def _run(load: Callable[[], Any], spec: str) -> Any:
         return load()
     except ModuleNotFoundError as exc:
         raise EnsError(
-            f"--factory {spec!r}: cannot import module {exc.name!r} ({exc}); install it or run from the "
-            "folder that holds it (or set PYTHONPATH)"
+            f"--factory {spec!r}: cannot import module {exc.name!r} ({exc}); install it, or run from "
+            "the folder that holds it with --trust"
         ) from exc
     except Exception as exc:  # the module's own import-time code failed
         raise EnsError(

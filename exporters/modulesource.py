@@ -40,16 +40,20 @@ def untrusted_origin(module_name: str) -> Path | None:
     """The first file or folder that importing `module_name` (and each package above it) would load and
     that is not installed code; None when all of it is installed or the module does not exist."""
     importlib.invalidate_caches()
-    installed = installed_folders()
+    roots = installed_roots()
+    installed = installed_folders(roots)
     trusted, search = installed, None
-    for level in _levels(module_name):
+    for level in levels(module_name):
         loaded = sys.modules.get(level)
         spec = getattr(loaded, "__spec__", None) if loaded is not None else _find(level, search)
+        if spec is None and loaded is not None and hasattr(loaded, "__path__"):
+            trusted, search = set(), list(loaded.__path__)  # a package made at run time: no folder of its own
+            continue
         if spec is None:
             return None  # nothing to load: the import itself reports the missing module
         namespace = spec.submodule_search_locations is not None and not spec.has_location
         if loaded is None or namespace:  # a namespace package takes new folders at every import
-            outside = _outside(spec, trusted)
+            outside = _outside(spec, trusted, roots)
             if outside is not None and not (search is None and _installed_as(spec, installed)):
                 return outside
         if spec.submodule_search_locations is None:
@@ -59,9 +63,18 @@ def untrusted_origin(module_name: str) -> Path | None:
     return None
 
 
-def _outside(spec: ModuleSpec, trusted: set[Path | None]) -> Path | None:
-    """The first file or package folder of `spec` whose folder is not one of `trusted`."""
-    return next((place for place in _places(spec) if _resolve(place.parent) not in trusted), None)
+def _outside(spec: ModuleSpec, trusted: set[Path | None], roots: set[Path]) -> Path | None:
+    """The first file or package folder of `spec` that is neither in one of the `trusted` folders nor
+    anywhere inside the installed `roots`."""
+    for place in _places(spec):
+        resolved = _resolve(place)
+        if _resolve(place.parent) not in trusted and (resolved is None or not _inside(resolved, roots)):
+            return place
+    return None
+
+
+def _inside(path: Path, roots: set[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
 
 
 def _places(spec: ModuleSpec) -> list[Path]:
@@ -73,20 +86,25 @@ def _places(spec: ModuleSpec) -> list[Path]:
     return [Path(p) for p in spec.submodule_search_locations or ()]
 
 
-def installed_folders() -> set[Path | None]:
-    """The sys.path folders of installed code: the standard library, site-packages, and the folders
-    that `.pth` files in site-packages add (older editable installs)."""
+def installed_roots() -> set[Path]:
+    """The folders installed code lies in: the standard library and site-packages."""
     names = ("stdlib", "platstdlib", "purelib", "platlib")
     roots = {sysconfig.get_path(name) for name in names} | set(site.getsitepackages())
     if site.ENABLE_USER_SITE:
         roots.add(site.getusersitepackages())
     resolved = {_resolve(Path(root)) for root in roots if root}
-    folders = {root for root in resolved if root is not None}
+    return {root for root in resolved if root is not None}
+
+
+def installed_folders(roots: set[Path]) -> set[Path | None]:
+    """The sys.path folders of installed code: those inside `roots`, and the folders that `.pth` files
+    in site-packages add (older editable installs)."""
+    folders: set[Path | None] = set(roots)
     for entry in sys.path:
         path = _resolve(Path(entry)) if entry else None
-        if path is not None and any(path.is_relative_to(root) for root in folders):
+        if path is not None and _inside(path, roots):
             folders.add(path)
-    for root in list(folders & {_resolve(Path(r)) for r in site.getsitepackages()}):
+    for root in roots:
         folders |= _pth_folders(root)
     return folders
 
@@ -136,7 +154,7 @@ def _find(name: str, search: list[str] | None) -> ModuleSpec | None:
     return None
 
 
-def _levels(module_name: str) -> list[str]:
+def levels(module_name: str) -> list[str]:
     """'a.b.c' -> ['a', 'a.b', 'a.b.c']: every package an import of it runs first."""
     parts = module_name.split(".")
     return [".".join(parts[: i + 1]) for i in range(len(parts))]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ensemble.errors import EnsError
-from exporters.factory import factory_origin
+from exporters.modulesource import cwd_importable, untrusted_origin
 from exporters.request import ExportRequest
 
 STATE_DICT_HINT = "or save model.state_dict() and export it with --factory"
@@ -47,15 +47,28 @@ def check_trust(request: ExportRequest, source_format: str) -> None:
             "importing it runs its code",
             "or install the layers as a package and register them there",
         )
-    if request.factory:
-        origin = factory_origin(request.factory)
-        if origin is not None:
-            raise untrusted(
-                f"--factory {request.factory!r} would import {str(origin)!r} ({_where(origin)}, not "
-                "installed code)",
-                "importing it runs its code",
-                "or install the module as a package",
-            )
+    if request.factory and factory_origin(request.factory) is not None:
+        raise refuse_factory(request.factory, factory_origin(request.factory))
+
+
+def factory_origin(spec: str) -> Path | None:
+    """The file or folder a `--factory` would load code from when that is not installed code: a `.py`
+    path, or a module (or a package above it) found in the current folder, on PYTHONPATH or anywhere
+    outside the standard library and site-packages. Decided without importing anything."""
+    module_name = spec.partition(":")[0]
+    if module_name.endswith(".py"):
+        return Path(module_name).absolute()
+    with cwd_importable():
+        return untrusted_origin(module_name)
+
+
+def refuse_factory(spec: str, origin: Path) -> EnsError:
+    """The refusal of a factory that is not installed code, naming where its code lies."""
+    return untrusted(
+        f"--factory {spec!r} would import {str(origin)!r} ({_where(origin)}, not installed code)",
+        "importing it runs its code",
+        "or install the module as a package",
+    )
 
 
 def _where(origin: Path) -> str:
