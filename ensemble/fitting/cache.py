@@ -2,8 +2,10 @@
 
 One float16 (N, C, H, W) .npy per member, TTA view and image size, named by a hash of everything that
 decides it: the member file's sha256, the data's sha256, the image ids and the view. A changed member
-or data file therefore misses the cache and is recomputed; stale entries are never read. An entry
-that is damaged (truncated, another dtype or shape, NaN/inf) is recomputed with a warning.
+or data file therefore misses the cache and is recomputed; stale entries are never read. Each entry's
+sha256 is written beside it (`<entry>.json`) and checked on every read, so an entry that is damaged
+or overwritten (truncated, another dtype or shape, NaN/inf, or other finite values of the right
+shape) is recomputed with a warning.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.sources import ImageSource
-from ensemble.files.atomic import ensure_dir
+from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import CACHE_ROOT
+from ensemble.files.hashing import cached_file_sha256, file_sha256
+from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import remove_quietly, temp_memmap
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import View
@@ -27,7 +31,7 @@ from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
 
 DEFAULT_CACHE = CACHE_ROOT
-CACHE_FORMAT = "2"  # 2: every entry passed the run-time contract check
+CACHE_FORMAT = "3"  # 2: every entry passed the run-time contract check; 3: its sha256 is kept beside it
 SCAN_IMAGES = 256
 
 
@@ -88,6 +92,7 @@ class ProbCache:
         shape = (len(self.groups[group]), member.n_classes, *self.groups[group].shape)
         if path.is_file():
             array, problem = read_entry(path, shape)
+            problem = problem or hash_problem(path)
             if problem is None:
                 if on_batch is not None:
                     on_batch(shape[0])
@@ -113,6 +118,7 @@ class ProbCache:
                     on_batch(len(ids))
             array.flush()
             del array
+            write_text(hash_path(path), json.dumps({"sha256": file_sha256(tmp)}) + "\n")
             os.replace(tmp, path)
         finally:
             remove_quietly(tmp)
@@ -137,6 +143,29 @@ def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, s
         if ((bits[start : start + SCAN_IMAGES] & 0x7C00) == 0x7C00).any():  # all-ones exponent: NaN/inf
             return None, "NaN/inf values"
     return array, None
+
+
+def hash_path(entry: Path) -> Path:
+    """Where the sha256 of a cache entry is kept: `<entry name>.json` beside it."""
+    return Path(entry).with_suffix(".json")
+
+
+def hash_problem(entry: Path) -> str | None:
+    """What is wrong with a cache entry's content against the sha256 written beside it, or None.
+
+    The hash is remembered per (path, size, mtime), so an entry read twice in a run is read once.
+    """
+    try:
+        recorded = read_json_object(hash_path(entry), max_bytes=4096).get("sha256")
+    except JsonProblem as exc:
+        return f"no valid sha256 beside it: {exc}"
+    try:
+        actual = cached_file_sha256(entry)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if actual != recorded:
+        return "its content differs from the sha256 written with it"
+    return None
 
 
 def merged_probs(cache: ProbCache, member: Member, views: tuple[View, ...], index=slice(None), on_batch=None):
