@@ -12,21 +12,29 @@ import numpy as np
 import onnx
 import pytest
 from conftest import assert_unchanged, ens, one_line_error, snapshot
+from hypothesis import given
+from hypothesis import strategies as st
 from onnx import numpy_helper
 from onnx_members import make_member
+from test_fuzz import EDITS, FUZZ, JSON, _mutate
 
+from ensemble.compiled.compiler import compile_ensemble
 from ensemble.compiled.engine import CompiledEnsemble
-from ensemble.compiled.stamp import graph_path
+from ensemble.compiled.stamp import graph_path, read_stamp, wanted_stamp
+from ensemble.data.datafile import open_data
 from ensemble.data.datasets import open_dataset
 from ensemble.data.sources import make_source
 from ensemble.demo.synthetic import DemoSpec, write_demo
 from ensemble.errors import EnsError
+from ensemble.fitting.cache import ProbCache
 from ensemble.inference.options import PredictOptions, resolve_options
 from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.tta import IDENTITY
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, write_spec
 from ensemble.members.member import load_member
-from ensemble.members.store import resolve_members
+from ensemble.members.store import get_member, resolve_members
 from ensemble.runtimes.choice import choose_runtimes
+from ensemble.runtimes.measurements import cached_seconds, read_cache
 
 STAMP_KEY, SEAL_KEY = "ens.compiled", "ens.compiled.sha256"
 
@@ -278,3 +286,121 @@ def test_a_damaged_runtimes_json_is_measured_again(tmp_path, timed, damage):
     choose_runtimes(again, source, "auto", cache=cache, min_images=0)
     assert [c.how for c in again.choices] == ["measured"] * 2
     assert json.loads(cache.read_text()).keys() == entries.keys()
+
+
+# ---- fuzzing the three readers ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_graph(tmp_path_factory):
+    """A compiled graph of two tiny members, its model and the stamp a run of them wants."""
+    root = tmp_path_factory.mktemp("fuzz-graph")
+    store = root / "models"
+    make_member(store / "a.onnx", seed=1)
+    make_member(store / "b.onnx", seed=2)
+    members = resolve_members(["a", "b"], store)
+    hashes = tuple(m.sha256 for m in members)
+    spec = EnsembleSpec(("a", "b"), hashes, ((1.0,) * 5, (0.5,) * 5), "flip", (0,) * 5)
+    write_spec(store / "ensemble.json", spec)
+    path = compile_ensemble(store=store).path
+    wanted = wanted_stamp(members, resolve_options(members, spec), store / "ensemble.json")
+    return path, path.read_bytes(), wanted
+
+
+def _check_graph(path, wanted) -> None:
+    try:
+        stamp = read_stamp(path)
+        assert isinstance(stamp.mismatch(wanted), str | None)
+    except EnsError as exc:
+        assert "\n" not in str(exc)
+
+
+@FUZZ
+@given(edits=EDITS)
+def test_compiled_graph_reader_gives_a_stamp_or_ens_error(fuzz_graph, edits):
+    path, raw, wanted = fuzz_graph
+    mutated = _mutate(raw, edits)
+    path.write_bytes(mutated)
+    try:
+        _check_graph(path, wanted)
+        if mutated != raw:  # any change to the bytes breaks the seal
+            with pytest.raises(EnsError):
+                read_stamp(path)
+    finally:
+        path.write_bytes(raw)
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(["format", "ensemble_sha256", "members", "member_sha256", "tta", "weights",
+                           "class_gain", "allow_background", "channels", "other"]),
+    value=JSON,
+    text=st.one_of(st.none(), st.text(max_size=40)),
+)  # fmt: skip
+def test_compiled_stamp_reader_gives_a_stamp_or_ens_error(fuzz_graph, field, value, text):
+    path, raw, wanted = fuzz_graph
+    model = onnx.load_model_from_string(raw)
+    props = {p.key: p.value for p in model.metadata_props}
+    if text is None:
+        stamp = json.loads(props[STAMP_KEY])
+        stamp[field] = value
+        text = json.dumps(stamp)
+    props[STAMP_KEY] = text
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    path.write_bytes(reseal(model))
+    try:
+        _check_graph(path, wanted)
+    finally:
+        path.write_bytes(raw)
+
+
+@pytest.fixture(scope="module")
+def fuzz_cache(tmp_path_factory):
+    """A probability cache holding one entry of a tiny member, its bytes and its hash file's."""
+    root = tmp_path_factory.mktemp("fuzz-cache")
+    write_demo(root / "demo.npz", DemoSpec(seed=3, n_train=8, n_test=2, height=8, width=16, n_aliens=0))
+    make_member(root / "models" / "a.onnx", seed=3)
+    source = make_source(open_data(root / "demo.npz"), "val")
+    member = get_member("a", root / "models")
+    cache = ProbCache(source, root / "cache")
+    clean = np.array(cache.get(member, IDENTITY))
+    entry = cache.path(member, IDENTITY)
+    return source, member, entry, entry.read_bytes(), entry.with_suffix(".json").read_bytes(), clean
+
+
+@FUZZ
+@given(which=st.sampled_from(["entry", "hash", "both"]), edits=EDITS, text=st.one_of(st.none(), JSON))
+def test_probability_cache_reader_gives_the_entry_or_a_recompute(fuzz_cache, which, edits, text):
+    source, member, entry, raw, hash_raw, clean = fuzz_cache
+    sidecar = entry.with_suffix(".json")
+    if which in ("entry", "both"):
+        entry.write_bytes(_mutate(raw, edits))
+    if which in ("hash", "both"):
+        sidecar.write_bytes(_mutate(hash_raw, edits) if text is None else json.dumps(text).encode())
+    said: list[str] = []
+    cache = ProbCache(source, entry.parent, warn=said.append)
+    np.testing.assert_array_equal(cache.get(member, IDENTITY), clean)
+    assert len(said) == len(cache.computed) <= 1 and all("\n" not in line for line in said)
+    assert entry.read_bytes() == raw and sidecar.read_bytes() == hash_raw
+
+
+@FUZZ
+@given(
+    content=st.one_of(
+        st.binary(max_size=60),
+        JSON.map(lambda v: json.dumps(v).encode()),
+        JSON.map(lambda v: json.dumps({"k": {"seconds": v}}).encode()),
+        st.sampled_from(
+            [b"[" * 100_000, b'{"k": {"seconds": {"ort": 1' + b"0" * 400 + b"}}}", b'{"k": 1e999}']
+        ),
+    )
+)
+def test_runtimes_json_reader_gives_entries_or_measures_again(tmp_path_factory, content):
+    path = tmp_path_factory.getbasetemp() / "runtimes.json"
+    path.write_bytes(content)
+    entries = read_cache(path)
+    assert isinstance(entries, dict)
+    for entry in entries.values():
+        seconds = cached_seconds(entry, ["ort"])
+        assert seconds is None or all(0 < s < float("inf") for s in seconds.values())

@@ -22,7 +22,7 @@ import numpy as np
 from ensemble.data.sources import ImageSource
 from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import CACHE_ROOT
-from ensemble.files.hashing import cached_file_sha256, file_sha256
+from ensemble.files.hashing import file_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import remove_quietly, temp_memmap
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
@@ -65,6 +65,7 @@ class ProbCache:
         self.ids = source.ids()
         self.groups = source.groups
         self.computed: list[str] = []
+        self.verified: dict[Path, tuple[int, ...]] = {}  # entries whose sha256 matched, by os.stat
         self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
 
     def path(self, member: Member, view: View, group: int = 0) -> Path:
@@ -92,7 +93,7 @@ class ProbCache:
         shape = (len(self.groups[group]), member.n_classes, *self.groups[group].shape)
         if path.is_file():
             array, problem = read_entry(path, shape)
-            problem = problem or hash_problem(path)
+            problem = problem or self._hash_problem(path)
             if problem is None:
                 if on_batch is not None:
                     on_batch(shape[0])
@@ -101,6 +102,21 @@ class ProbCache:
         self._compute(member, view, path, group, shape, on_batch)
         self.computed.append(path.name)
         return np.load(path, mmap_mode="r")
+
+    def _hash_problem(self, path: Path) -> str | None:
+        """`hash_problem`, read once per run for an entry whose file is unchanged since (`score`
+        reads each entry twice)."""
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or exc}"
+        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if self.verified.get(path) == signature:
+            return None
+        problem = hash_problem(path)
+        if problem is None:
+            self.verified[path] = signature
+        return problem
 
     def _compute(self, member: Member, view: View, path: Path, group: int, shape, on_batch) -> None:
         runner: MemberSession = build_session(member, self.device, self.threads)
@@ -151,16 +167,13 @@ def hash_path(entry: Path) -> Path:
 
 
 def hash_problem(entry: Path) -> str | None:
-    """What is wrong with a cache entry's content against the sha256 written beside it, or None.
-
-    The hash is remembered per (path, size, mtime), so an entry read twice in a run is read once.
-    """
+    """What is wrong with a cache entry's content against the sha256 written beside it, or None."""
     try:
         recorded = read_json_object(hash_path(entry), max_bytes=4096).get("sha256")
     except JsonProblem as exc:
         return f"no valid sha256 beside it: {exc}"
     try:
-        actual = cached_file_sha256(entry)
+        actual = file_sha256(entry)
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     if actual != recorded:
