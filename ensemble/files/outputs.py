@@ -126,11 +126,13 @@ def _flatten(named: Named) -> Iterable[tuple[str, Path]]:
     for label, value in named.items():
         if value is None:
             continue
-        if isinstance(value, str | os.PathLike):
-            yield label, Path(value)
-        else:
-            for item in value:
-                yield label, Path(item)
+        for item in [value] if isinstance(value, str | os.PathLike) else value:
+            path = Path(item)
+            if "\0" in str(path):
+                raise EnsError(
+                    f"{label} {str(path)!r} holds a NUL character, which no file name can; fix the path"
+                )
+            yield label, path
 
 
 def _same(a: Path, b: Path) -> bool:
