@@ -215,3 +215,13 @@ def test_api_fit_out_over_a_member_or_its_external_data(tmp_path):
         api.fit(["a", "ext"], images, masks, tta="none", out=f"{tmp_path}/spec\0.json", store=store)
     assert_unchanged(before, tmp_path)
     api.fit(["a", "ext"], images, masks, tta="none", out=store / "ensemble.json", store=store)
+
+
+def test_api_write_submission_checks_its_path_first(tmp_path):
+    labels = np.ones((2, 4, 6), np.uint8)
+    before = snapshot(tmp_path)
+    with pytest.raises(EnsError, match="path .* holds a NUL character"):
+        api.write_submission(f"{tmp_path}/sub\0.csv", [0, 1], labels, "rle", 5)
+    with pytest.raises(EnsError, match="it is a folder"):
+        api.write_submission(tmp_path, [0, 1], labels, "rle", 5)
+    assert_unchanged(before, tmp_path)
