@@ -15,6 +15,7 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
+from ensemble.files.jsonfile import unique_keys
 from ensemble.inference.cleanup import MAX_AREA
 from ensemble.inference.fusion import MAX_GAIN, MIN_GAIN
 from ensemble.inference.tta import list_tta
