@@ -74,20 +74,6 @@ def name_list(text: str, option: str, example: str) -> list[str]:
     return names
 
 
-def unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """json object_pairs_hook: a key given twice is an error, not 'the last one wins'.
-
-    >>> import json; json.loads('{"a": 1, "b": 2}', object_pairs_hook=unique_keys)
-    {'a': 1, 'b': 2}
-    """
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        out[key] = value
-    return out
-
-
 def check_seed(seed: int, option: str) -> int:
     """A seed in 0..2**32-1, the range numpy and torch both accept."""
     if not 0 <= seed <= MAX_SEED:

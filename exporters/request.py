@@ -11,8 +11,9 @@ from pathlib import Path
 from ensemble.course import CLASS_NAMES
 from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
+from ensemble.files.jsonfile import unique_keys
 from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
-from ensemble.optionvalues import name_list, unique_keys
+from ensemble.optionvalues import name_list
 from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")

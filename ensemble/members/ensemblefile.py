@@ -21,7 +21,6 @@ from ensemble.inference.fusion import MAX_GAIN, MIN_GAIN
 from ensemble.inference.tta import list_tta
 from ensemble.members.member import Member
 from ensemble.members.store import parse_names, resolve_members
-from ensemble.optionvalues import unique_keys
 from ensemble.scoring.metrics import list_metrics
 
 FILE_NAME = "ensemble.json"
