@@ -47,8 +47,9 @@ def check_trust(request: ExportRequest, source_format: str) -> None:
             "importing it runs its code",
             "or install the layers as a package and register them there",
         )
-    if request.factory and factory_origin(request.factory) is not None:
-        raise refuse_factory(request.factory, factory_origin(request.factory))
+    origin = factory_origin(request.factory) if request.factory else None
+    if origin is not None:
+        raise refuse_factory(request.factory, origin)
 
 
 def factory_origin(spec: str) -> Path | None:
