@@ -57,7 +57,14 @@ def key_values(text: str, option: str, example: str) -> list[tuple[str, str]]:
 
 
 def name_list(text: str, option: str, example: str) -> list[str]:
-    """Split `a,b,c` into stripped names; refuses an empty name and a repeated one."""
+    """Split `a,b,c` into stripped names; refuses an empty name, a repeated one, and a non-printing
+    character (a newline, U+2028, a tab, ...), which would break a name over lines in what shows it."""
+    bad = next((char for char in text if not char.isprintable() and char != " "), None)
+    if bad is not None:
+        raise EnsError(
+            f"{option} {text!r} holds the non-printing character {bad!r} (a control or separator "
+            f"character); names are printable text on one line, like {example}"
+        )
     names = [part.strip() for part in text.split(",")]
     if not text.strip() or not all(names):
         raise EnsError(f"{option} {text!r} has an empty name; write them like {example}")

@@ -1,7 +1,8 @@
 """`--factory module:callable`: import the function or class that builds a network from a state_dict.
 
-The module is imported as Python would from the current directory (so a local `mynets.py`
-works); a path to a .py file is accepted too. Every failure names the spec and says what to fix.
+The module is imported as Python would from the current directory (so a local `mynets.py` works,
+with --trust); a path to a .py file is accepted too (with --trust). Every failure names the spec and
+says what to fix.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from ensemble.errors import EnsError, first_line
+from exporters.modulesource import cwd_importable, levels, untrusted_origin
+from exporters.trust import refuse_factory
 
 HINT = "give it as module:callable, e.g. monai.networks.nets:UNet or mynets:build_unet"
 
 
-def import_factory(spec: str) -> Callable[..., Any]:
-    """Resolve 'package.module:attr.path' (or 'file.py:attr') to a callable."""
+def import_factory(spec: str, trust: bool = False) -> Callable[..., Any]:
+    """Resolve 'package.module:attr.path' (or 'file.py:attr') to a callable; without `trust`, only
+    installed code is imported (see exporters/trust.py)."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise EnsError(f"--factory {spec!r} is not module:callable; {HINT}")
-    module = _import(module_name, spec)
+    module = _import(module_name, spec, trust)
     target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):
@@ -39,9 +43,9 @@ def import_factory(spec: str) -> Callable[..., Any]:
     return target
 
 
-def build_network(spec: str, kwargs: dict) -> Any:
+def build_network(spec: str, kwargs: dict, trust: bool = False) -> Any:
     """Call the factory with the keyword arguments and return what it builds."""
-    factory = import_factory(spec)
+    factory = import_factory(spec, trust)
     try:
         return factory(**kwargs)
     except Exception as exc:  # arbitrary user code: report the first line
@@ -52,44 +56,11 @@ def build_network(spec: str, kwargs: dict) -> Any:
         ) from exc
 
 
-def local_factory_file(spec: str) -> Path | None:
-    """The file a factory would be imported from when it is not installed code: a `.py` path, or a
-    module in the current folder (which may have come with the model) that is not the installed one."""
-    module_name = spec.partition(":")[0]
-    if module_name.endswith(".py"):
-        return Path(module_name)
-    top = module_name.split(".")[0]
-    if not top.isidentifier() or top in sys.modules or top in sys.builtin_module_names:
-        return None
-    cwd = Path.cwd().resolve()
-    here = next((p for p in (cwd / f"{top}.py", cwd / top) if p.exists()), None)
-    if here is None:
-        return None
-    saved = sys.path[:]
-    try:
-        sys.path[:] = [p for p in saved if p not in ("", ".") and _resolved(p) != cwd]
-        elsewhere = importlib.util.find_spec(top)
-    except (ImportError, ValueError):
-        elsewhere = None
-    finally:
-        sys.path[:] = saved
-    installed = elsewhere is not None and _resolved(elsewhere.origin or "") in (
-        _resolved(str(here)),
-        _resolved(str(here / "__init__.py")),
-    )
-    return None if installed else here
-
-
-def _resolved(entry: str) -> Path | None:
-    try:
-        return Path(entry).resolve()
-    except OSError:
-        return None
-
-
-def _import(module_name: str, spec: str):
+def _import(module_name: str, spec: str, trust: bool):
     if module_name.endswith(".py"):
         path = Path(module_name)
+        if not trust:
+            raise refuse_factory(spec, path.absolute())
         if not path.is_file():
             raise EnsError(f"--factory {spec!r}: file {module_name!r} does not exist; {HINT}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -97,15 +68,13 @@ def _import(module_name: str, spec: str):
         sys.modules.setdefault(path.stem, module)
         _run(lambda: module_spec.loader.exec_module(module), spec)
         return module
-    cwd = str(Path.cwd())
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        return _run(lambda: importlib.import_module(module_name), spec)
-    finally:
-        if added:
-            sys.path.remove(cwd)
+    with cwd_importable():
+        for level in levels(module_name):  # each package's __init__ may add folders to its __path__:
+            origin = None if trust else untrusted_origin(level)  # judge each level once its parent ran
+            if origin is not None:
+                raise refuse_factory(spec, origin)
+            module = _run(lambda name=level: importlib.import_module(name), spec)
+    return module
 
 
 def _run(load: Callable[[], Any], spec: str) -> Any:
@@ -113,8 +82,8 @@ def _run(load: Callable[[], Any], spec: str) -> Any:
         return load()
     except ModuleNotFoundError as exc:
         raise EnsError(
-            f"--factory {spec!r}: cannot import module {exc.name!r} ({exc}); install it or run from the "
-            "folder that holds it (or set PYTHONPATH)"
+            f"--factory {spec!r}: cannot import module {exc.name!r} ({exc}); install it, or run from "
+            "the folder that holds it with --trust"
         ) from exc
     except Exception as exc:  # the module's own import-time code failed
         raise EnsError(

@@ -68,10 +68,10 @@ class Normalisation:
         channel_order: str = "rgb",
         channels: int | None = 1,
     ) -> Normalisation:
-        """Validate --input-range/--mean/--std (one value, or one per channel) and --channel-order;
-        refuse statistics that belong to another range. `channels` None: not known yet (a Keras
-        model declares it), checked against the model by `check_channels`."""
-        text = "0-255" if input_range is None else input_range.strip().replace("..", "-").replace(" ", "")
+        """Validate --input-range (in one of its spellings exactly), --mean/--std (one value, or one per
+        channel) and --channel-order; refuse statistics that belong to another range. `channels` None:
+        not known yet (a Keras model declares it), checked against the model by `check_channels`."""
+        text = "0-255" if input_range is None else input_range
         if channel_order != "rgb" and channels not in (None, 3):
             raise EnsError(
                 f"--channel-order {channel_order} needs an RGB net (--channels 3); a grayscale net has one "
@@ -243,7 +243,7 @@ def _values(flag: str, given, channels: int) -> list[float]:
     for value in values:
         if not math.isfinite(value):
             raise EnsError(f"{flag} {value!r} is not allowed; give a finite number")
-    if len(values) not in (1, channels or 3):
+    if channels is not None and len(values) not in (1, channels):  # not known yet: check_channels
         raise EnsError(
             f"{flag} lists {len(values)} values but the net takes {channels} channel(s); give one value, "
             f"or one per channel in the net's channel order (--channels {len(values)} for an RGB net)"

@@ -11,6 +11,7 @@ from pathlib import Path
 from ensemble.course import CLASS_NAMES
 from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
+from ensemble.files.jsonfile import unique_keys
 from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
 from ensemble.optionvalues import name_list
 from exporters.preprocessing import Normalisation
@@ -70,7 +71,8 @@ class ExportRequest:
 
 
 def parse_factory_kwargs(text: str | None) -> dict:
-    """--factory-kwargs '{"in_channels": 1}' -> dict; anything but a JSON object is refused in one line.
+    """--factory-kwargs '{"in_channels": 1}' -> dict; anything but a JSON object, or a key given twice,
+    is refused in one line.
 
     >>> parse_factory_kwargs('{"width": 16}')
     {'width': 16}
@@ -80,7 +82,7 @@ def parse_factory_kwargs(text: str | None) -> dict:
     shown = text if len(text) <= 60 else text[:57] + "..."
     example = "write an object like '{\"out_channels\": 5}'"
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as exc:
         raise EnsError(
             f"--factory-kwargs {shown!r} is not valid JSON ({exc.msg} at char {exc.pos}); {example}"

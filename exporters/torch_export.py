@@ -122,7 +122,7 @@ def _load_checkpoint(path: Path, request: ExportRequest) -> tuple[torch.nn.Modul
             f"{str(path)!r} is a state_dict of {len(state_dict)} tensors{where}; pass --factory "
             "module:callable that builds the network (and --factory-kwargs JSON for its arguments)"
         )
-    net = build_network(request.factory, request.factory_kwargs)
+    net = build_network(request.factory, request.factory_kwargs, request.trust)
     if not isinstance(net, torch.nn.Module):
         raise EnsError(
             f"--factory {request.factory!r} returned a {type(net).__name__}, not a torch.nn.Module; "

@@ -131,7 +131,8 @@ TrustOpt = Annotated[
     typer.Option(
         "--trust",
         help="Allow inputs that run code: pickled models, TorchScript and torch.export archives, Keras "
-        "Lambda layers, --custom-objects files and a --factory module from the current folder.",
+        "Lambda layers, --custom-objects files and a --factory module that is not installed (a .py path, "
+        "or found outside the standard library and site-packages, e.g. in the current folder).",
     ),
 ]
 ToleranceOpt = Annotated[
