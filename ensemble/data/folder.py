@@ -27,7 +27,8 @@ from ensemble.machine import usable_cores
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MAX_READERS = 4
 _CANONICAL_INT = re.compile(r"0|[1-9][0-9]{0,11}")
-_BAD_STEM = re.compile(r"[,\"\r\n\t]|^\s|\s$")
+_SEPARATOR = re.compile("[,\"\x00-\x1f\x7f-\x9f\u2028\u2029]")  # CSV field or line breakers, controls
+FORMULA_STARTS = "=+-@"  # spreadsheets run a cell starting with one of these as a formula
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,27 @@ def integer_ids(stems: Sequence[str]) -> bool:
     return all(_CANONICAL_INT.fullmatch(stem) for stem in stems)
 
 
+def id_problem(text: str) -> str | None:
+    """Why `text` cannot be an image id in a CSV row (a comma, quote, control or line separator,
+    outer space, or a spreadsheet formula's first character), or None.
+
+    >>> id_problem("img_1"), id_problem("a\u2028b")[:11]
+    (None, 'holds U+2028')
+    >>> id_problem("=1+1")
+    "starts with '=', which spreadsheets run as a formula"
+    """
+    if not text:
+        return "is empty"
+    found = _SEPARATOR.search(text)
+    if found:
+        return f"holds U+{ord(found[0]):04X}, a comma, quote, control or line-separator character"
+    if text != text.strip():
+        return "has outer space"
+    if text[0] in FORMULA_STARTS:
+        return f"starts with {text[0]!r}, which spreadsheets run as a formula"
+    return None
+
+
 def fingerprint(files: Sequence[Path]) -> str:
     """sha256 of each file's name, size and modification time, in order."""
     digest = hashlib.sha256()
@@ -200,10 +222,11 @@ def _listing(folder: Path, option: str, suffixes: tuple[str, ...]) -> dict[str, 
                     f"{option} {str(folder)!r} holds {found[stem].name!r} and {path.name!r} with the same "
                     "stem; image ids are file stems, so keep one file per stem"
                 )
-            if _BAD_STEM.search(stem):
+            problem = id_problem(stem)
+            if problem:
                 raise EnsError(
-                    f"{option} file {path.name!r} has a stem with a comma, quote, tab, newline or outer "
-                    "space; image ids are file stems and go into CSV rows, so rename the file"
+                    f"{option} file {path.name!r}: its stem {problem}; image ids are file stems and go "
+                    "into CSV rows, so rename the file"
                 )
             found[stem] = path
     if not found:
