@@ -133,7 +133,7 @@ def parse_text_ids(
         rows.append(str(STAND_IN + position).encode() + line[len(found) :])
     stand_in_body = np.frombuffer(b"\n".join(rows) + b"\n" if rows else b"", np.uint8)
     uniform = images.uniform
-    shape = uniform or (1, int((images.sizes[:, 0] * images.sizes[:, 1]).max()))
+    shape = uniform or (1, int((images.sizes[:, 0] * images.sizes[:, 1]).max(initial=1)))
     found_problems = Problems(problems.limit)
     ids, labels = fmt.parse(stand_in_body, first_line, shape, n_classes, found_problems)
     _merge(problems, found_problems, images.ids, unknown)
