@@ -27,7 +27,7 @@ from ensemble.machine import usable_cores
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MAX_READERS = 4
 _CANONICAL_INT = re.compile(r"0|[1-9][0-9]{0,11}")
-_SEPARATOR = re.compile("[,\"\x00-\x1f\x7f-\x9f\u2028\u2029]")  # CSV field or line breakers, controls
+_SEPARATOR = re.compile('[,"\x00-\x1f\x7f-\x9f\u2028\u2029]')  # CSV field or line breakers, controls
 FORMULA_STARTS = "=+-@"  # spreadsheets run a cell starting with one of these as a formula
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ensemble.data.folder import id_problem, integer_ids, open_folder, sort_stems
+from ensemble.data.folder import id_problem, integer_ids, open_folder
 from ensemble.data.sizes import describe_sizes, size_groups
 from ensemble.submission.problems import Problems
 from ensemble.submission.rle import unflatten
@@ -85,9 +85,10 @@ def row_id(fmt, line: bytes) -> bytes:
 
 
 def index_from_rows(fmt, body: bytes, image_shape: tuple[int, int]) -> ImageIndex:
-    """The ids a CSV names itself, in id order, all of `image_shape` (when no data gives them)."""
-    names = {row_id(fmt, line).decode("utf-8", "replace") for line in body.split(b"\n") if line}
-    stems = sort_stems(sorted(name for name in names if id_problem(name) is None))
+    """The ids a CSV names itself, in the order of their first rows (so a conversion keeps the
+    file's order), all of `image_shape` (when no data gives them)."""
+    names = dict.fromkeys(row_id(fmt, line).decode("utf-8", "replace") for line in body.split(b"\n") if line)
+    stems = [name for name in names if id_problem(name) is None]
     return ImageIndex(tuple(stems), np.tile(np.asarray(image_shape, np.int64), (len(stems), 1)))
 
 
@@ -124,9 +125,8 @@ def parse_text_ids(
             if found not in unknown:
                 shown = found[:40].decode("utf-8", "replace")
                 unfit = id_problem(found.decode("utf-8", "replace"))
-                what = f"{unfit}; ids go into CSV rows" if unfit else (
-                    f"is not one of the {len(images.ids)} images expected"
-                )
+                expected = f"is not one of the {len(images.ids)} images expected"
+                what = f"{unfit}; ids go into CSV rows" if unfit else expected
                 problems.add(number, f"id {shown!r} {what}")
                 unknown[found] = len(where) + len(unknown)
             position = unknown[found]
