@@ -179,7 +179,7 @@ def id_problem(text: str) -> str | None:
     """Why `text` cannot be an image id in a CSV row (a comma, quote, control or line separator,
     outer space, or a spreadsheet formula's first character), or None.
 
-    >>> id_problem("img_1"), id_problem("a\u2028b")[:11]
+    >>> id_problem("img_1"), id_problem("a\\u2028b")[:12]
     (None, 'holds U+2028')
     >>> id_problem("=1+1")
     "starts with '=', which spreadsheets run as a formula"
@@ -259,7 +259,9 @@ def _check_masks(mask_files: tuple[Path, ...], image_headers: list[ImageHeader])
             f"mask {str(lossy)!r} is a JPEG, whose lossy compression changes class indices; save masks "
             "as PNG (or TIFF, BMP)"
         )
-    for path, header, image in zip(mask_files, _headers(mask_files), image_headers, strict=True):
+    for path, header, image in zip(
+        mask_files, _headers(mask_files, turned=False), image_headers, strict=True
+    ):
         if (header.height, header.width) != (image.height, image.width):
             raise EnsError(
                 f"mask {str(path)!r} is {header.height}x{header.width} but its image is "
@@ -267,12 +269,13 @@ def _check_masks(mask_files: tuple[Path, ...], image_headers: list[ImageHeader])
             )
 
 
-def _headers(files: Sequence[Path], chunk: int = 256) -> list[ImageHeader]:
-    """Headers of `files`, a chunk of tasks at a time (a pool's `map` would queue them all at once)."""
+def _headers(files: Sequence[Path], chunk: int = 256, turned: bool = True) -> list[ImageHeader]:
+    """Headers of `files`, a chunk of tasks at a time (a pool's `map` would queue them all at once);
+    sizes after the EXIF orientation unless `turned` is False (masks)."""
     headers: list[ImageHeader] = []
     with ThreadPoolExecutor(_readers()) as pool:
         for start in range(0, len(files), chunk):
-            headers.extend(pool.map(read_header, files[start : start + chunk]))
+            headers.extend(pool.map(lambda path: read_header(path, turned), files[start : start + chunk]))
     return headers
 
 

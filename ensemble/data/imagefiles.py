@@ -40,11 +40,12 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith(".")
 
 
-def read_header(path: Path) -> ImageHeader:
-    """Size (as displayed: after its EXIF orientation) and channel count (1 or 3) of an image file."""
+def read_header(path: Path, turned: bool = True) -> ImageHeader:
+    """Size and channel count (1 or 3) of an image file; the size as displayed (after the EXIF
+    orientation, as `read_image` reads it) unless `turned` is False (masks, read as stored)."""
     with _opened(path) as image:
         height, width = image.height, image.width
-        if _orientation(image, path) in _TURNED:
+        if turned and _orientation(image, path) in _TURNED:
             height, width = width, height
         return ImageHeader(height, width, _channels(image, path))
 

@@ -208,9 +208,9 @@ def read_submission(
     """Return (ids (N,) int64, labels (N, H, W) uint8, format name) of a valid CSV.
 
     The format is detected from the header, an rle file read under the convention `rle`; rle ids
-    come back sorted. With `images` (an image folder's stems and sizes) ids are stems in the
-    folder's order, and labels of several sizes a list of (H, W) arrays. An invalid file raises
-    EnsError naming its first problem.
+    come back sorted (text ids in the order of their first rows). With `images` (an image folder's
+    stems and sizes) ids are stems in the folder's order, and labels of several sizes a list of
+    (H, W) arrays. An invalid file raises EnsError naming its first problem.
     """
     parsed = parse_submission(
         path, image_shape, n_classes, limit=1, rle=rle, images=images, complete=complete
