@@ -31,7 +31,7 @@ from ensemble.cli.rleoptions import (
 )
 from ensemble.course import N_CLASSES, SHAPE_TEXT
 from ensemble.errors import EnsError
-from ensemble.scoring.classcount import csv_class_count
+from ensemble.scoring.csvmanifest import csv_class_count, csv_image_shape
 from ensemble.submission.check import parse_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import convert_submission
@@ -69,7 +69,7 @@ NClassesOpt = Annotated[
 
 def class_count(csv: Path, n_classes: int | None, rle: RleConvention) -> int:
     """--n-classes, or the count the CSV's manifest or rows give."""
-    return n_classes if n_classes is not None else csv_class_count(csv, rle)[0]
+    return n_classes if n_classes is not None else csv_class_count(csv, rle)
 
 
 @app.command("check")
@@ -127,8 +127,9 @@ def convert(
         str | None,
         typer.Option(
             "--shape",
-            help=f"Image size HxW of every image, e.g. 64x128. Default: {SHAPE_TEXT} where no pixel is "
-            "renumbered; a change of --rle-order or --rle-start needs it or --data.",
+            help="Image size HxW of every image, e.g. 64x128. Default: the size in the manifest beside "
+            f"SOURCE; else, where no pixel is renumbered, {SHAPE_TEXT}. Writing flat from rle, or "
+            "another --rle-order or --rle-start, needs a size (this, the manifest's or --data).",
         ),
     ] = None,
     data: Annotated[
@@ -164,7 +165,7 @@ def convert(
         source,
         target,
         to.value,
-        None if shape is None else parse_shape(shape),
+        parse_shape(shape) if shape is not None else None if data is not None else csv_image_shape(source),
         class_count(source, n_classes, rle),
         rle=rle,
         to_rle=to_rle,

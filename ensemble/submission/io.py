@@ -238,9 +238,10 @@ def convert_submission(
     """Validate `source` (an rle one under `rle`), write it to `target` in format `to` (rle under
     `to_rle`); return (source format, images).
 
-    Renumbering pixels (another order or start) needs each image's size: `data`, the image folder
-    the CSV describes (its stems are the ids, its images give the sizes), or one `image_shape` for
-    all. Without either the course's size is assumed where no numbering changes."""
+    Renumbering the pixels of an rle file (another order or start, or flat) needs each image's
+    size: `data`, the image folder the CSV describes (its stems are the ids, its images give the
+    sizes), or one `image_shape` for all. Without either, the course's size is assumed where no
+    pixel is renumbered (a flat SOURCE's header is checked against it)."""
     get_format(to, to_rle)
     if data is not None and image_shape is not None:
         raise EnsError("--data gives each image's size and --shape one size for all; pass one of them")
@@ -262,20 +263,28 @@ def convert_submission(
 
 
 def _refuse_renumbering(source, to: str, rle: RleConvention, to_rle: RleConvention) -> None:
-    """Refuse an rle-to-rle conversion that changes pixel order or start when no size was given."""
+    """Refuse, when no size was given, to renumber the pixels of an rle SOURCE: another order or
+    start, or a flat TARGET (whose header numbers every pixel of one size)."""
     if not Path(source).is_file():
         return  # the reader says what is wrong with it
     with open(source, "rb") as handle:
         header = handle.readline(1 << 20).rstrip(b"\r\n")
     source_format = detect_format(header, rle)
-    if to != "rle" or source_format is None or source_format.name != "rle":
+    if source_format is None or source_format.name != "rle":
         return
-    if (rle.order, rle.start) != (to_rle.order, to_rle.start):
-        raise EnsError(
-            f"converting {rle.order}-major {rle.start}-indexed runs to {to_rle.order}-major "
-            f"{to_rle.start}-indexed ones renumbers pixels, which needs each image's size; pass --data "
-            "IMAGES_DIR (the folder the CSV describes) or --shape HxW (one size for all)"
+    if to == "flat":
+        what = "writing flat labels (one column per pixel of one size)"
+    elif (rle.order, rle.start) != (to_rle.order, to_rle.start):
+        what = (
+            f"renumbering {rle.order}-major {rle.start}-indexed runs as "
+            f"{to_rle.order}-major {to_rle.start}-indexed ones"
         )
+    else:
+        return
+    raise EnsError(
+        f"{what} needs each image's size; pass --data IMAGES_DIR (the folder the CSV describes) or "
+        "--shape HxW (one size for all)"
+    )
 
 
 def _write_by_size(target, ids: np.ndarray, labels: list[np.ndarray], to: str, n_classes: int, rle) -> None:
