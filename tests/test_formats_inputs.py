@@ -61,7 +61,9 @@ def test_convert_to_row_order_needs_sizes_and_round_trips_with_data(tmp_path):
     row = tmp_path / "row.csv"
     before = snapshot(tmp_path)
     result = ens("convert", sub, row, "--to", "rle", "--to-rle-order", "row")
-    one_line_error(result, "renumbering column-major", "needs each image's size", "--data IMAGES_DIR", "--shape HxW")
+    one_line_error(
+        result, "renumbering column-major", "needs each image's size", "--data IMAGES_DIR", "--shape HxW"
+    )
     result = ens("convert", sub, row, "--to", "rle", "--to-rle-start", "0")
     one_line_error(result, "as column-major 0-indexed", "--data")
     result = ens(

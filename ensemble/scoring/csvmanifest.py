@@ -62,7 +62,8 @@ def _from_manifest(path: Path) -> int | None:
 
 
 def _from_rows(data: bytes, rle: RleConvention) -> int | None:
-    """One more than the largest class an rle file's rows name (at least 2); None for flat files."""
+    """One more than the largest class an rle file's rows name (at least 2; at least the course's
+    count in the class-column layout, whose rows may leave empty classes out); None for flat files."""
     header, _, body = data.replace(b"\r\n", b"\n").partition(b"\n")
     fmt = detect_format(header, rle)
     if fmt is None or fmt.name != "rle":
@@ -76,4 +77,6 @@ def _from_rows(data: bytes, rle: RleConvention) -> int | None:
             token = fields[1] if len(fields) > 1 else b""
         if _CLASS.fullmatch(token):
             top = max(top, int(token))
-    return None if top == 0 or top >= MAX_CLASSES else max(top + 1, 2)
+    if top == 0 or top >= MAX_CLASSES:
+        return None
+    return max(top + 1, 2 if rle.layout == "per-class" else N_CLASSES)
