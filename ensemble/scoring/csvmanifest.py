@@ -6,13 +6,13 @@ A manifest is believed only while it describes the CSV's bytes (its sha256).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
 from ensemble.course import N_CLASSES
 from ensemble.files.hashing import file_sha256
+from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.inference.manifest import manifest_path
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import detect_format
@@ -47,9 +47,9 @@ def csv_image_shape(csv: str | os.PathLike) -> tuple[int, int] | None:
 def read_manifest(path: Path) -> dict | None:
     """The manifest beside the CSV at `path` if it describes these bytes, else None."""
     try:
-        manifest = json.loads(manifest_path(path).read_text(encoding="utf-8"))
+        manifest = read_json_object(manifest_path(path))
         same_file = manifest["submission"]["sha256"] == file_sha256(path)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (JsonProblem, OSError, KeyError, TypeError):
         return None
     return manifest if same_file else None
 
