@@ -26,6 +26,7 @@ from ensemble.machine import usable_cores
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MAX_READERS = 4
+READER = "2"  # how files become pixels; 2: images turned by their EXIF orientation (cached results redone)
 _CANONICAL_INT = re.compile(r"0|[1-9][0-9]{0,11}")
 _SEPARATOR = re.compile('[,"\x00-\x1f\x7f-\x9f\u2028\u2029]')  # CSV field or line breakers, controls
 FORMULA_STARTS = "=+-@"  # spreadsheets run a cell starting with one of these as a formula
@@ -197,8 +198,8 @@ def id_problem(text: str) -> str | None:
 
 
 def fingerprint(files: Sequence[Path]) -> str:
-    """sha256 of each file's name, size and modification time, in order."""
-    digest = hashlib.sha256()
+    """sha256 of how pixels are read (READER) and each file's name, size and modification time, in order."""
+    digest = hashlib.sha256(f"{READER}\n".encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.parent.name}/{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
