@@ -43,8 +43,7 @@ from ensemble.cli.rleoptions import (
     RleStartOpt,
     rle_convention,
 )
-from ensemble.cli.submission_cmd import NClassesOpt
-from ensemble.course import N_CLASSES
+from ensemble.cli.submission_cmd import NClassesOpt, class_count
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
@@ -81,7 +80,7 @@ def score(
         typer.Option("--split", help="CSV scoring: test (ids index test_masks) or val (training masks)."),
     ] = SplitName.test,
     metric: Annotated[MetricName, typer.Option("--metric", help="Reduction to report.")] = MetricName.course,
-    n_classes: NClassesOpt = N_CLASSES,
+    n_classes: NClassesOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the scores here.")] = None,
     plots: Annotated[
         Path | None,
@@ -222,12 +221,12 @@ def _score_csv(
     truth: Path,
     split: str,
     metric: str,
-    n_classes: int,
+    n_classes: int | None,
     json_path: Path | None,
     rle: RleConvention,
 ) -> None:
     refuse_overwrite({"--json": json_path}, {"the scored CSV": csv, "--truth": truth})
-    result = score_submission(csv, truth, n_classes, split, metric, rle=rle)
+    result = score_submission(csv, truth, class_count(csv, n_classes, rle), split, metric, rle=rle)
     title = f"{escape(str(result.submission))} ({result.format}, {result.split})"
     table = Table("class", "IoU", "pixels", title=title)
     for cls, (iou, pixels) in enumerate(zip(result.iou, result.pixels, strict=True)):

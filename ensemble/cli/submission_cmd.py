@@ -31,6 +31,7 @@ from ensemble.cli.rleoptions import (
 )
 from ensemble.course import N_CLASSES, SHAPE_TEXT
 from ensemble.errors import EnsError
+from ensemble.scoring.csvmanifest import csv_class_count, csv_image_shape
 from ensemble.submission.check import parse_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import convert_submission
@@ -54,7 +55,21 @@ CsvArg = Annotated[
     typer.Argument(help="Submission CSV (flat, or rle under the --rle-* options; detected from the header)."),
 ]
 ShapeOpt = Annotated[str, typer.Option("--shape", help="Image size HxW, e.g. 64x128.")]
-NClassesOpt = Annotated[int, typer.Option("--n-classes", min=2, max=256, help="Class count (0..C-1).")]
+NClassesOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--n-classes",
+        min=2,
+        max=256,
+        help="Class count (0..C-1). Default: the manifest beside the CSV, else the classes an rle "
+        f"file's rows name, else {N_CLASSES}.",
+    ),
+]
+
+
+def class_count(csv: Path, n_classes: int | None, rle: RleConvention) -> int:
+    """--n-classes, or the count the CSV's manifest or rows give."""
+    return n_classes if n_classes is not None else csv_class_count(csv, rle)
 
 
 @app.command("check")
@@ -65,7 +80,7 @@ def check(
         int | None, typer.Option("--n-images", min=0, help="Expected image count, e.g. 10022.")
     ] = None,
     shape: ShapeOpt = SHAPE_TEXT,
-    n_classes: NClassesOpt = N_CLASSES,
+    n_classes: NClassesOpt = None,
     rle_order: RleOrderOpt = ORDER,
     rle_start: RleStartOpt = START,
     rle_layout: RleLayoutOpt = LAYOUT,
@@ -86,6 +101,7 @@ def check(
     """
     rle = rle_convention(rle_order, rle_start, rle_layout, rle_header)
     images = folder_index(data) if data is not None else None
+    n_classes = class_count(csv, n_classes, rle)
     parsed = parse_submission(csv, parse_shape(shape), n_classes, n_images, rle=rle, images=images)
     for problem in parsed.problems:
         console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
@@ -107,8 +123,25 @@ def convert(
     source: CsvArg,
     target: Annotated[Path, typer.Argument(help="CSV to write (atomically).", dir_okay=False)],
     to: Annotated[FormatName, typer.Option("--to", help="Format to write.")],
-    shape: ShapeOpt = SHAPE_TEXT,
-    n_classes: NClassesOpt = N_CLASSES,
+    shape: Annotated[
+        str | None,
+        typer.Option(
+            "--shape",
+            help="Image size HxW of every image, e.g. 64x128. Default: the size in the manifest beside "
+            f"SOURCE; else, where no pixel is renumbered, {SHAPE_TEXT}. Writing flat from rle, or "
+            "another --rle-order or --rle-start, needs a size (this, the manifest's or --data).",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            file_okay=False,
+            help="The image folder the CSV describes: its stems are the ids and its images give each "
+            "one's size (instead of --shape).",
+        ),
+    ] = None,
+    n_classes: NClassesOpt = None,
     rle_order: SourceRleOrderOpt = ORDER,
     rle_start: SourceRleStartOpt = START,
     rle_layout: SourceRleLayoutOpt = LAYOUT,
@@ -129,7 +162,14 @@ def convert(
             f"--to-rle-* options describe an rle TARGET, not --to {to.value}; drop them or pass --to rle"
         )
     source_format, n_images = convert_submission(
-        source, target, to.value, parse_shape(shape), n_classes, rle=rle, to_rle=to_rle
+        source,
+        target,
+        to.value,
+        parse_shape(shape) if shape is not None else None if data is not None else csv_image_shape(source),
+        class_count(source, n_classes, rle),
+        rle=rle,
+        to_rle=to_rle,
+        data=data,
     )
     console.print(
         f"wrote {target}: {n_images} images, {_named(source_format, rle)} -> {_named(to.value, to_rle)}",

@@ -26,8 +26,10 @@ from ensemble.machine import usable_cores
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MAX_READERS = 4
+READER = "2"  # how files become pixels; 2: images turned by their EXIF orientation (cached results redone)
 _CANONICAL_INT = re.compile(r"0|[1-9][0-9]{0,11}")
-_BAD_STEM = re.compile(r"[,\"\r\n\t]|^\s|\s$")
+_SEPARATOR = re.compile('[,"\x00-\x1f\x7f-\x9f\u2028\u2029]')  # CSV field or line breakers, controls
+FORMULA_STARTS = "=+-@"  # spreadsheets run a cell starting with one of these as a formula
 
 
 @dataclass(frozen=True)
@@ -174,9 +176,30 @@ def integer_ids(stems: Sequence[str]) -> bool:
     return all(_CANONICAL_INT.fullmatch(stem) for stem in stems)
 
 
+def id_problem(text: str) -> str | None:
+    """Why `text` cannot be an image id in a CSV row (a comma, quote, control or line separator,
+    outer space, or a spreadsheet formula's first character), or None.
+
+    >>> id_problem("img_1"), id_problem("a\\u2028b")[:12]
+    (None, 'holds U+2028')
+    >>> id_problem("=1+1")
+    "starts with '=', which spreadsheets run as a formula"
+    """
+    if not text:
+        return "is empty"
+    found = _SEPARATOR.search(text)
+    if found:
+        return f"holds U+{ord(found[0]):04X}, a comma, quote, control or line-separator character"
+    if text != text.strip():
+        return "has outer space"
+    if text[0] in FORMULA_STARTS:
+        return f"starts with {text[0]!r}, which spreadsheets run as a formula"
+    return None
+
+
 def fingerprint(files: Sequence[Path]) -> str:
-    """sha256 of each file's name, size and modification time, in order."""
-    digest = hashlib.sha256()
+    """sha256 of how pixels are read (READER) and each file's name, size and modification time, in order."""
+    digest = hashlib.sha256(f"{READER}\n".encode())
     for path in files:
         stat = path.stat()
         digest.update(f"{path.parent.name}/{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
@@ -200,10 +223,11 @@ def _listing(folder: Path, option: str, suffixes: tuple[str, ...]) -> dict[str, 
                     f"{option} {str(folder)!r} holds {found[stem].name!r} and {path.name!r} with the same "
                     "stem; image ids are file stems, so keep one file per stem"
                 )
-            if _BAD_STEM.search(stem):
+            problem = id_problem(stem)
+            if problem:
                 raise EnsError(
-                    f"{option} file {path.name!r} has a stem with a comma, quote, tab, newline or outer "
-                    "space; image ids are file stems and go into CSV rows, so rename the file"
+                    f"{option} file {path.name!r}: its stem {problem}; image ids are file stems and go "
+                    "into CSV rows, so rename the file"
                 )
             found[stem] = path
     if not found:
@@ -236,7 +260,9 @@ def _check_masks(mask_files: tuple[Path, ...], image_headers: list[ImageHeader])
             f"mask {str(lossy)!r} is a JPEG, whose lossy compression changes class indices; save masks "
             "as PNG (or TIFF, BMP)"
         )
-    for path, header, image in zip(mask_files, _headers(mask_files), image_headers, strict=True):
+    for path, header, image in zip(
+        mask_files, _headers(mask_files, turned=False), image_headers, strict=True
+    ):
         if (header.height, header.width) != (image.height, image.width):
             raise EnsError(
                 f"mask {str(path)!r} is {header.height}x{header.width} but its image is "
@@ -244,12 +270,13 @@ def _check_masks(mask_files: tuple[Path, ...], image_headers: list[ImageHeader])
             )
 
 
-def _headers(files: Sequence[Path], chunk: int = 256) -> list[ImageHeader]:
-    """Headers of `files`, a chunk of tasks at a time (a pool's `map` would queue them all at once)."""
+def _headers(files: Sequence[Path], chunk: int = 256, turned: bool = True) -> list[ImageHeader]:
+    """Headers of `files`, a chunk of tasks at a time (a pool's `map` would queue them all at once);
+    sizes after the EXIF orientation unless `turned` is False (masks)."""
     headers: list[ImageHeader] = []
     with ThreadPoolExecutor(_readers()) as pool:
         for start in range(0, len(files), chunk):
-            headers.extend(pool.map(read_header, files[start : start + chunk]))
+            headers.extend(pool.map(lambda path: read_header(path, turned), files[start : start + chunk]))
     return headers
 
 

@@ -2,8 +2,9 @@
 
 Images become uint8 (H, W) for one channel or (H, W, 3) for colour, as the member contract takes
 raw 0..255 pixels: 16-bit values v are mapped to round(v / 257), so 8-bit values stored in 16 bits
-come back unchanged. Alpha is dropped, palettes are expanded. Masks are single-channel class
-indices. Every decoding failure is one EnsError naming the file.
+come back unchanged. Alpha is dropped, palettes are expanded, and an image is turned by its EXIF
+orientation (as viewers show it, and as masks are drawn on it). Masks are single-channel class
+indices, read as stored. Every decoding failure is one EnsError naming the file.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ensemble.errors import EnsError, first_line
 
@@ -21,6 +22,8 @@ SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "La")
 COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
 MAX_PIXELS = 1 << 26  # 8192x8192: refuse larger images before decoding them
+_ORIENTATION = 0x0112  # EXIF tag: how the stored pixels are turned for display
+_TURNED = (5, 6, 7, 8)  # orientations that swap height and width
 _ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
@@ -37,17 +40,25 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith(".")
 
 
-def read_header(path: Path) -> ImageHeader:
-    """Size and channel count (1 or 3) of an image file."""
+def read_header(path: Path, turned: bool = True) -> ImageHeader:
+    """Size and channel count (1 or 3) of an image file; the size as displayed (after the EXIF
+    orientation, as `read_image` reads it) unless `turned` is False (masks, read as stored)."""
     with _opened(path) as image:
-        return ImageHeader(image.height, image.width, _channels(image, path))
+        height, width = image.height, image.width
+        if turned and _orientation(image, path) in _TURNED:
+            height, width = width, height
+        return ImageHeader(height, width, _channels(image, path))
 
 
 def read_image(path: Path, channels: int | None = None) -> np.ndarray:
-    """uint8 (H, W) or (H, W, 3) pixels; `channels` 3 replicates a grayscale image, 1 refuses colour."""
+    """uint8 (H, W) or (H, W, 3) pixels as displayed (turned by the file's EXIF orientation, as
+    people see the image they draw masks on); `channels` 3 replicates a grayscale image, 1 refuses
+    colour."""
     with _opened(path) as image:
         found = _channels(image, path)
         try:
+            if _orientation(image, path) not in (None, 1):
+                image = ImageOps.exif_transpose(image)
             pixels = _gray(image) if found == 1 else np.asarray(image.convert("RGB"), np.uint8)
         except _ERRORS as exc:
             raise _unreadable(path, exc) from exc
@@ -79,6 +90,15 @@ def read_mask(path: Path, n_classes: int | None = None) -> np.ndarray:
             "masks hold class indices; check the class count of your members"
         )
     return values.astype(np.uint8)
+
+
+def _orientation(image: Image.Image, path: Path) -> int | None:
+    """The EXIF orientation tag (1..8) of an image, None when it has none."""
+    try:
+        value = image.getexif().get(_ORIENTATION)
+    except _ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
 def _gray(image: Image.Image) -> np.ndarray:

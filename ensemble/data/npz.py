@@ -104,6 +104,11 @@ def read_headers(path: Path) -> dict[str, ArrayHeader]:
             if not info.filename.endswith(".npy"):
                 continue
             key = info.filename[:-4]
+            if key in headers:
+                raise EnsError(
+                    f"{str(path)!r} holds two arrays named {key!r}; a zip can repeat a name, but only one "
+                    "of them would be read; save the data again with numpy.savez (one array per name)"
+                )
             with _damage(path, key), archive.open(info) as stream:
                 headers[key] = _read_header(stream, key, path, info.file_size)
     return headers

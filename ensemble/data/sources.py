@@ -203,6 +203,11 @@ def validation_split(data: DataFile | FolderData, spec: SplitSpec):
             )
         _, masks = data.load_train()
         split = split_masks(masks, spec)
+    if len(split.val) == 0 and split.val_outliers:
+        raise EnsError(
+            f"the validation split is empty: its {split.val_outliers} image(s) are duplicated-mask outliers, "
+            f"dropped ({split.description}); keep them with --keep-outliers"
+        )
     if len(split.val) == 0:
         raise EnsError(f"the validation split is empty ({split.description}); raise --val-fraction")
     return split

@@ -29,6 +29,7 @@ class Split:
     train: np.ndarray
     val: np.ndarray
     description: str
+    val_outliers: int = 0  # validation images dropped as duplicated-mask outliers
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,12 @@ class SplitSpec:
             val = np.sort(order[: int(round(n_images * self.val_fraction))])
             described = f"seed {self.seed}, val fraction {self.val_fraction}"
         train = np.setdiff1d(np.arange(n_images), val)
+        n_val = len(val)
         if self.drop_outliers and outliers is not None and len(outliers):
             train = np.setdiff1d(train, outliers)
             val = np.setdiff1d(val, outliers)
             described += f", {len(outliers)} outliers dropped"
-        return Split(train, val, described)
+        return Split(train, val, described, n_val - len(val))
 
     def to_dict(self) -> dict:
         return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ensemble.data.folder import FORMULA_STARTS
 from ensemble.errors import EnsError
 
 ORDERS = ("column", "row")
@@ -117,6 +118,12 @@ def _check_header(names: tuple[str, ...], layout: str) -> tuple[str, ...]:
         raise EnsError(
             f"RLE header name {bad!r} is not allowed; names are printable ASCII without commas, quotes or "
             f"surrounding spaces, e.g. {example!r}"
+        )
+    formula = next((n for n in names if n[:1] in FORMULA_STARTS), None)
+    if formula is not None:
+        raise EnsError(
+            f"RLE header name {formula!r} starts with {formula[0]!r}, which spreadsheets run as a formula; "
+            f"start names with a letter, e.g. {example!r}"
         )
     if len(set(names)) != len(names):
         raise EnsError(f"RLE header {text!r} repeats a name; every column needs its own")

@@ -126,6 +126,7 @@ def _parse_regular(chunk: np.ndarray, line_ends: np.ndarray, n_pixels: int, n_cl
         (table[:, -1] == NEWLINE).all()
         and (table[:, id_width:-1:2] == COMMA).all()
         and (id_digits < 10).all()
+        and (id_width == 1 or (id_digits[:, 0] > 0).all())
         and (label_digits < min(n_classes, 10)).all()
     )
     if not regular:
@@ -137,7 +138,8 @@ def _parse_regular(chunk: np.ndarray, line_ends: np.ndarray, n_pixels: int, n_cl
 def _parse_any(chunk: np.ndarray, line_ends: np.ndarray, n_pixels: int, n_classes: int) -> Parsed:
     """General vectorised parse of whole lines of any integers; bad rows are marked, not parsed."""
     n_lines = line_ends.size
-    token_starts, _, values = scan_ints(chunk, (chunk != COMMA) & (chunk != NEWLINE))
+    token_starts, token_ends, values = scan_ints(chunk, (chunk != COMMA) & (chunk != NEWLINE))
+    values[(token_ends - token_starts > 1) & (chunk[token_starts] == ZERO)] = -1  # leading zeros
     line_of = np.searchsorted(line_ends, token_starts)
     n_tokens = np.bincount(line_of, minlength=n_lines)
     n_bad = np.bincount(line_of, weights=values < 0, minlength=n_lines)
@@ -158,12 +160,12 @@ def _describe(line: np.ndarray, n_pixels: int, n_classes: int) -> str:
     if len(fields) != n_pixels + 1:
         return f"row has {len(fields)} fields, expected {n_pixels + 1} (the id and {n_pixels} labels)"
     if not _is_int(fields[0]):
-        return f"id {_show(fields[0])} is not a non-negative integer"
+        return f"id {_show(fields[0])} is not a non-negative integer without leading zeros"
     for column, field in enumerate(fields[1:]):
         if not _is_int(field) or int(field) >= n_classes:
             return (
                 f"label {_show(field)} in column '{column}' is not a class index 0..{n_classes - 1}; "
-                "labels must be integers (pass --n-classes if there are more classes)"
+                "labels must be integers without leading zeros (pass --n-classes if there are more classes)"
             )
     return "malformed row"
 
@@ -186,7 +188,8 @@ def _check_id_order(ids: np.ndarray, lines: np.ndarray, problems: Problems) -> N
 
 
 def _is_int(field: bytes) -> bool:
-    return field.isdigit() and len(field) <= MAX_DIGITS
+    """A non-negative integer as written by ens: digits, no leading zeros."""
+    return field.isdigit() and len(field) <= MAX_DIGITS and (len(field) == 1 or field[:1] != b"0")
 
 
 def _show(field: bytes) -> str:

@@ -17,10 +17,8 @@ from ensemble.submission.numtext import COMMA, NEWLINE, NO_DIGITS, SPACE, format
 from ensemble.submission.problems import Problems
 from ensemble.submission.rle import check_runs, describe_run, label_runs, paint, unflatten
 
-_KEYS = {
-    "per-class": re.compile(rb"(\d{1,12})_(\d{1,4})"),
-    "class-column": re.compile(rb"(\d{1,12}),(\d{1,4})"),
-}
+_ID, _CLASS = rb"(0|[1-9]\d{0,11})", rb"(0|[1-9]\d{0,3})"  # integers as written, no leading zeros
+_KEYS = {"per-class": re.compile(_ID + rb"_" + _CLASS), "class-column": re.compile(_ID + rb"," + _CLASS)}
 _KEY_TEXT = {"per-class": ("`<id>_<class>`", "12_3"), "class-column": ("`<id>,<class>`", "12,3")}
 _QUOTE = ord('"')
 _ROWS_PER_CHUNK = 4096
@@ -192,7 +190,9 @@ def _parse_keys(body, starts, comma, fields_ok, n_classes, lines, problems, layo
         line = int(lines[row])
         if not match:
             text = key[:30].decode("utf-8", "replace")
-            problems.add(line, f"key {text!r} is not {form} with integers, e.g. {example!r}")
+            problems.add(
+                line, f"key {text!r} is not {form} with integers, e.g. {example!r} (no leading zeros)"
+            )
             continue
         pair = (int(match[1]), int(match[2]))
         if not 1 <= pair[1] < n_classes:

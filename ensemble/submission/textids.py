@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ensemble.data.folder import open_folder, sort_stems
+from ensemble.data.folder import id_problem, integer_ids, open_folder
 from ensemble.data.sizes import describe_sizes, size_groups
 from ensemble.submission.problems import Problems
 from ensemble.submission.rle import unflatten
@@ -50,9 +50,10 @@ def folder_index(path) -> ImageIndex:
 
 def check_text_ids(ids: Sequence[str]) -> str | None:
     """What makes these ids unfit for a CSV row, or None."""
-    bad = next((i for i in ids if not i or re.search(r"[,\"\r\n]", i) or i != i.strip()), None)
-    if bad is not None:
-        return f"id {bad!r} is empty or holds a comma, quote, newline or outer space"
+    for text in ids:
+        problem = id_problem(text)
+        if problem:
+            return f"id {text!r} {problem}"
     return None
 
 
@@ -84,17 +85,19 @@ def row_id(fmt, line: bytes) -> bytes:
 
 
 def index_from_rows(fmt, body: bytes, image_shape: tuple[int, int]) -> ImageIndex:
-    """The ids a CSV names itself, in id order, all of `image_shape` (when no data gives them)."""
-    names = {row_id(fmt, line).decode("utf-8", "replace") for line in body.split(b"\n") if line}
-    stems = sort_stems(sorted(names))
+    """The ids a CSV names itself, in the order of their first rows (so a conversion keeps the
+    file's order), all of `image_shape` (when no data gives them)."""
+    names = dict.fromkeys(row_id(fmt, line).decode("utf-8", "replace") for line in body.split(b"\n") if line)
+    stems = [name for name in names if id_problem(name) is None]
     return ImageIndex(tuple(stems), np.tile(np.asarray(image_shape, np.int64), (len(stems), 1)))
 
 
 def has_text_ids(fmt, body: bytes) -> bool:
-    """Whether the first row's id is not a plain number (a CSV of image folder stems)."""
+    """Whether the first row's id is not a plain number written without leading zeros (a CSV of
+    image folder stems: `007` names the file 007.png, not image 7)."""
     first = body.split(b"\n", 1)[0]
     found = row_id(fmt, first)
-    return bool(first) and not found.isdigit()
+    return bool(first) and not (found.isdigit() and integer_ids([found.decode()]))
 
 
 def parse_text_ids(
@@ -121,13 +124,16 @@ def parse_text_ids(
         else:
             if found not in unknown:
                 shown = found[:40].decode("utf-8", "replace")
-                problems.add(number, f"id {shown!r} is not one of the {len(images.ids)} images expected")
+                unfit = id_problem(found.decode("utf-8", "replace"))
+                expected = f"is not one of the {len(images.ids)} images expected"
+                what = f"{unfit}; ids go into CSV rows" if unfit else expected
+                problems.add(number, f"id {shown!r} {what}")
                 unknown[found] = len(where) + len(unknown)
             position = unknown[found]
         rows.append(str(STAND_IN + position).encode() + line[len(found) :])
     stand_in_body = np.frombuffer(b"\n".join(rows) + b"\n" if rows else b"", np.uint8)
     uniform = images.uniform
-    shape = uniform or (1, int((images.sizes[:, 0] * images.sizes[:, 1]).max()))
+    shape = uniform or (1, int((images.sizes[:, 0] * images.sizes[:, 1]).max(initial=1)))
     found_problems = Problems(problems.limit)
     ids, labels = fmt.parse(stand_in_body, first_line, shape, n_classes, found_problems)
     _merge(problems, found_problems, images.ids, unknown)
@@ -147,7 +153,7 @@ def parse_text_ids(
 
 def _cut(labels, positions, images: ImageIndex, lines, first_line, fmt, problems) -> list[np.ndarray]:
     """Canvas rows (N, 1, P) back to each image's (H, W), reporting runs past an image's end."""
-    flat = labels.reshape(len(labels), -1)
+    flat = labels.reshape(len(labels), labels[0].size if len(labels) else 0)
     out = []
     for row, position in zip(flat, positions.tolist(), strict=True):
         height, width = (int(v) for v in images.sizes[position])
