@@ -1,34 +1,136 @@
-"""Where a run keeps its shards: `<cache>/runs/<key>/` ($ENS_CACHE, else .cache/ens), with `run.json`
-recording the settings behind the key. Removed after the CSV is assembled, unless kept."""
+"""The run directory: `<cache>/runs/<key>/` holding `run.json` (the settings behind the key), the
+shard files and `run.lock`, which the running process holds (an exclusive `flock`, its pid written
+inside) so two runs of the same settings never share the directory. It is removed after the CSV is
+assembled, unless kept, and after a failure that left no shard."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from ensemble.errors import EnsError
 from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import cache_root
+from ensemble.files.plainfile import not_plain, read_plain, remove_entry
+
+try:
+    import fcntl
+except ImportError:  # no flock on this platform: runs are not locked
+    fcntl = None
 
 _KEY_CHARS = 32
+LOCK_NAME = "run.lock"
+RECORD_NAME = "run.json"
+_HINT = "set ENS_CACHE to a writable folder"
 
 
 def run_dir(key: str, root: Path | None = None) -> Path:
-    """The folder of the run with this key."""
+    """The folder of the run with this key (its name, the key's first 32 hex digits, is the key
+    each shard is bound to)."""
     return Path(root if root is not None else cache_root() / "runs") / key[:_KEY_CHARS]
 
 
-def open_run_dir(directory: Path, fields: dict) -> Path:
-    """Create the folder and record its settings; a folder recorded under other settings (a
-    shortened-key clash) is emptied first."""
-    record = directory / "run.json"
+@dataclass
+class RunLock:
+    """The open, locked `run.lock` of a run directory; closing it releases the lock."""
+
+    fd: int | None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def lock_run_dir(directory: Path) -> RunLock:
+    """Create the run directory and lock it for this process; an EnsError naming the process that
+    holds it (a run of the same settings still running)."""
+    for _ in range(20):
+        _make_dir(directory)
+        if fcntl is None:
+            return RunLock(None)
+        fd = _open_lock(directory / LOCK_NAME)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise EnsError(
+                f"run directory {str(directory)!r} is in use by {holder}, a run with the same settings; "
+                "wait for it to finish (or stop it), then rerun to resume from its shards"
+            ) from None
+        if _still_there(fd, directory / LOCK_NAME):  # not removed by the run that held it
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return RunLock(fd)
+        os.close(fd)
+    raise EnsError(f"cannot lock run directory {str(directory)!r}: it keeps being removed; rerun")
+
+
+def _make_dir(directory: Path) -> None:
+    """The run directory as a real folder: a link or a file in its place is removed first."""
+    if os.path.islink(directory) or (os.path.lexists(directory) and not os.path.isdir(directory)):
+        remove_entry(directory)
+    ensure_dir(directory, _HINT)
+
+
+def _open_lock(path: Path) -> int:
+    if os.path.lexists(path) and not_plain(os.lstat(path)):
+        remove_entry(path)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise EnsError(f"cannot create {str(path)!r} ({exc.strerror or exc}); {_HINT}") from exc
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return f"process {text}" if text.isdigit() else "another process"
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    try:
+        now = os.lstat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def open_run_dir(directory: Path, fields: dict) -> list[str]:
+    """Record the run's settings in the (locked) folder; a folder recorded under other settings (a
+    shortened-key clash) or whose `run.json` is damaged is emptied first. Returns one warning per
+    damaged record."""
+    record = directory / RECORD_NAME
     text = json.dumps(fields, indent=2, sort_keys=True) + "\n"
-    if record.exists() and record.read_text(encoding="utf-8", errors="replace") != text:
-        remove_run_dir(directory)
-    ensure_dir(directory, "set ENS_CACHE to a writable folder")
-    if not record.exists():
+    problems = []
+    if os.path.lexists(record):
+        try:
+            current = read_plain(record, "run settings").decode("utf-8", errors="replace")
+        except EnsError as exc:
+            current = None
+            problems.append(f"{exc}; starting the run afresh")
+        if current != text:
+            clear_run_dir(directory)
+    if not os.path.lexists(record):
         write_text(record, text)
-    return directory
+    return problems
+
+
+def clear_run_dir(directory: Path) -> None:
+    """Remove everything in the run directory but its lock."""
+    with os.scandir(directory) as entries:
+        names = [entry.name for entry in entries if entry.name != LOCK_NAME]
+    for name in names:
+        remove_entry(directory / name)
+
+
+def has_shards(directory: Path) -> bool:
+    return any(Path(directory).glob("shard-*.npz"))
 
 
 def remove_run_dir(directory: Path) -> None:
