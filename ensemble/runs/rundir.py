@@ -1,7 +1,7 @@
 """The run directory: `<cache>/runs/<key>/` holding `run.json` (the settings behind the key), the
-shard files and `run.lock`, which the running process holds (an exclusive `flock`, its pid written
-inside) so two runs of the same settings never share the directory. It is removed after the CSV is
-assembled, unless kept, and after a failure that left no shard."""
+shard files and, while a run is open, `run.lock`, which the running process holds (an exclusive
+`flock`, its pid written inside) so two runs of the same settings never share the directory. It
+is removed after the CSV is assembled, unless kept, and after a failure that left no shard."""
 
 from __future__ import annotations
 
@@ -35,12 +35,21 @@ def run_dir(key: str, root: Path | None = None) -> Path:
 
 @dataclass
 class RunLock:
-    """The open, locked `run.lock` of a run directory; closing it releases the lock."""
+    """The open, locked `run.lock` of a run directory. Releasing removes the file, then closes it
+    (a process that opened the file meanwhile sees it is gone once it gets the lock, and retries)."""
 
     fd: int | None
+    path: Path | None = None
 
     def release(self) -> None:
-        if self.fd is not None:
+        if self.fd is None:
+            return
+        try:
+            if _still_there(self.fd, self.path):
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
             os.close(self.fd)
             self.fd = None
 
@@ -65,7 +74,7 @@ def lock_run_dir(directory: Path) -> RunLock:
         if _still_there(fd, directory / LOCK_NAME):  # not removed by the run that held it
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            return RunLock(fd)
+            return RunLock(fd, directory / LOCK_NAME)
         os.close(fd)
     raise EnsError(f"cannot lock run directory {str(directory)!r}: it keeps being removed; rerun")
 

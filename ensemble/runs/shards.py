@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,23 @@ from ensemble.files.plainfile import read_plain, remove_entry
 from ensemble.runs.plan import ShardPlan
 from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.io import SubmissionWriter
+
+# what numpy, zipfile and its decompressors raise on a damaged archive or npy header
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+    TypeError,
+    RuntimeError,
+    NotImplementedError,
+    MemoryError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+)
 
 
 @dataclass(frozen=True)
@@ -110,12 +130,15 @@ def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
             ids, rows = stored["ids"], stored["rows"].tobytes()
             digest = str(stored["sha256"])
             confusion = stored["confusion"] if "confusion" in stored.files else None
-    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as exc:
+    except _READ_ERRORS as exc:
         raise EnsError(f"{name} cannot be read ({_short(exc)})") from exc
     if ids.dtype.kind not in "iuU" or ids.ndim != 1:
         raise EnsError(f"{name} holds ids of shape {ids.shape} and type {ids.dtype}, not a list of ids")
     if confusion is not None and (confusion.dtype.kind not in "iu" or confusion.ndim != 2):
-        raise EnsError(f"{name} holds a confusion matrix of type {confusion.dtype}, not integer counts")
+        raise EnsError(
+            f"{name} holds a confusion matrix of shape {confusion.shape} and type {confusion.dtype}, "
+            "not a C x C matrix of integer counts"
+        )
     if digest != _digest(Path(run_dir).name, ids, rows, confusion):
         raise EnsError(
             f"{name} is corrupt or belongs to another run (its checksum does not match this run's key, "
