@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import assert_unchanged, ens, one_line_error, snapshot, write_npz
+from hypothesis import given
+from hypothesis import strategies as st
 from onnx_members import make_member
 from PIL import Image
 from test_folders import write_folder
+from test_fuzz import EDITS, FUZZ, _mutate
 
 SHARDS = 6  # 23 test images in shards of 4
 
@@ -319,3 +322,60 @@ def test_a_link_in_place_of_the_run_directory_is_replaced(tmp_path, store, npz):
     assert "resuming" not in result.output
     assert (tmp_path / "second.csv").read_bytes() == first.read_bytes()
     assert_unchanged(before, elsewhere)
+
+
+# ---- fuzzing the shard and run.json readers -----------------------------------------------------
+
+
+def _valid_shard(directory: Path) -> bytes:
+    from ensemble.runs.shards import shard_path, write_shard
+
+    write_shard(directory, 0, np.array(["a", "b"]), b"a_1,1 2\nb_1,\n", np.diag([40, 8, 0, 0, 0]))
+    return shard_path(directory, 0).read_bytes()
+
+
+@FUZZ
+@given(edits=EDITS, raw=st.one_of(st.none(), st.binary(max_size=300)))
+def test_shard_reader_gives_a_shard_or_ens_error(tmp_path_factory, edits, raw):
+    from ensemble.errors import EnsError
+    from ensemble.runs.plan import ShardPlan
+    from ensemble.runs.shards import RunShards, complete_shards, read_shard, shard_path
+
+    directory = tmp_path_factory.mktemp("fuzz") / "0123456789abcdef0123456789abcdef"
+    directory.mkdir()
+    valid = _valid_shard(directory)
+    shard_path(directory, 0).write_bytes(_mutate(valid, edits) if raw is None else raw)
+    expected = RunShards(ShardPlan(2, 2), np.array(["a", "b"]), 5, np.array([24, 24]))
+    try:
+        shard = read_shard(directory, 0, expected)
+        assert shard.ids.tolist() == ["a", "b"] and shard.confusion.sum() == 48
+    except EnsError as exc:
+        assert "\n" not in str(exc)
+    done, problems = complete_shards(directory, expected)
+    assert len(done) + len(problems) == 1
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(record=st.one_of(st.binary(max_size=200), JSON.map(lambda v: json.dumps(v).encode())))
+def test_run_record_reader_gives_a_run_directory(tmp_path_factory, record):
+    from ensemble.runs.rundir import lock_run_dir, open_run_dir
+
+    directory = tmp_path_factory.mktemp("fuzz") / "run"
+    lock = lock_run_dir(directory)
+    try:
+        _valid_shard(directory)
+        (directory / "run.json").write_bytes(record)
+        fields = {"members": ["x"], "shard_size": 4}
+        problems = open_run_dir(directory, fields)
+        assert all("\n" not in p for p in problems)
+        assert json.loads((directory / "run.json").read_text()) == fields
+        assert not (directory / "shard-000000.npz").exists()  # not this run's settings: emptied
+    finally:
+        lock.release()
