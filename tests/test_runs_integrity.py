@@ -379,3 +379,34 @@ def test_run_record_reader_gives_a_run_directory(tmp_path_factory, record):
         assert not (directory / "shard-000000.npz").exists()  # not this run's settings: emptied
     finally:
         lock.release()
+
+
+# ---- ens cache list|clean -------------------------------------------------------------------------
+
+
+def test_cache_list_and_clean_spare_a_run_in_progress(tmp_path, store, npz):
+    from ensemble.runs.rundir import lock_run_dir
+
+    kept, _ = first_run(tmp_path, npz, store)
+    orphan = cache() / ("0" * 32)
+    orphan.mkdir()
+    (orphan / "run.json").write_text("{}\n")
+    busy = cache() / ("f" * 32)
+    lock = lock_run_dir(busy)
+    try:
+        (busy / "shard-000000.npz").write_bytes(b"x")
+        listed = ens("cache", "list")
+        assert listed.exit_code == 0, listed.output
+        assert kept.name in listed.output and orphan.name in listed.output
+        assert f"in use by process {os.getpid()}" in listed.output
+        before = snapshot(busy)
+        cleaned = ens("cache", "clean")
+        assert cleaned.exit_code == 0, cleaned.output
+        assert "removed 2 run directories" in cleaned.output and "kept 1 in use" in cleaned.output
+        assert run_dirs() == [busy]
+        assert_unchanged(before, busy)
+    finally:
+        lock.release()
+    assert "removed 1 run directory" in ens("cache", "clean").output
+    assert run_dirs() == []
+    assert "no run directories" in ens("cache", "list").output

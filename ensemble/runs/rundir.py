@@ -96,6 +96,25 @@ def _open_lock(path: Path) -> int:
         raise EnsError(f"cannot create {str(path)!r} ({exc.strerror or exc}); {_HINT}") from exc
 
 
+def lock_holder(directory: Path) -> str | None:
+    """The process running in `directory` (it holds the lock), else None: probed with a shared
+    lock held for an instant, without creating the lock file."""
+    path = Path(directory) / LOCK_NAME
+    if fcntl is None or not os.path.lexists(path) or not_plain(os.lstat(path)):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return _holder(fd)
+    finally:
+        os.close(fd)
+    return None
+
+
 def _holder(fd: int) -> str:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return f"process {text}" if text.isdigit() else "another process"
