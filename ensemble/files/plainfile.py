@@ -5,10 +5,13 @@ opening, so a FIFO is never opened (reading one would block)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from ensemble.errors import EnsError
 
@@ -34,24 +37,35 @@ def not_plain(info: os.stat_result) -> str | None:
     return None
 
 
-def read_plain(path: str | os.PathLike, what: str = "file") -> bytes:
-    """The bytes of `path`; an EnsError naming it (as `what`) and saying why when it is missing,
-    unreadable or not a plain file of its own."""
+@contextlib.contextmanager
+def open_plain(path: str | os.PathLike, what: str = "file") -> Iterator[BinaryIO]:
+    """`path` opened for reading; an EnsError naming it (as `what`) and saying why when it is
+    missing, unreadable or not a plain file of its own."""
     path = Path(path)
     try:
         before = os.lstat(path)
         kind = not_plain(before)
         if kind is None:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-            with os.fdopen(fd, "rb") as handle:
-                after = os.fstat(handle.fileno())
-                if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
-                    kind = "replaced while being read"
-                else:
-                    return handle.read()
+            flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            handle = os.fdopen(os.open(path, flags), "rb")
     except OSError as exc:
         raise EnsError(f"{what} {str(path)!r} cannot be read ({exc.strerror or exc})") from exc
-    raise EnsError(f"{what} {str(path)!r} is {kind}, not a plain file")
+    if kind is not None:
+        raise EnsError(f"{what} {str(path)!r} is {kind}, not a plain file")
+    with handle:
+        after = os.fstat(handle.fileno())
+        if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+            raise EnsError(f"{what} {str(path)!r} was replaced while being read")
+        yield handle
+
+
+def read_plain(path: str | os.PathLike, what: str = "file") -> bytes:
+    """The bytes of `path`, under `open_plain`'s checks."""
+    with open_plain(path, what) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise EnsError(f"{what} {str(path)!r} cannot be read ({exc.strerror or exc})") from exc
 
 
 def remove_entry(path: str | os.PathLike) -> None:

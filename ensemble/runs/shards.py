@@ -12,7 +12,6 @@ is reported and recomputed.
 from __future__ import annotations
 
 import hashlib
-import io
 import lzma
 import os
 import struct
@@ -26,7 +25,7 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
-from ensemble.files.plainfile import read_plain, remove_entry
+from ensemble.files.plainfile import open_plain, remove_entry
 from ensemble.runs.plan import ShardPlan
 from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.io import SubmissionWriter
@@ -124,9 +123,8 @@ def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
     and, on a labelled split, a confusion matrix that can be its own; EnsError naming what is wrong."""
     path = shard_path(run_dir, index)
     name = f"shard {str(path)!r}"
-    raw = read_plain(path, "shard")
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as stored:
+        with open_plain(path, "shard") as handle, np.load(handle, allow_pickle=False) as stored:
             ids, rows = stored["ids"], stored["rows"].tobytes()
             digest = str(stored["sha256"])
             confusion = stored["confusion"] if "confusion" in stored.files else None
