@@ -258,6 +258,33 @@ def test_a_second_run_of_the_same_settings_names_the_process_holding_the_run(tmp
     assert run_dirs() == []
 
 
+def test_a_run_started_while_another_runs_the_same_settings_is_refused(tmp_path, store, npz):
+    """The second run starts in the middle of the first (from its progress callback): it is refused
+    in one line, and the first still assembles its CSV from its own shards."""
+    from ensemble.data.datafile import open_data
+    from ensemble.inference.predict import PredictRequest
+    from ensemble.inference.predict import predict as predict_request
+    from ensemble.runs.resumable import RunOptions
+
+    second = []
+
+    def start_another(count):
+        if not second:
+            second.append(predict(npz, store, tmp_path / "second.csv"))
+
+    request = PredictRequest(
+        data=open_data(npz), members="a,b", store=store, out=tmp_path / "first.csv",
+        run=RunOptions(shard_size=4),
+    )  # fmt: skip
+    predict_request(request, on_batch=start_another)
+    one_line_error(second[0], "in use by process", str(os.getpid()))
+    assert not (tmp_path / "second.csv").exists()
+    alone = predict(npz, store, tmp_path / "alone.csv")
+    assert alone.exit_code == 0 and "resuming" not in alone.output
+    assert (tmp_path / "first.csv").read_bytes() == (tmp_path / "alone.csv").read_bytes()
+    assert run_dirs() == []
+
+
 def test_the_lock_is_held_while_the_run_is_open_and_released_after(tmp_path):
     from ensemble.errors import EnsError
     from ensemble.runs.rundir import lock_run_dir
