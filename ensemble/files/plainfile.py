@@ -59,15 +59,6 @@ def open_plain(path: str | os.PathLike, what: str = "file") -> Iterator[BinaryIO
         yield handle
 
 
-def read_plain(path: str | os.PathLike, what: str = "file") -> bytes:
-    """The bytes of `path`, under `open_plain`'s checks."""
-    with open_plain(path, what) as handle:
-        try:
-            return handle.read()
-        except OSError as exc:
-            raise EnsError(f"{what} {str(path)!r} cannot be read ({exc.strerror or exc})") from exc
-
-
 def remove_entry(path: str | os.PathLike) -> None:
     """Remove whatever stands at `path` (a file, a link, a FIFO, a folder); nothing when absent."""
     if os.path.isdir(path) and not os.path.islink(path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from ensemble.errors import EnsError
 from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import cache_root
-from ensemble.files.plainfile import not_plain, read_plain, remove_entry
+from ensemble.files.plainfile import not_plain, open_plain, remove_entry
 
 try:
     import fcntl
@@ -138,7 +138,7 @@ def open_run_dir(directory: Path, fields: dict) -> list[str]:
     problems = []
     if os.path.lexists(record):
         try:
-            current = read_plain(record, "run settings").decode("utf-8", errors="replace")
+            current = _read_record(record, len(text.encode()) + 1)
         except EnsError as exc:
             current = None
             problems.append(f"{exc}; starting the run afresh")
@@ -147,6 +147,15 @@ def open_run_dir(directory: Path, fields: dict) -> list[str]:
     if not os.path.lexists(record):
         write_text(record, text)
     return problems
+
+
+def _read_record(record: Path, at_most: int) -> str:
+    """`run.json`'s text, read only as far as the settings it should hold (a huge file is not read)."""
+    with open_plain(record, "run settings") as handle:
+        try:
+            return handle.read(at_most).decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise EnsError(f"run settings {str(record)!r} cannot be read ({exc.strerror or exc})") from exc
 
 
 def clear_run_dir(directory: Path) -> None:
