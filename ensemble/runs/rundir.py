@@ -69,7 +69,7 @@ def lock_run_dir(directory: Path) -> RunLock:
             os.close(fd)
             raise EnsError(
                 f"run directory {str(directory)!r} is in use by {holder}, a run with the same settings; "
-                "wait for it to finish (or stop it), then rerun to resume from its shards"
+                "wait for it to finish (or stop it), then rerun"
             ) from None
         if _still_there(fd, directory / LOCK_NAME):  # not removed by the run that held it
             os.ftruncate(fd, 0)
