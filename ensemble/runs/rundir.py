@@ -64,13 +64,15 @@ def lock_run_dir(directory: Path) -> RunLock:
         fd = _open_lock(directory / LOCK_NAME)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
             raise EnsError(
                 f"run directory {str(directory)!r} is in use by {holder}, a run with the same settings; "
                 "wait for it to finish (or stop it), then rerun"
             ) from None
+        except OSError:  # a file system without flock (some network mounts): the run goes unlocked
+            pass
         if _still_there(fd, directory / LOCK_NAME):  # not removed by the run that held it
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
@@ -108,8 +110,10 @@ def lock_holder(directory: Path) -> str | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         return _holder(fd)
+    except OSError:
+        return None
     finally:
         os.close(fd)
     return None
