@@ -57,7 +57,7 @@ def driver_cost(labels: np.ndarray, fmt: str, shard_size: int) -> dict:
     from ensemble.runs.assemble import assemble
     from ensemble.runs.plan import ShardPlan
     from ensemble.runs.resumable import encoder
-    from ensemble.runs.shards import ShardWriter
+    from ensemble.runs.shards import RunShards, ShardWriter
 
     ids = np.arange(len(labels))
     shape = labels.shape[1:]
@@ -73,7 +73,7 @@ def driver_cost(labels: np.ndarray, fmt: str, shard_size: int) -> dict:
         shards = time.perf_counter() - start
         start = time.perf_counter()
         header = encoder(source, fmt, 5, _rle()).header()
-        assemble(folder / "out.csv", header, folder, plan, ids, False)
+        assemble(folder / "out.csv", header, folder, RunShards(plan, ids))
         assembly = time.perf_counter() - start
         size = (folder / "out.csv").stat().st_size
     return {

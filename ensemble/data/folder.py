@@ -22,6 +22,7 @@ import numpy as np
 from ensemble.data.imagefiles import SUFFIXES, ImageHeader, read_header, read_image, read_mask
 from ensemble.data.sizes import SizeGroup, size_groups
 from ensemble.errors import EnsError
+from ensemble.files.hashing import file_sha256
 from ensemble.machine import usable_cores
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -70,6 +71,12 @@ class FolderData:
         """The stems (image ids) at `positions`, all by default."""
         stems = np.array(self.stems, dtype=str)
         return stems if positions is None else stems[np.asarray(positions, np.int64)]
+
+    def content_sha256(self) -> str:
+        """sha256 of every image's and mask's name and content: unlike `sha256` (the listing), it
+        changes when a file is edited in place with its size and modification time kept. Reads
+        every file once, so it is what a resumed run keys on, not what every command computes."""
+        return content_fingerprint([*self.image_files, *(self.mask_files or ())])
 
     def input_paths(self) -> dict[str, Path]:
         """The folders a run reads, for the overwrite guard (which covers every file in them)."""
@@ -203,6 +210,15 @@ def fingerprint(files: Sequence[Path]) -> str:
     for path in files:
         stat = path.stat()
         digest.update(f"{path.parent.name}/{path.name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def content_fingerprint(files: Sequence[Path]) -> str:
+    """sha256 of each file's name and content hash, in order (the files hashed by a few threads)."""
+    digest = hashlib.sha256()
+    with ThreadPoolExecutor(_readers()) as pool:
+        for path, sha in zip(files, pool.map(file_sha256, files), strict=True):
+            digest.update(f"{path.parent.name}/{path.name}\t{sha}\n".encode())
     return digest.hexdigest()
 
 

@@ -187,29 +187,29 @@ def predict(
                 "--resume or --engine ray; drop --save-probs (or predict its probabilities separately)"
             )
         return _predict_whole(request, out, ensemble, source, spec_path, spec, on_start, on_batch)
-    state = open_run(ensemble, source, request.fmt, request.rle, spec_path, request.run, on_note)
-    if on_start:
-        on_start(ensemble, source)
-    if on_batch and state.done:
-        on_batch(state.plan.count(state.done))
-    try:
-        result = _compute(state, request, ensemble, source, on_batch)
-    except BaseException:
-        if on_note and state.n_complete:
-            on_note(
-                f"{state.n_complete} of {state.plan.n_shards} shards are complete in "
-                f"{str(state.directory)!r}; rerun the same command to resume"
-            )
-        raise
-    with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
-        header = encoder(source, request.fmt, ensemble.n_classes, request.rle).header()
-        confusion = assemble(csv_tmp, header, state.directory, state.plan, state.ids, state.labelled)
-        result = replace(result, confusion=confusion)
-        manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
-        manifest["run"] = {**state.describe(), "engine": request.run.engine}
-        manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
-    if not request.run.keep:
-        remove_run_dir(state.directory)
+    with open_run(ensemble, source, request.fmt, request.rle, spec_path, request.run, on_note) as state:
+        if on_start:
+            on_start(ensemble, source)
+        if on_batch and state.done:
+            on_batch(state.plan.count(state.done))
+        try:
+            result = _compute(state, request, ensemble, source, on_batch)
+        except BaseException:
+            if on_note and state.n_complete:
+                on_note(
+                    f"{state.n_complete} of {state.plan.n_shards} shards are complete in "
+                    f"{str(state.directory)!r}; rerun the same command to resume"
+                )
+            raise
+        with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
+            header = encoder(source, request.fmt, ensemble.n_classes, request.rle).header()
+            confusion = assemble(csv_tmp, header, state.directory, state.expected)
+            result = replace(result, confusion=confusion)
+            manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
+            manifest["run"] = {**state.describe(), "engine": request.run.engine}
+            manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
+        if not request.run.keep:
+            remove_run_dir(state.directory)
     return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path, len(state.done))
 
 

@@ -8,22 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.runs.plan import ShardPlan
-from ensemble.runs.shards import read_shard
+from ensemble.runs.shards import RunShards, read_shard
 
 
-def assemble(
-    target: Path, header: bytes, run_dir: Path, plan: ShardPlan, ids: np.ndarray, labelled: bool
-) -> np.ndarray | None:
+def assemble(target: Path, header: bytes, run_dir: Path, expected: RunShards) -> np.ndarray | None:
     """Write the CSV to `target` (a temp file committed by the caller); return the summed
     confusion matrix of a labelled split, else None."""
     total = None
     with open(target, "wb") as handle:
         handle.write(header)
-        for index in range(plan.n_shards):
-            start, stop = plan.bounds(index)
+        for index in range(expected.plan.n_shards):
             try:
-                shard = read_shard(run_dir, index, ids[start:stop], labelled)
+                shard = read_shard(run_dir, index, expected)
             except EnsError as exc:
                 raise EnsError(f"{exc}; rerun the same command to recompute it") from exc
             handle.write(shard.rows)

@@ -59,3 +59,9 @@ def source_order(source: Source) -> np.ndarray:
 def ordered_ids(source: Source) -> np.ndarray:
     """The ids of `source` in source order: the ids of shard k are `ordered_ids(source)[start:stop]`."""
     return source.ids()[source_order(source)]
+
+
+def ordered_pixels(source: Source) -> np.ndarray:
+    """Each image's pixel count (height x width), in source order: what a shard's confusion counts."""
+    parts = [np.full(len(g.positions), g.shape[0] * g.shape[1], np.int64) for g in source.groups]
+    return np.concatenate(parts) if parts else np.empty(0, np.int64)

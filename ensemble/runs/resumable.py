@@ -12,10 +12,18 @@ import numpy as np
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError
 from ensemble.inference.pipeline import Ensemble, PredictResult, run
-from ensemble.runs.plan import DEFAULT_SHARD_SIZE, ShardPlan, ordered_ids
-from ensemble.runs.rundir import open_run_dir, remove_run_dir, run_dir
+from ensemble.runs.plan import DEFAULT_SHARD_SIZE, ShardPlan, ordered_ids, ordered_pixels
+from ensemble.runs.rundir import (
+    RunLock,
+    clear_run_dir,
+    has_shards,
+    lock_run_dir,
+    open_run_dir,
+    remove_run_dir,
+    run_dir,
+)
 from ensemble.runs.runkey import key_fields, run_key
-from ensemble.runs.shards import ShardWriter, complete_shards
+from ensemble.runs.shards import RunShards, ShardWriter, complete_shards
 from ensemble.runs.view import ShardView
 from ensemble.submission.convention import RleConvention
 from ensemble.submission.io import SubmissionWriter
@@ -57,7 +65,9 @@ class RunOptions:
 
 @dataclass
 class ShardedRun:
-    """A run's directory, plan and progress: which shards were found complete, which are left."""
+    """A run's directory (locked while it is open), plan and progress: which shards were found
+    complete, which are left. Used as a context manager: leaving it releases the lock, and after a
+    failure removes the directory when no shard was kept."""
 
     directory: Path
     plan: ShardPlan
@@ -66,7 +76,22 @@ class ShardedRun:
     key: str
     done: list[int]
     todo: list[int]
+    expected: RunShards
+    lock: RunLock
     written: list[int] = field(default_factory=list)
+
+    def __enter__(self) -> ShardedRun:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.close(failed=exc_type is not None)
+
+    def close(self, failed: bool) -> None:
+        try:
+            if failed and not has_shards(self.directory):
+                remove_run_dir(self.directory)
+        finally:
+            self.lock.release()
 
     @property
     def n_complete(self) -> int:
@@ -91,30 +116,40 @@ def open_run(
     options: RunOptions,
     on_note: Callable[[str], None] | None = None,
 ) -> ShardedRun:
-    """Find the run directory of these settings and check the shards already in it."""
+    """Find and lock the run directory of these settings and check the shards already in it; the
+    caller closes the returned run (`with`) to release the lock."""
     note = on_note or (lambda line: None)
     plan = ShardPlan(source.n_images, options.shard_size)
     ids = ordered_ids(source)
     fields = key_fields(ensemble, source, ids, plan, fmt, rle, ensemble_file)
     key = run_key(fields)
     directory = run_dir(key, options.root)
-    if options.fresh:
-        remove_run_dir(directory)
-    open_run_dir(directory, fields)
     labelled = source.split == "val"
-    done, problems = complete_shards(directory, plan, ids, labelled)
-    for problem in problems:
-        note(f"warning: {problem}")
-    if options.resume and not done:
-        raise EnsError(
-            f"--resume found no complete shard in {str(directory)!r}: no earlier run had these settings "
-            "(members, ensemble file, data, split, TTA, weights, cleanup, format, --shard-size), or it "
-            "finished; drop --resume to start"
-        )
-    todo = [k for k in range(plan.n_shards) if k not in set(done)]
+    expected = RunShards(
+        plan, ids, ensemble.n_classes if labelled else None, ordered_pixels(source) if labelled else None
+    )
+    state = ShardedRun(directory, plan, ids, labelled, key, [], [], expected, lock_run_dir(directory))
+    try:
+        if options.fresh:
+            clear_run_dir(directory)
+        problems = open_run_dir(directory, fields)
+        done, damaged = complete_shards(directory, expected)
+        for problem in problems + damaged:
+            note(f"warning: {problem}")
+        if options.resume and not done:
+            raise EnsError(
+                f"--resume found no complete shard in {str(directory)!r}: no earlier run had these "
+                "settings (members, ensemble file, data, split, TTA, weights, cleanup, format, "
+                "--shard-size), or it finished; drop --resume to start"
+            )
+    except BaseException:
+        state.close(failed=True)
+        raise
+    state.done = done
+    state.todo = [k for k in range(plan.n_shards) if k not in set(done)]
     if done:
         note(f"resuming: {len(done)} of {plan.n_shards} shards done ({str(directory)})")
-    return ShardedRun(directory, plan, ids, labelled, key, done, todo)
+    return state
 
 
 def encoder(source: Source, fmt: str, n_classes: int, rle: RleConvention) -> SubmissionWriter:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data.sources import Source
+from ensemble.data.sources import FolderSource, Source
 from ensemble.files.hashing import file_sha256
 from ensemble.inference.pipeline import Ensemble
 from ensemble.runs.plan import ShardPlan
@@ -35,7 +35,7 @@ def key_fields(
         "members": [m.sha256 for m in ensemble.members],
         "runtimes": [choice.kind for choice in ensemble.choices],  # other runtimes differ by ~1e-6
         "ensemble_file": None if ensemble_file is None else file_sha256(ensemble_file),
-        "data": source.data.sha256,
+        "data": _data_sha256(source),
         "split": source.split,
         "ids": hashlib.sha256("\n".join(str(i) for i in ids.tolist()).encode()).hexdigest(),
         "tta": options.tta,
@@ -49,6 +49,14 @@ def key_fields(
         "rle": rle.to_json() if fmt == "rle" else None,
         "shard_size": plan.size,
     }
+
+
+def _data_sha256(source: Source) -> str:
+    """The data's content hash: the npz file's sha256, or every image and mask file's content (an
+    image folder's own `sha256` covers names, sizes and modification times only)."""
+    if isinstance(source, FolderSource):
+        return source.data.content_sha256()
+    return source.data.sha256
 
 
 def run_key(fields: dict) -> str:

@@ -2,15 +2,21 @@
 read back only when they still match what the run expects.
 
 A shard is `shard-000007.npz` in the run directory: `ids`, `rows` (the CSV rows as bytes),
-`sha256` (of ids and rows together) and, for a labelled split, `confusion`. A missing shard is
-simply to do; a truncated, corrupt or foreign one is reported and recomputed.
+for a labelled split `confusion`, and `sha256`, a hash of the run key with all of them, so a shard
+edited (even with a recomputed checksum), copied or linked from another run does not match. The
+run key is the run directory's name (`rundir.run_dir`). A missing shard is simply to do; a
+truncated, corrupt, foreign or linked one, or one whose confusion matrix cannot be this shard's,
+is reported and recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +25,27 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
+from ensemble.files.plainfile import open_plain, remove_entry
 from ensemble.runs.plan import ShardPlan
 from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.io import SubmissionWriter
+
+# what numpy, zipfile and its decompressors raise on a damaged archive or npy header
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+    TypeError,
+    RuntimeError,
+    NotImplementedError,
+    MemoryError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+)
 
 
 @dataclass(frozen=True)
@@ -34,15 +58,46 @@ class Shard:
     confusion: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class RunShards:
+    """What a run expects of its shards: the ids of each (`plan` over `ids`, in source order) and,
+    on a labelled split, a `n_classes` x `n_classes` confusion matrix counting every pixel of the
+    shard's images (`pixels`: each image's pixel count, in source order)."""
+
+    plan: ShardPlan
+    ids: np.ndarray
+    n_classes: int | None = None
+    pixels: np.ndarray | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.n_classes is not None
+
+    def ids_of(self, index: int) -> np.ndarray:
+        start, stop = self.plan.bounds(index)
+        return self.ids[start:stop]
+
+    def pixels_of(self, index: int) -> int:
+        start, stop = self.plan.bounds(index)
+        return int(self.pixels[start:stop].sum()) if self.pixels is not None else 0
+
+
 def shard_path(run_dir: Path, index: int) -> Path:
     return Path(run_dir) / f"shard-{index:06d}.npz"
 
 
-def _digest(ids: np.ndarray, rows: bytes) -> str:
+def _digest(key: str, ids: np.ndarray, rows: bytes, confusion: np.ndarray | None) -> str:
+    """sha256 of the run key, the ids, the rows and the confusion matrix, each with its length."""
     digest = hashlib.sha256()
-    digest.update("\n".join(str(i) for i in ids.tolist()).encode())
-    digest.update(b"\0")
-    digest.update(rows)
+    parts = [
+        f"ens shard\0{key}".encode(),
+        "\n".join(str(i) for i in ids.tolist()).encode(),
+        rows,
+        b"" if confusion is None else f"{confusion.shape}".encode() + confusion.astype("<i8").tobytes(),
+    ]
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
     return digest.hexdigest()
 
 
@@ -50,51 +105,84 @@ def write_shard(
     run_dir: Path, index: int, ids: np.ndarray, rows: bytes, confusion: np.ndarray | None
 ) -> None:
     """Commit one shard atomically: a stop signal mid-write leaves no file."""
+    ids = np.asarray(ids)
+    confusion = None if confusion is None else np.asarray(confusion, np.int64)
     arrays = {
-        "ids": np.asarray(ids),
+        "ids": ids,
         "rows": np.frombuffer(rows, np.uint8),
-        "sha256": np.array(_digest(np.asarray(ids), rows)),
+        "sha256": np.array(_digest(Path(run_dir).name, ids, rows, confusion)),
     }
     if confusion is not None:
-        arrays["confusion"] = np.asarray(confusion, np.int64)
+        arrays["confusion"] = confusion
     with atomic_write(shard_path(run_dir, index)) as handle:
         np.savez(handle, **arrays)
 
 
-def read_shard(run_dir: Path, index: int, expected_ids: np.ndarray, labelled: bool) -> Shard:
-    """Shard `index` if it holds exactly `expected_ids` with intact rows; EnsError naming what is wrong."""
+def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
+    """Shard `index` if it is a plain file of this run holding exactly its images, with intact rows
+    and, on a labelled split, a confusion matrix that can be its own; EnsError naming what is wrong."""
     path = shard_path(run_dir, index)
+    name = f"shard {str(path)!r}"
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        with open_plain(path, "shard") as handle, np.load(handle, allow_pickle=False) as stored:
             ids, rows = stored["ids"], stored["rows"].tobytes()
             digest = str(stored["sha256"])
             confusion = stored["confusion"] if "confusion" in stored.files else None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise EnsError(f"shard {str(path)!r} cannot be read ({exc})") from exc
-    if digest != _digest(ids, rows):
-        raise EnsError(f"shard {str(path)!r} is corrupt (its checksum does not match its rows)")
-    if ids.shape != expected_ids.shape or ids.tolist() != expected_ids.tolist():
-        raise EnsError(f"shard {str(path)!r} holds other images than this run's shard {index}")
-    if labelled != (confusion is not None):
-        raise EnsError(f"shard {str(path)!r} was written for another split")
+    except _READ_ERRORS as exc:
+        raise EnsError(f"{name} cannot be read ({_short(exc)})") from exc
+    if ids.dtype.kind not in "iuU" or ids.ndim != 1:
+        raise EnsError(f"{name} holds ids of shape {ids.shape} and type {ids.dtype}, not a list of ids")
+    if confusion is not None and (confusion.dtype.kind not in "iu" or confusion.ndim != 2):
+        raise EnsError(
+            f"{name} holds a confusion matrix of shape {confusion.shape} and type {confusion.dtype}, "
+            "not a C x C matrix of integer counts"
+        )
+    if digest != _digest(Path(run_dir).name, ids, rows, confusion):
+        raise EnsError(
+            f"{name} is corrupt or belongs to another run (its checksum does not match this run's key, "
+            "its ids, rows and confusion matrix)"
+        )
+    want = expected.ids_of(index)
+    if ids.shape != want.shape or ids.tolist() != want.tolist():
+        raise EnsError(f"{name} holds other images than this run's shard {index}")
+    if expected.labelled != (confusion is not None):
+        raise EnsError(f"{name} was written for another split")
+    if confusion is not None:
+        _check_confusion(name, confusion, expected.n_classes, expected.pixels_of(index))
     return Shard(index, ids, rows, confusion)
 
 
-def complete_shards(
-    run_dir: Path, plan: ShardPlan, ids: np.ndarray, labelled: bool
-) -> tuple[list[int], list[str]]:
-    """(indices of the intact shards, one warning per damaged shard); damaged ones are deleted so
+def _check_confusion(name: str, confusion: np.ndarray, n_classes: int, pixels: int) -> None:
+    """A shard's confusion matrix is C x C, counts >= 0, and counts every pixel of its images once."""
+    if confusion.shape != (n_classes, n_classes):
+        raise EnsError(
+            f"{name} holds a {confusion.shape[0]}x{confusion.shape[1]} confusion matrix but this run "
+            f"has {n_classes} classes"
+        )
+    if (confusion < 0).any():
+        raise EnsError(f"{name} holds a negative count in its confusion matrix")
+    counted = sum(int(count) for count in confusion.ravel().tolist())
+    if counted != pixels:
+        raise EnsError(f"{name}'s confusion matrix counts {counted} pixels but its images hold {pixels}")
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def complete_shards(run_dir: Path, expected: RunShards) -> tuple[list[int], list[str]]:
+    """(indices of the intact shards, one warning per damaged shard); damaged ones are removed so
     they are recomputed."""
     done, problems = [], []
-    for index in range(plan.n_shards):
-        if not shard_path(run_dir, index).exists():
+    for index in range(expected.plan.n_shards):
+        path = shard_path(run_dir, index)
+        if not os.path.lexists(path):
             continue
-        start, stop = plan.bounds(index)
         try:
-            read_shard(run_dir, index, ids[start:stop], labelled)
+            read_shard(run_dir, index, expected)
         except EnsError as exc:
             problems.append(f"{exc}; recomputing it")
-            os.unlink(shard_path(run_dir, index))
+            remove_entry(path)
             continue
         done.append(index)
     return done, problems
