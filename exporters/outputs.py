@@ -80,7 +80,8 @@ def choose_output(
         )
     if requested is not None:
         kept = _requested(outputs, requested, channels_last)
-        return OutputChoice(kept.key, kept.label, f"kept output {kept.label}, chosen by --output", len(outputs))
+        note = f"kept output {kept.label}, chosen by --output"
+        return OutputChoice(kept.key, kept.label, note, len(outputs))
     if len(outputs) == 1:
         only = outputs[0]
         return OutputChoice(only.key, only.label if only.name is not None else "")
@@ -191,8 +192,8 @@ def _listing(outputs: list[_Output], channels_last: bool) -> str:
 
 
 def _kept(kept: _Output, count: int) -> str:
-    """"kept output 'main' (the second of 2)" for a named output, "kept the second of 2 outputs
-    (index 1)" for a tuple item."""
+    """The note for a kept output: by name ("kept output 'main' (the second of 2)"), or by index for
+    a tuple item ("kept the second of 2 outputs (index 1)")."""
     place = ORDINALS[kept.position] if kept.position < len(ORDINALS) else f"#{kept.position + 1}"
     if kept.name is not None:
         return f"kept output {kept.label} (the {place} of {count})"

@@ -25,10 +25,10 @@ from ensemble.members.session import build_session
 from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
+from exporters.outputs import choose_output, take_output
 from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
-from exporters.outputs import choose_output, take_output
 from exporters.source import LoadedSource, check_source_output
 from exporters.trust import check_trust
 from exporters.verify import check_graph, parity_error, probe_size
