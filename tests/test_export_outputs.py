@@ -12,6 +12,7 @@ keras = pytest.importorskip("keras")
 
 from conftest import ens, one_line_error
 from export_checks import assert_contract, images_npz, metadata, run_member, sample_pixels, softmax
+from test_export_keras_tf import LAYERS_SEPARATE_IMPORTS, run_on_tensorflow, tensorflow  # noqa: F401
 from tiny_nets import keras_net, trained_like
 from torch import nn
 
@@ -109,6 +110,42 @@ def test_output_option_on_a_single_output_model(tmp_path, data):
     one_line_error(
         export(tmp_path / "one.keras", "one", data, tmp_path, "--output", " "), "--output is empty"
     )
+
+
+TF_TWO_HEADS = """
+import runpy, sys
+import numpy as np
+import keras
+
+layers = runpy.run_path(sys.argv[1])
+keras.utils.set_random_seed(0)
+inputs = keras.Input((None, None, 1))
+x = keras.layers.Rescaling(1 / 255.0)(inputs)
+low = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(layers["TfResize"](0.5)(x))
+aux = keras.layers.Conv2D(5, 1, activation="softmax", name="aux")(layers["TfChannelGate"]()(low))
+main = keras.layers.Conv2D(5, 1, activation="softmax", name="main")(layers["TfResize"](2.0)(low))
+model = keras.Model(inputs, [aux, main])
+model.save(sys.argv[2])
+pixels = np.load(sys.argv[3])["test_set"][:8, :, :, None].astype("float32")
+np.save(sys.argv[2] + ".main.npy", keras.ops.convert_to_numpy(model(pixels, training=False)[1]))
+"""
+
+
+def test_tensorflow_worker_honours_output(tensorflow, tmp_path, data):  # noqa: F811
+    """A deep-supervision model whose tf.* layers run only on TensorFlow: the worker reports the
+    output layers' names, so --output names them there as on torch."""
+    (tmp_path / "layers.py").write_text(LAYERS_SEPARATE_IMPORTS)
+    source = tmp_path / "tf_heads.keras"
+    run_on_tensorflow(TF_TWO_HEADS, str(tmp_path / "layers.py"), str(source), str(data))
+    common = ["--custom-objects", tmp_path / "layers.py", "--trust"]
+    store = tmp_path / "models"
+    result = export(source, "tf_heads", data, store, *common, "--output", "main")
+    assert result.exit_code == 0, result.output
+    assert "exported on the TensorFlow backend in a subprocess" in result.output
+    assert "kept output 'main', chosen by --output" in result.output
+    pixels = sample_pixels(data)
+    expected = np.load(f"{source}.main.npy").transpose(0, 3, 1, 2)
+    check_member(store / "tf_heads.onnx", pixels, expected, dynamic_hw=True)
 
 
 # --- Keras: U-Net 3+ with deep supervision, trained with custom losses and metrics --------------------
