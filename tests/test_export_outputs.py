@@ -13,7 +13,7 @@ keras = pytest.importorskip("keras")
 from conftest import ens, one_line_error
 from export_checks import assert_contract, images_npz, metadata, run_member, sample_pixels, softmax
 from test_export_keras_tf import LAYERS_SEPARATE_IMPORTS, run_on_tensorflow, tensorflow  # noqa: F401
-from tiny_nets import keras_net, trained_like
+from tiny_nets import TinyNet, keras_net, trained_like
 from torch import nn
 
 from ensemble.submission.io import read_submission
@@ -377,6 +377,33 @@ def test_torch_full_size_aux_head_needs_output(tmp_path, data):
     assert "kept output [1], chosen by --output" in result.output
     pixels = sample_pixels(data)
     check_member(store / "ds_torch.onnx", pixels, torch_main(net, pixels), dynamic_hw=True)
+
+
+def test_torch_dict_output_chosen_by_key(tmp_path, data):
+    """torchvision-style {'aux', 'out'} keeps 'out' by default; --output aux takes the other entry."""
+    net = trained_like(TinyNet(out="dict"))
+    torch.save(net.state_dict(), tmp_path / "dict.pt")
+    factory = [
+        "--factory",
+        "tiny_nets:TinyNet",
+        "--factory-kwargs",
+        '{"out": "dict"}',
+        "--input-range",
+        "0-1",
+    ]
+    result = export(tmp_path / "dict.pt", "aux", data, tmp_path, *factory, "--output", "aux")
+    assert result.exit_code == 0, result.output
+    assert "kept output 'aux', chosen by --output" in result.output
+    pixels = sample_pixels(data)
+    with torch.no_grad():
+        expected = softmax(net(torch.from_numpy(pixels / np.float32(255)))["aux"].numpy())
+    check_member(tmp_path / "aux.onnx", pixels, expected, dynamic_hw=True)
+    assert metadata(tmp_path / "aux.onnx")["ens.source_output"] == "'aux' of 2"
+    one_line_error(
+        export(tmp_path / "dict.pt", "x", data, tmp_path, *factory, "--output", "1"),
+        "--output '1' is not one of the model's 2 outputs ['aux' (8, 5, 32, 64), 'out' (8, 5, 32, 64)]",
+        "pass 'aux', 'out'",
+    )
 
 
 # --- the choice itself, on plain arrays ----------------------------------------------------------------
