@@ -45,6 +45,7 @@ class _Output:
     position: int
     name: str | None  # dict key or Keras output name; None for a tuple item
     shape: tuple[int, ...] | None  # None: not an array (a nested list, None, ...)
+    floating: bool = True
 
     @property
     def label(self) -> str:
@@ -86,7 +87,7 @@ def choose_output(
         only = outputs[0]
         return OutputChoice(only.key, only.label if only.name is not None else "")
     classes = _class_counts(outputs, channels_last)
-    at_size = [o for o in outputs if _score_map_at(o.shape, channels_last, n, hw)]
+    at_size = [o for o in outputs if o.floating and _score_map_at(o.shape, channels_last, n, hw)]
     common = Counter(classes.values()).most_common(2)
     if len(at_size) > 1 and (len(common) == 1 or common[0][1] > common[1][1]):
         at_size = [o for o in at_size if classes[o.label] == common[0][0]] or at_size
@@ -97,8 +98,7 @@ def choose_output(
     pool = at_size or outputs
     conventional = next((o for name in CONVENTIONAL for o in pool if o.name == name), None)
     if conventional is not None:
-        names = [o.name for o in outputs]
-        note = f"kept output {conventional.label} of outputs {names}"
+        note = f"kept output {conventional.label} of outputs {[o.name for o in outputs]}"
         return OutputChoice(conventional.key, conventional.label, note, len(outputs))
     raise _undecided(outputs, at_size, channels_last, hw)
 
@@ -124,15 +124,16 @@ def _outputs(raw: Any, names: Sequence[str]) -> list[_Output] | None:
         items = [(index, str(names[index]) if named else None) for index in range(len(raw))]
     else:
         return None
-    return [_Output(key, i, name, _shape(raw[key])) for i, (key, name) in enumerate(items)]
+    return [_Output(key, i, name, *_shape(raw[key])) for i, (key, name) in enumerate(items)]
 
 
-def _shape(value: Any) -> tuple[int, ...] | None:
+def _shape(value: Any) -> tuple[tuple[int, ...] | None, bool]:
+    """An output's shape (None unless it is a numeric array) and whether it holds floats."""
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):  # ragged nested lists
-        return None
-    return tuple(array.shape) if array.dtype.kind in "fiub" else None
+        return None, False
+    return (tuple(array.shape) if array.dtype.kind in "fiub" else None), array.dtype.kind == "f"
 
 
 def _class_counts(outputs: list[_Output], channels_last: bool) -> dict[str, int]:
@@ -169,7 +170,10 @@ def _requested(outputs: list[_Output], requested: str, channels_last: bool) -> _
     )
 
 
-def _undecided(outputs: list[_Output], at_size: list[_Output], channels_last: bool, hw) -> EnsError:
+def _undecided(
+    outputs: list[_Output], at_size: list[_Output], channels_last: bool, hw: tuple[int, int]
+) -> EnsError:
+    """The one-line refusal when no output, or several, could be the member's."""
     last = (at_size or outputs)[-1]
     example = last.name if last.name is not None else last.position
     if at_size:

@@ -423,6 +423,8 @@ def test_choice_rules():
     # torchvision's 'out' and transformers' 'logits' decide between full-size maps
     assert choose_output({"aux": main, "out": main}, **nchw).key == "out"
     assert choose_output({"logits": aux, "hidden_states": [aux, aux]}, **nchw).key == "logits"
+    # integer outputs (labels) are never the member's scores
+    assert choose_output([main, main.astype(np.int64)], **nchw).key == 0
     # a non-array entry is listed, not fatal
     with pytest.raises(Exception, match=r"'hidden' \(not an array\)"):
         choose_output({"a": main, "b": main, "hidden": [aux, main]}, **nchw)
