@@ -24,6 +24,7 @@ import numpy as np
 from ensemble.data.datafile import as_labels, as_pixels
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
+from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.fitting.fit import FitSettings, fit_ensemble
 from ensemble.fitting.job import build_spec
 from ensemble.inference.batchpool import ordered_batches
@@ -148,6 +149,7 @@ def fit(
     Returns the ensemble spec (and writes it to `out` when given) for `load_ensemble(ensemble_file=...)`.
     """
     found = load_members(members, store)
+    refuse_overwrite({"out=": out}, run_inputs(None, found))
     pixels = as_images(images)
     check_channels(found[0].channels, {1 if pixels.ndim == 3 else 3}, gray_to_rgb)
     truth = as_labels(np.asarray(masks), "masks", found[0].n_classes)

@@ -116,16 +116,12 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
 
 
 def _inputs(request: ExportRequest, data: Path | None) -> dict:
-    """Every file an export reads, by the option that names it."""
+    """Every file and folder an export reads, by the option that names it."""
     factory_file = request.factory.partition(":")[0] if request.factory else ""
     return {
         "the source model": request.source,
-        "--data": data
-        if data is None or not data.is_dir()
-        else sorted(p for p in data.iterdir() if p.is_file()),
-        "--masks": None
-        if request.masks is None
-        else sorted(p for p in request.masks.iterdir() if p.is_file()),
+        "--data": data,
+        "--masks": request.masks,
         "--custom-objects": request.custom_objects,
         "--factory": factory_file if factory_file.endswith(".py") else None,
     }

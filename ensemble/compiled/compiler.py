@@ -62,9 +62,8 @@ def compile_ensemble(
     merge = scaled_weights(np.asarray(stamp.weights, np.float64), np.asarray(stamp.class_gain))
     views = [view.name for view in get_views(options.tta)]
     model = build_graph(members, merge, views, allow_background)
-    stamp_model(model, stamp)
     try:
-        data = model.SerializeToString()
+        data = stamp_model(model, stamp)
     except ValueError as exc:
         raise EnsError(
             f"the compiled graph of {len(members)} members is too large for one ONNX file ({exc}); "

@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from ensemble.compiled.graph import INPUT, LABELS, SCORES
-from ensemble.compiled.stamp import graph_path, read_stamp, wanted_stamp
+from ensemble.compiled.stamp import graph_path, read_graph, read_stamp, wanted_stamp
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError
 from ensemble.files.hashing import file_sha256
@@ -81,8 +81,9 @@ class CompiledEnsemble(Ensemble):
             raise EnsError(
                 "CompiledEnsemble needs the path of its compiled graph; write one with `ens compile`"
             )
+        data, _ = read_graph(self.graph)  # the session runs the very bytes whose seal was checked
         self.session, self.report = open_session(
-            self.graph,
+            data,
             f"compiled graph {str(self.graph)!r}",
             "re-create it with `ens compile`",
             self.options.device,

@@ -2,12 +2,15 @@
 
 The stamp holds the sha256 of the ensemble file and of every member, and the settings baked into
 the graph (TTA, normalised weights, class gains, allow_background, input channels). A graph whose
-stamp differs from the run's in any of them is stale for that run and is not used.
+stamp differs from the run's in any of them is stale for that run and is not used. The file is
+sealed: its metadata also holds the sha256 of its own bytes (that value zeroed), checked before the
+graph is used, so a graph edited after `ens compile` (weights zeroed, outputs replaced) never runs.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -15,14 +18,18 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError
-from ensemble.files.hashing import file_sha256
+from ensemble.files.hashing import bytes_sha256, file_sha256
+from ensemble.files.jsonfile import JsonProblem, loads_object
 from ensemble.inference.fusion import gain_array, normalise_weights
 from ensemble.inference.options import PredictOptions
 from ensemble.members.member import Member
 
 FORMAT = "ens-compiled/1"
 METADATA_KEY = "ens.compiled"
+SEAL_KEY = "ens.compiled.sha256"
 FOLDER = "compiled"
+_BLANK = "0" * 64
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -89,41 +96,121 @@ def graph_path(ensemble_file: Path) -> Path:
     return ensemble_file.parent / FOLDER / f"{ensemble_file.stem}.onnx"
 
 
-def stamp_model(model: onnx.ModelProto, stamp: GraphStamp) -> None:
-    """Record `stamp` in the model's metadata_props."""
+def stamp_model(model: onnx.ModelProto, stamp: GraphStamp) -> bytes:
+    """Record `stamp` in the model's metadata_props and serialise it, sealed: SEAL_KEY holds the
+    sha256 of the bytes with that value zeroed, so any later change to the file is seen."""
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, stamp.to_json()
+    seal = model.metadata_props.add()
+    seal.key, seal.value = SEAL_KEY, _BLANK
+    data = model.SerializeToString()  # ValueError above 2 GiB
+    blank = _seal_entry(_BLANK)
+    if data.count(blank) != 1:
+        raise EnsError("cannot seal the compiled graph (its seal is not unique in it); use --graph pipeline")
+    at = data.index(blank)
+    digest = bytes_sha256(data)
+    return data[:at] + _seal_entry(digest) + data[at + len(blank) :]
+
+
+def read_graph(path: Path) -> tuple[bytes, GraphStamp]:
+    """The bytes and stamp of a compiled graph file whose seal matches its content; one-line errors
+    for a file that is not one, or that changed after `ens compile` wrote it."""
+    hint = "re-create it with `ens compile`"
+    try:
+        data = Path(path).read_bytes()
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError, OSError
+        reason = " ".join(str(exc).split())[:120]
+        raise EnsError(f"cannot read compiled graph {str(path)!r} ({reason}); {hint}") from exc
+    props = {p.key: p.value for p in model.metadata_props}
+    if SEAL_KEY not in props:
+        raise EnsError(
+            f"compiled graph {str(path)!r} records no sha256 of its content ({SEAL_KEY!r}); {hint}"
+        )
+    if not _sealed(data, props[SEAL_KEY]):
+        raise EnsError(
+            f"compiled graph {str(path)!r} changed after `ens compile` wrote it (its content does not "
+            f"match the sha256 in its {SEAL_KEY!r} metadata); {hint}"
+        )
+    try:
+        stamp = parse_stamp(props.get(METADATA_KEY, ""))
+    except JsonProblem as exc:
+        raise EnsError(
+            f"{str(path)!r} is not a compiled ensemble graph of this version ({METADATA_KEY!r} metadata: "
+            f"{exc}); {hint}"
+        ) from exc
+    return data, stamp
 
 
 def read_stamp(path: Path) -> GraphStamp:
-    """The stamp of a compiled graph file; one-line errors for a file that is not one."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf's DecodeError, OSError
-        raise EnsError(
-            f"cannot read compiled graph {str(path)!r} ({exc}); re-create it with `ens compile`"
-        ) from exc
-    props = {p.key: p.value for p in model.metadata_props}
-    try:
-        raw = json.loads(props[METADATA_KEY])
-        if raw.pop("format") != FORMAT:
-            raise ValueError("unknown format")
-        stamp = GraphStamp(**raw)
-    except (KeyError, ValueError, TypeError) as exc:
-        raise EnsError(
-            f"{str(path)!r} is not a compiled ensemble graph of this version (no valid {METADATA_KEY!r} "
-            "metadata); re-create it with `ens compile`"
-        ) from exc
+    """The stamp of a compiled graph file (checked against its seal; see `read_graph`)."""
+    return read_graph(path)[1]
+
+
+def _seal_entry(value: str) -> bytes:
+    return onnx.StringStringEntryProto(key=SEAL_KEY, value=value).SerializeToString()
+
+
+def _sealed(data: bytes, digest: str) -> bool:
+    """True when `digest` is the sha256 of `data` with its seal entry blanked."""
+    if not _HEX.fullmatch(digest):
+        return False
+    entry = _seal_entry(digest)
+    if data.count(entry) != 1:
+        return False
+    at, view = data.index(entry), memoryview(data)
+    return bytes_sha256(view[:at], _seal_entry(_BLANK), view[at + len(entry) :]) == digest
+
+
+def parse_stamp(text: str) -> GraphStamp:
+    """A stamp from its JSON text; JsonProblem naming the first field that is not what
+    `GraphStamp.to_json` writes."""
+    raw = loads_object(text)
+    if raw.get("format") != FORMAT:
+        raise JsonProblem(f"format {_clip(raw.get('format'))}, expected {FORMAT!r}")
+    names = {f.name for f in fields(GraphStamp)}
+    if set(raw) != names | {"format"}:
+        extra = sorted(set(raw) - names - {"format"}) or sorted(names - set(raw))
+        raise JsonProblem(f"field {extra[0]!r} is unexpected or missing")
+    checks = {
+        "ensemble_sha256": (lambda v: isinstance(v, str) and _HEX.fullmatch(v), "a sha256"),
+        "members": (lambda v: _list_of(v, lambda n: isinstance(n, str) and n), "a list of names"),
+        "member_sha256": (
+            lambda v: (
+                _list_of(v, lambda h: isinstance(h, str) and _HEX.fullmatch(h))
+                and len(v) == len(raw["members"])
+            ),
+            "one sha256 per member",
+        ),
+        "tta": (lambda v: isinstance(v, str), "a TTA name"),
+        "weights": (lambda v: _list_of(v, lambda row: _list_of(row, _is_number)), "lists of numbers"),
+        "class_gain": (lambda v: _list_of(v, _is_number), "a list of numbers"),
+        "allow_background": (lambda v: isinstance(v, bool), "true or false"),
+        "channels": (lambda v: type(v) is int and v > 0, "a positive integer"),
+    }
+    for name, (valid, expected) in checks.items():
+        if not valid(raw[name]):
+            raise JsonProblem(f"{name!r} is {_clip(raw[name])}, expected {expected}")
     return GraphStamp(
-        **{
-            f.name: _tuples(getattr(stamp, f.name))
-            if isinstance(getattr(stamp, f.name), list)
-            else getattr(stamp, f.name)
-            for f in fields(GraphStamp)
-        }
+        ensemble_sha256=raw["ensemble_sha256"],
+        members=tuple(raw["members"]),
+        member_sha256=tuple(raw["member_sha256"]),
+        tta=raw["tta"],
+        weights=tuple(tuple(float(w) for w in row) for row in raw["weights"]),
+        class_gain=tuple(float(g) for g in raw["class_gain"]),
+        allow_background=raw["allow_background"],
+        channels=raw["channels"],
     )
 
 
-def _tuples(value):
-    """JSON lists back to (nested) tuples, as the stamp holds them."""
-    return tuple(_tuples(v) if isinstance(v, list) else v for v in value)
+def _list_of(value, valid) -> bool:
+    return isinstance(value, list) and all(valid(item) for item in value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _clip(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -69,12 +69,12 @@ class FolderData:
         stems = np.array(self.stems, dtype=str)
         return stems if positions is None else stems[np.asarray(positions, np.int64)]
 
-    def input_paths(self) -> dict[str, list[Path]]:
-        """Every file a run reads, for the overwrite guard."""
-        files = {"--data": list(self.image_files)}
-        if self.mask_files is not None:
-            files["--masks"] = list(self.mask_files)
-        return files
+    def input_paths(self) -> dict[str, Path]:
+        """The folders a run reads, for the overwrite guard (which covers every file in them)."""
+        folders = {"--data": self.path}
+        if self.masks_path is not None:
+            folders["--masks"] = self.masks_path
+        return folders
 
     def iter_images(self, positions: Sequence[int], channels: int, batch_size: int) -> Iterator[np.ndarray]:
         """uint8 batches of the images at `positions` (all of one size): (B, H, W), or (B, H, W, 3)

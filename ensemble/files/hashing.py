@@ -52,3 +52,11 @@ def cached_file_sha256(path: str | os.PathLike) -> str:
 @functools.lru_cache(maxsize=16)
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
+
+
+def bytes_sha256(*parts: bytes | memoryview) -> str:
+    """Hex sha256 of the concatenated `parts`, without joining them (slices of a large buffer)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part)
+    return digest.hexdigest()

@@ -1,5 +1,6 @@
 """No command writes over one of its own inputs: output paths are checked against the run's inputs
-before any work starts, through symlinks and hard links (`os.path.samefile`)."""
+before any work starts, through symlinks and hard links (same device and inode). A folder input
+covers every file under it, and no output may lie inside it."""
 
 from __future__ import annotations
 
@@ -15,23 +16,30 @@ Named = Mapping[str, str | os.PathLike | Iterable[str | os.PathLike] | None]
 
 
 def refuse_overwrite(outputs: Named, inputs: Named) -> None:
-    """Raise EnsError when an output path is an existing input file, two outputs are one file, or an
-    output cannot take a file at all (it is a folder, or lies under a file).
+    """Raise EnsError when an output path is an existing input file (or a file under an input
+    folder), lies inside an input folder, two outputs are one file, or an output cannot take a file
+    at all (it is a folder, or lies under a file).
 
     Both mappings go from a label the user recognises (`--out`, `member 'unet'`) to a path, a list
-    of paths, or None (absent). An output that does not exist yet cannot clobber anything.
+    of paths, or None (absent). An output that does not exist yet cannot clobber a file, but one
+    inside an input folder would still change that input.
     """
     ins = list(_flatten(inputs))
     outs = list(_flatten(outputs))
+    folders = [(label, path) for label, path in ins if path.is_dir()]
+    for out_label, out in outs:
+        _refuse_inside(out_label, out, folders)
+    files = _input_files(ins) if any(out.exists() for _, out in outs) else {}
     for index, (out_label, out) in enumerate(outs):
         if not out.exists():
             continue
-        for in_label, source in ins:
-            if source.exists() and _same(out, source):
-                raise EnsError(
-                    f"{out_label} {str(out)!r} is the same file as {in_label} {str(source)!r}; "
-                    f"writing it would destroy that input; choose another path for {out_label}"
-                )
+        found = files.get(_identity(out))
+        if found is not None:
+            in_label, source = found
+            raise EnsError(
+                f"{out_label} {str(out)!r} is the same file as {in_label} {str(source)!r}; "
+                f"writing it would destroy that input; choose another path for {out_label}"
+            )
         for other_label, other in outs[index + 1 :]:
             if other.exists() and _same(out, other):
                 raise EnsError(
@@ -43,16 +51,61 @@ def refuse_overwrite(outputs: Named, inputs: Named) -> None:
         check_target(out)
 
 
+def _refuse_inside(out_label: str, out: Path, folders: list[tuple[str, Path]]) -> None:
+    """An output that is an input folder, or lies under one (through symlinks too), would change it."""
+    if not folders:
+        return
+    real = Path(os.path.realpath(out))
+    around = {_identity(path) for path in (real, *real.parents) if path.exists()}
+    for in_label, folder in folders:
+        if _identity(folder) not in around:
+            continue
+        where = "is" if _identity(out) == _identity(folder) else "is inside"
+        raise EnsError(
+            f"{out_label} {str(out)!r} {where} {in_label} {str(folder)!r}, a folder the run reads; "
+            f"writing there would change that input; choose a path outside it for {out_label}"
+        )
+
+
+def _input_files(ins: list[tuple[str, Path]]) -> dict[tuple[int, int], tuple[str, Path]]:
+    """Every input file by (device, inode), a folder input's files found by walking it (a symlinked
+    file counts as the file it points to)."""
+    files: dict[tuple[int, int], tuple[str, Path]] = {}
+    for label, path in ins:
+        candidates = _walk(path) if path.is_dir() else [path]
+        for candidate in candidates:
+            key = _identity(candidate)
+            if key is not None:
+                files.setdefault(key, (label, candidate))
+    return files
+
+
+def _walk(folder: Path) -> Iterable[Path]:
+    for root, _, names in os.walk(folder):
+        for name in names:
+            yield Path(root) / name
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def run_inputs(
     data: Any = None, members: Sequence[Any] = (), ensemble: Path | None = None, split: Any = None
 ):
     """The input files of a prediction-like run, labelled for `refuse_overwrite`: the data file
-    (a DataFile, an image folder or a path), each member (`.name`, `.path`), the ensemble file and
-    the --val-ids file."""
+    (a DataFile, an image folder or a path), each member (`.name`, `.path`) and its external data
+    files (`.external_data`), the ensemble file and the --val-ids file."""
     named: dict[str, Any] = (
         dict(data.input_paths()) if hasattr(data, "input_paths") else {"--data": getattr(data, "path", data)}
     )
-    named.update({f"member {member.name!r}": member.path for member in members})
+    for member in members:
+        named[f"member {member.name!r}"] = member.path
+        named[f"the external data of member {member.name!r}"] = list(member.external_data)
     named["the ensemble file"] = ensemble
     named["--val-ids"] = getattr(split, "ids_file", None)
     return named
@@ -73,11 +126,13 @@ def _flatten(named: Named) -> Iterable[tuple[str, Path]]:
     for label, value in named.items():
         if value is None:
             continue
-        if isinstance(value, str | os.PathLike):
-            yield label, Path(value)
-        else:
-            for item in value:
-                yield label, Path(item)
+        for item in [value] if isinstance(value, str | os.PathLike) else value:
+            path = Path(item)
+            if "\0" in str(path):
+                raise EnsError(
+                    f"{label} {str(path)!r} holds a NUL character, which no file name can; fix the path"
+                )
+            yield label, path
 
 
 def _same(a: Path, b: Path) -> bool:

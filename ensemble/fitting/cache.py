@@ -2,8 +2,10 @@
 
 One float16 (N, C, H, W) .npy per member, TTA view and image size, named by a hash of everything that
 decides it: the member file's sha256, the data's sha256, the image ids and the view. A changed member
-or data file therefore misses the cache and is recomputed; stale entries are never read. An entry
-that is damaged (truncated, another dtype or shape, NaN/inf) is recomputed with a warning.
+or data file therefore misses the cache and is recomputed; stale entries are never read. Each entry's
+sha256 is written beside it (`<entry>.json`) and checked on every read, so an entry that is damaged
+or overwritten (truncated, another dtype or shape, NaN/inf, or other finite values of the right
+shape) is recomputed with a warning.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.sources import ImageSource
-from ensemble.files.atomic import ensure_dir
+from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import CACHE_ROOT
+from ensemble.files.hashing import file_sha256
+from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import remove_quietly, temp_memmap
 from ensemble.inference.runner import check_finite, member_probs, to_pixels
 from ensemble.inference.tta import View
@@ -27,7 +31,7 @@ from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
 
 DEFAULT_CACHE = CACHE_ROOT
-CACHE_FORMAT = "2"  # 2: every entry passed the run-time contract check
+CACHE_FORMAT = "3"  # 2: every entry passed the run-time contract check; 3: its sha256 is kept beside it
 SCAN_IMAGES = 256
 
 
@@ -61,6 +65,7 @@ class ProbCache:
         self.ids = source.ids()
         self.groups = source.groups
         self.computed: list[str] = []
+        self.verified: dict[Path, tuple[int, ...]] = {}  # entries whose sha256 matched, by os.stat
         self.warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
 
     def path(self, member: Member, view: View, group: int = 0) -> Path:
@@ -88,6 +93,7 @@ class ProbCache:
         shape = (len(self.groups[group]), member.n_classes, *self.groups[group].shape)
         if path.is_file():
             array, problem = read_entry(path, shape)
+            problem = problem or self._hash_problem(path)
             if problem is None:
                 if on_batch is not None:
                     on_batch(shape[0])
@@ -96,6 +102,21 @@ class ProbCache:
         self._compute(member, view, path, group, shape, on_batch)
         self.computed.append(path.name)
         return np.load(path, mmap_mode="r")
+
+    def _hash_problem(self, path: Path) -> str | None:
+        """`hash_problem`, read once per run for an entry whose file is unchanged since (`score`
+        reads each entry twice)."""
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or exc}"
+        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if self.verified.get(path) == signature:
+            return None
+        problem = hash_problem(path)
+        if problem is None:
+            self.verified[path] = signature
+        return problem
 
     def _compute(self, member: Member, view: View, path: Path, group: int, shape, on_batch) -> None:
         runner: MemberSession = build_session(member, self.device, self.threads)
@@ -113,6 +134,7 @@ class ProbCache:
                     on_batch(len(ids))
             array.flush()
             del array
+            write_text(hash_path(path), json.dumps({"sha256": file_sha256(tmp)}) + "\n")
             os.replace(tmp, path)
         finally:
             remove_quietly(tmp)
@@ -137,6 +159,26 @@ def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, s
         if ((bits[start : start + SCAN_IMAGES] & 0x7C00) == 0x7C00).any():  # all-ones exponent: NaN/inf
             return None, "NaN/inf values"
     return array, None
+
+
+def hash_path(entry: Path) -> Path:
+    """Where the sha256 of a cache entry is kept: `<entry name>.json` beside it."""
+    return Path(entry).with_suffix(".json")
+
+
+def hash_problem(entry: Path) -> str | None:
+    """What is wrong with a cache entry's content against the sha256 written beside it, or None."""
+    try:
+        recorded = read_json_object(hash_path(entry), max_bytes=4096).get("sha256")
+    except JsonProblem as exc:
+        return f"no valid sha256 beside it: {exc}"
+    try:
+        actual = file_sha256(entry)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if actual != recorded:
+        return "its content differs from the sha256 written with it"
+    return None
 
 
 def merged_probs(cache: ProbCache, member: Member, views: tuple[View, ...], index=slice(None), on_batch=None):

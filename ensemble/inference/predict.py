@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.compiled.engine import engine_manifest, open_engine
+from ensemble.compiled.engine import GraphChoice, engine_manifest, open_engine
+from ensemble.compiled.stamp import graph_path
 from ensemble.data.datasets import Dataset
 from ensemble.data.folder import integer_ids
 from ensemble.data.sizes import describe_sizes
@@ -103,21 +104,29 @@ def output_paths(request: PredictRequest, out: Path) -> dict[str, Path | list[Pa
     }
 
 
+def input_paths(request: PredictRequest, members: list[Member], spec_path: Path | None) -> dict:
+    """Every file a prediction may read, labelled for `refuse_overwrite`: those of `run_inputs`, and
+    the compiled graph of the ensemble file unless --graph pipeline rules it out."""
+    inputs = run_inputs(request.data, members, spec_path, request.split_spec)
+    if spec_path is not None and request.graph != GraphChoice.pipeline:
+        inputs["the compiled graph"] = graph_path(spec_path)
+    return inputs
+
+
 def prepare(
     request: PredictRequest, out: Path | None = None, on_note: Callable[[str], None] | None = None
 ) -> tuple[Ensemble, Source, Path | None, EnsembleSpec | None]:
     """Load and check members, options and the image source; builds the sessions once.
 
     With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
-    data, a member, the ensemble file or --val-ids) before any session is built. `on_note` hears
-    when `--runtime auto` times a member's runtimes (once per machine).
+    data, a member or its external data, the ensemble file, its compiled graph or --val-ids) before
+    any session is built. `on_note` hears when `--runtime auto` times a member's runtimes (once per
+    machine).
     """
     get_format(request.fmt, request.rle)
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
     if out is not None:
-        refuse_overwrite(
-            output_paths(request, out), run_inputs(request.data, members, spec_path, request.split_spec)
-        )
+        refuse_overwrite(output_paths(request, out), input_paths(request, members, spec_path))
     options = request_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     check_layout(source, request.fmt, request.save_probs)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
+from ensemble.files.jsonfile import unique_keys
 from ensemble.inference.cleanup import MAX_AREA
 from ensemble.inference.fusion import MAX_GAIN, MIN_GAIN
 from ensemble.inference.tta import list_tta
@@ -77,7 +78,7 @@ def read_spec(path: Path) -> EnsembleSpec:
     """
     path = Path(path)
     try:
-        raw = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=_unique_keys)
+        raw = json.loads(path.read_bytes().decode("utf-8"), object_pairs_hook=unique_keys)
     except FileNotFoundError:
         raise EnsError(f"ensemble file {str(path)!r} does not exist; write one with `ens fit`") from None
     except (OSError, ValueError, RecursionError) as exc:
@@ -116,16 +117,6 @@ def read_spec(path: Path) -> EnsembleSpec:
 
 FIELDS = tuple(f.name for f in fields(EnsembleSpec))
 _REQUIRED = ("members", "member_sha256", "weights", "tta", "min_area")
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """json object hook: a key given twice is an error, not 'the last one wins'."""
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        out[key] = value
-    return out
 
 
 def _short(value) -> str:

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
+from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.inference.tta import View, augment
 from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
@@ -97,12 +98,12 @@ def cached_seconds(entry: object, names: list[str]) -> dict[str, float] | None:
 
 
 def read_cache(path: Path) -> dict:
-    """The cached measurements (an unreadable cache counts as empty: it is only recomputed)."""
+    """The cached measurements; a cache that is missing or not a JSON object as `files.jsonfile`
+    reads one (bounded size and nesting, finite numbers) counts as empty: it is only measured again."""
     try:
-        entries = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json_object(path)
+    except JsonProblem:
         return {}
-    return entries if isinstance(entries, dict) else {}
 
 
 def write_cache(path: Path, entries: dict) -> None:

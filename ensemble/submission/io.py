@@ -181,7 +181,8 @@ def write_submission(
     rle: RleConvention = DEFAULT_RLE,
 ) -> None:
     """Write all `labels` (N, H, W) with their `ids` (N,) in one call, atomically (`rle` files
-    under the convention `rle`)."""
+    under the convention `rle`). It reads no file, so the guard checks only that `path` can take one."""
+    refuse_overwrite({"path": path}, {})
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise EnsError(f"labels have shape {labels.shape}; expected (N, H, W)")
