@@ -36,6 +36,7 @@ from exporters.keras_model import (
     load_model,
     missing_tensorflow,
     output_index,
+    output_names,
     run_model,
     tensorflow_missing_hint,
 )
@@ -104,6 +105,7 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         builtin_preprocessing=builtin_preprocessing(model),
         fixed_hw=fixed_hw,
         channels=channels,
+        output_names=output_names(model),
     )
 
 

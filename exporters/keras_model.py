@@ -189,6 +189,15 @@ def input_channels(model) -> int:
     return int(model.input_shape[-1])
 
 
+def output_names(model) -> tuple[str, ...]:
+    """The names Keras gives the model's outputs: its output layers' names (`--output` takes them)."""
+    try:
+        names = model.output_names
+    except (AttributeError, TypeError, ValueError):  # e.g. a subclassed model that was never built
+        return ()
+    return tuple(str(name) for name in names or ())
+
+
 def builtin_preprocessing(model) -> str:
     """Describe Rescaling/Normalization layers inside the model (they already handle raw pixels)."""
     found = []

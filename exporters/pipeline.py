@@ -25,10 +25,11 @@ from ensemble.members.session import build_session
 from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
+from exporters.outputs import choose_output, take_output
 from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
-from exporters.source import LoadedSource, check_source_output, pick_output
+from exporters.source import LoadedSource, check_source_output
 from exporters.trust import check_trust
 from exporters.verify import check_graph, parity_error, probe_size
 
@@ -98,7 +99,12 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     notes = [note for note in notes if note]
     val_miou = quality.val_miou if quality else request.val_miou
     info = _info(*info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model), val_miou=val_miou)
-    extra = {"parity_inputs": samples.origin, "export_notes": "; ".join(notes), "val_miou_from": quality_note}
+    extra = {
+        "parity_inputs": samples.origin,
+        "export_notes": "; ".join(notes),
+        "val_miou_from": quality_note,
+        "source_output": f"{check.choice.label} of {check.choice.count}" if check.choice.count > 1 else "",
+    }
     if quality is None and request.val_miou is not None:
         extra["val_miou_from"] = "--val-miou, given at export; " + quality_note
     attach_metadata(model, info, extra)
@@ -189,15 +195,21 @@ class _Checker:
     def __init__(self, request: ExportRequest, source: LoadedSource, samples: Samples) -> None:
         self.request, self.source, self.samples = request, source, samples
         self.pixels = samples.pixels()
-        scores, self.key, self.output_note = self.scores(self.pixels)
+        raw = self.run(self.pixels)
+        self.choice = choose_output(
+            raw, channels_last=source.channels_last, n=len(self.pixels), hw=self.pixels.shape[2:],
+            requested=request.output, names=source.output_names,
+        )  # fmt: skip
+        self.key, self.output_note = self.choice.key, self.choice.note
+        scores = self.scores(self.pixels, raw)
         self.logits = not is_probabilities(scores)
         self.reference = softmax(scores) if self.logits else scores
 
-    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, object, str]:
-        """The source's chosen output as (N, C, H, W) for raw pixels."""
+    def run(self, pixels: np.ndarray):
+        """The source's raw output (tensor, list or dict) for raw pixels."""
         batch = _layout(self.source, self.request.normalisation.apply(pixels))
         try:
-            raw = self.source.run(np.ascontiguousarray(batch))
+            return self.source.run(np.ascontiguousarray(batch))
         except EnsError:
             raise
         except Exception as exc:  # any framework error while running the user's model
@@ -205,8 +217,14 @@ class _Checker:
                 f"running the {self.source.framework} model on {len(batch)} images of shape "
                 f"{batch.shape[1:]} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from exc
-        out, key, note = pick_output(raw)
-        return check_source_output(out, self.source.channels_last, len(pixels), pixels.shape[2:]), key, note
+
+    def scores(self, pixels: np.ndarray, raw=None) -> np.ndarray:
+        """The source's chosen output as (N, C, H, W) for raw pixels (or for their raw output)."""
+        out = take_output(self.run(pixels) if raw is None else raw, self.key)
+        choice = self.choice
+        return check_source_output(
+            out, self.source.channels_last, len(pixels), pixels.shape[2:], choice.what, choice.count
+        )
 
     def net_inputs(self) -> str:
         """What the net saw in the parity run: value range and the formula that made it."""
@@ -217,7 +235,7 @@ class _Checker:
         )
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        scores = self.scores(pixels)[0]
+        scores = self.scores(pixels)
         return softmax(scores) if self.logits else scores
 
     def build(self, dynamic_hw: bool, info: MemberInfo) -> tuple[onnx.ModelProto, float, str | None]:

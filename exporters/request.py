@@ -42,6 +42,7 @@ class ExportRequest:
     channels: int | None = None
     masks: Path | None = None
     size_multiple: int = 1
+    output: str | None = None
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -61,6 +62,10 @@ class ExportRequest:
             raise EnsError(
                 f"--size-multiple {self.size_multiple} is outside 1..{MAX_SIZE_MULTIPLE}; give the number H "
                 "and W must be divisible by (e.g. 32 for a net with five 2x poolings)"
+            )
+        if self.output is not None and not self.output.strip():
+            raise EnsError(
+                "--output is empty; give the output's name (a dict key or Keras output layer) or its index"
             )
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise EnsError(f"--tolerance {self.tolerance!r} is not allowed; give a number >= 0 like 1e-4")

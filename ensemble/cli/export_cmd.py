@@ -108,6 +108,15 @@ SizeMultipleOpt = Annotated[
         "reflect-padded to the next multiple and the output cropped back.",
     ),
 ]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        help="Which output of a multi-output model (deep supervision, aux heads) the member keeps: a dict "
+        "key or Keras output layer name, or an index into a tuple (default: the one score map at the "
+        "input size).",
+    ),
+]
 ScaleOpt = Annotated[float | None, typer.Option("--scale", hidden=True, help="Refused: use --input-range.")]
 CustomObjectsOpt = Annotated[
     Path | None,
@@ -197,6 +206,7 @@ def export(
     channel_order: ChannelOrderOpt = ChannelOrder.rgb,
     masks: MasksOpt = None,
     size_multiple: SizeMultipleOpt = 1,
+    output: OutputOpt = None,
 ) -> None:
     """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
     ex = _exporters()
@@ -212,7 +222,7 @@ def export(
         data=data, trust=trust, tolerance=tolerance, height=height, width=width,
         class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
         split=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
-        channels=channels, masks=masks, size_multiple=size_multiple,
+        channels=channels, masks=masks, size_multiple=size_multiple, output=output,
     )  # fmt: skip
     result = ex.export_member(request, default_data=DEFAULT_DATA)
     member, info = result.member, result.member.info
