@@ -135,6 +135,25 @@ def test_a_failed_conversion_on_forced_torch_names_the_other_backend(tmp_path, d
     assert not (tmp_path / "models" / "ln.onnx").exists()
 
 
+def test_without_tensorflow_the_other_backend_is_an_install_hint(tmp_path, data, monkeypatch):
+    """None in sys.modules is what Python without TensorFlow shows."""
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    monkeypatch.setattr("exporters.keras_model.static_layer_norm", contextlib.nullcontext)
+    layernorm_net().save(tmp_path / "ln.keras")
+    args = ["export", tmp_path / "ln.keras", "--name", "ln", "--data", data, "--out-dir", tmp_path / "models"]
+    one_line_error(
+        ens(*args, "--keras-backend", "tensorflow"),
+        "--keras-backend tensorflow needs tensorflow, which is not installed",
+        "pip install 'ens[tensorflow]'",
+    )
+    one_line_error(
+        ens(*args),
+        "keras could not export 'ln.keras' to ONNX (SymbolicValueError",
+        "pip install 'ens[tensorflow]' (tensorflow) to convert it on Keras' TensorFlow backend",
+    )
+    assert not (tmp_path / "models").exists()
+
+
 def test_attention_block_exports_on_the_tensorflow_backend(tensorflow, tmp_path, data, capfd):
     """tf2onnx writes the exact gelu as Erfc, no ONNX operator: the member holds 1 - Erf instead."""
     output, member, _ = export_and_predict(tmp_path, "attention", data, "--keras-backend", "tensorflow")
