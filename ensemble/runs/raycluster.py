@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from typing import TYPE_CHECKING
 
 from ensemble.errors import EnsError
@@ -33,7 +34,9 @@ def connect(ray, options: RunOptions) -> None:
         check_reachable(address, _bootstrap_address(address))
     handlers = _stop_handlers()
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        with warnings.catch_warnings():  # Ray Client warns before it raises; the error line says it all
+            warnings.simplefilter("ignore")
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the cluster at {address!r}" if address else "a local Ray cluster"
         raise EnsError(f"cannot connect to {where} ({exc}); {ADDRESS_HINT}") from exc
