@@ -48,13 +48,17 @@ def within(seconds: float, *args):
     return results[0], time.monotonic() - start
 
 
-def test_an_address_nobody_answers_on_is_one_line_within_seconds(tmp_path, store, npz):
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_an_address_nobody_answers_on_is_one_line_within_seconds(tmp_path, store, npz, address):
     if ray.is_initialized():
         pytest.skip("a Ray session of this process is already running; --ray-address is not used then")
     before = snapshot(tmp_path)
-    result, took = within(60, *predict_args(tmp_path, store, npz, "--ray-address", "127.0.0.1:1"))
+    result, took = within(60, *predict_args(tmp_path, store, npz, "--ray-address", address))
     one_line_error(
-        result, "cannot reach the Ray cluster at '127.0.0.1:1'", "TCP connection", "the limit is 5 s"
+        result,
+        f"cannot reach the Ray cluster at '{address}'",
+        "TCP connection to 127.0.0.1:1",
+        "the limit is 5 s",
     )
     assert took < 20, took
     assert not ray.is_initialized()
