@@ -86,7 +86,7 @@ def native_stderr() -> Iterator[Captured]:
             os.dup2(saved, 2)
             sys.stderr = python_stderr
             if swapped is not None:
-                swapped.close()  # the descriptor stays open (closefd=False) until the next line
+                swapped.close()  # the wrapper only (closefd=False): `saved` is closed next
             os.close(saved)
             sink.seek(0)
             captured.text = sink.read().decode("utf-8", "replace")

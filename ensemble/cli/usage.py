@@ -11,10 +11,18 @@ import contextlib
 import re
 from collections.abc import Iterator
 
-from typer._click.exceptions import BadParameter, MissingParameter, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
 
+try:  # Typer 0.2x carries its own copy of Click
+    from typer._click import exceptions as click_errors
+except ImportError:  # older Typer runs on Click itself
+    from click import exceptions as click_errors
+
 from ensemble.cli.common import fail
+
+# A group called without a command raises this to show its help page (Click 8.2 on); older Click
+# prints the page itself.
+NO_ARGS_IS_HELP = getattr(click_errors, "NoArgsIsHelpError", ())
 
 
 class OneLineGroup(TyperGroup):
@@ -35,30 +43,32 @@ def one_line_usage_errors(group_ctx=None) -> Iterator[None]:
     """Print a usage error as one line and exit 1; a group's help page passes through."""
     try:
         yield
-    except NoArgsIsHelpError:
+    except NO_ARGS_IS_HELP:
         raise
-    except UsageError as exc:
+    except click_errors.UsageError as exc:
         raise fail(usage_message(exc, group_ctx)) from None
 
 
-def usage_message(exc: UsageError, group_ctx=None) -> str:
-    """One line: what was wrong (the option, the value received, what is allowed) and where help is.
-    An error raised while a subcommand's options are split up carries no context: the group's
-    context names the subcommand instead."""
-    ctx = exc.ctx
-    if ctx is not None:
-        command = ctx.command_path
-    elif group_ctx is not None:
-        command = " ".join(filter(None, [group_ctx.command_path, group_ctx.invoked_subcommand]))
-    else:
-        command = "ens"
-    if isinstance(exc, BadParameter) and not isinstance(exc, MissingParameter) and exc.param is not None:
-        text = _bad_value(_param_name(exc.param), exc)
-    else:
+def usage_message(exc: click_errors.UsageError, group_ctx=None) -> str:
+    """One line: what was wrong (the option, the value received, what is allowed) and where help is."""
+    param = getattr(exc, "param", None)
+    if isinstance(exc, click_errors.MissingParameter) or param is None:
         text = _sentence(exc.format_message())
-        if text.startswith("no such command") and ctx is not None:
-            text += f" (the commands: {', '.join(ctx.command.list_commands(ctx))})"
-    return f"{text}; see `{command} --help`"
+        if text.startswith("no such command") and exc.ctx is not None:
+            text += f" (the commands: {', '.join(exc.ctx.command.list_commands(exc.ctx))})"
+    else:
+        text = _bad_value(_param_name(param), exc)
+    return f"{text}; see `{_command_path(exc, group_ctx)} --help`"
+
+
+def _command_path(exc: click_errors.UsageError, group_ctx) -> str:
+    """`ens predict` for an error of `ens predict`. An error raised while a subcommand's options are
+    split up carries no context: the group's context names the subcommand instead."""
+    if exc.ctx is not None:
+        return exc.ctx.command_path
+    if group_ctx is not None:
+        return " ".join(filter(None, [group_ctx.command_path, group_ctx.invoked_subcommand]))
+    return "ens"
 
 
 def _param_name(param) -> str:
@@ -71,7 +81,7 @@ _PATH = re.compile(r"^\w+ ('.*') (is a file|is a directory|does not exist|is not
 _CHOICE = re.compile(r"^(?:Value error, )?('.*') is not one of (.+?)\.?$")
 
 
-def _bad_value(name: str, exc: BadParameter) -> str:
+def _bad_value(name: str, exc: click_errors.BadParameter) -> str:
     """`--x got '0': ...`, from Typer's message or the validation error it wraps."""
     path = _PATH.match(exc.message)
     if path:
@@ -89,7 +99,7 @@ def _bad_value(name: str, exc: BadParameter) -> str:
     return f"{name}{got}: {_sentence(exc.message)}"
 
 
-def _received(exc: BadParameter) -> object | None:
+def _received(exc: click_errors.BadParameter) -> object | None:
     """The raw value a pydantic validation error (Typer's number and type checks) names."""
     errors = getattr(exc.__cause__, "errors", None)
     if not callable(errors):

@@ -82,9 +82,9 @@ def check_reachable(address: str, bootstrap: str | None, timeout: float = CONNEC
 
 def check_fits(ray, gpus: float, workers: int) -> None:
     """Refuse at once when no node of the cluster could ever hold one actor (1 CPU and `gpus` GPUs):
-    Ray would wait for it forever."""
+    Ray would wait for it forever. A cluster that lists no node is left to Ray."""
     nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
-    if any(node.get("CPU", 0) >= 1 and node.get("GPU", 0) >= gpus for node in nodes):
+    if not nodes or any(node.get("CPU", 0) >= 1 and node.get("GPU", 0) >= gpus for node in nodes):
         return
     most_gpus = max((node.get("GPU", 0) for node in nodes), default=0)
     most_cpus = max((node.get("CPU", 0) for node in nodes), default=0)
