@@ -83,3 +83,22 @@ def test_more_gpus_per_worker_than_any_node_has_is_refused_at_once(cluster, tmp_
     assert took < 20, took
     assert not (tmp_path / "s.csv").exists()
     assert_unchanged(before, tmp_path)
+
+
+def test_a_joined_cluster_gets_a_bounded_wait_for_room_for_one_actor(cluster):
+    """A cluster ens joined may be busy or scaling up, so it waits, but not forever."""
+    from ensemble.errors import EnsError
+    from ensemble.runs.raycluster import wait_for_room
+
+    start = time.monotonic()
+    with pytest.raises(EnsError) as refused:
+        wait_for_room(ray, 4, "head:6379", timeout=2)
+    assert time.monotonic() - start < 15
+    message = str(refused.value)
+    for fragment in ("at 'head:6379'", "1 CPU and 4 GPU(s)", "within 2 s (the limit)", "at most 0 GPU(s)"):
+        assert fragment in message, message
+    wait_for_room(ray, 0, "head:6379", timeout=30)  # room now: it returns
+    deadline = time.monotonic() + 10
+    while ray.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) == 1  # both placeholders are gone

@@ -2,7 +2,9 @@
 whether it can hold an actor at all.
 
 Ray retries an unreachable address for minutes, and waits forever for actors that need resources no
-node has; both are refused here at once, in one line saying what was tried and for how long.
+node has; here an address is tried for at most 5 s, a cluster ens started is asked at once whether a
+node can hold an actor, and a cluster it joined is given at most 10 minutes to make room for one.
+Each failure is one line saying what was tried and for how long.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from ensemble.runs.resumable import RunOptions
 
 CONNECT_TIMEOUT_S = 5.0
+ACTOR_WAIT_S = 600.0
 ADDRESS_HINT = (
     "check --ray-address (e.g. ray://head:10001, head:6379 or auto), or leave it out to start a local one"
 )
@@ -80,20 +83,62 @@ def check_reachable(address: str, bootstrap: str | None, timeout: float = CONNEC
         ) from exc
 
 
+def make_room(ray, gpus: float, workers: int, address: str | None) -> None:
+    """Make sure an actor (1 CPU and `gpus` GPUs) can start before the pool is scheduled. A cluster
+    ens started never grows: refuse at once when no node can hold one. A cluster it joined may be busy
+    or still scaling up: wait for room for one actor, at most ACTOR_WAIT_S."""
+    if address:
+        wait_for_room(ray, gpus, address)
+    else:
+        check_fits(ray, gpus, workers)
+
+
 def check_fits(ray, gpus: float, workers: int) -> None:
     """Refuse at once when no node of the cluster could ever hold one actor (1 CPU and `gpus` GPUs):
     Ray would wait for it forever. A cluster that lists no node is left to Ray."""
-    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+    nodes = _node_resources(ray)
     if not nodes or any(node.get("CPU", 0) >= 1 and node.get("GPU", 0) >= gpus for node in nodes):
         return
-    most_gpus = max((node.get("GPU", 0) for node in nodes), default=0)
-    most_cpus = max((node.get("CPU", 0) for node in nodes), default=0)
     raise EnsError(
         f"--gpus-per-worker {gpus:g}: no node of the Ray cluster can hold one of the {workers} actor(s), "
-        f"which need 1 CPU and {gpus:g} GPU(s) each (checked {len(nodes)} node(s) at once: at most "
-        f"{most_gpus:g} GPU(s) and {most_cpus:g} CPU(s) on one); lower --gpus-per-worker (0 runs on CPU), "
-        "or leave it out (1 when the cluster has GPUs, else 0)"
+        f"which need 1 CPU and {gpus:g} GPU(s) each (checked {len(nodes)} node(s) at once: "
+        f"{_largest(nodes)}); lower --gpus-per-worker (0 runs on CPU), or leave it out (1 when the "
+        "cluster has GPUs, else 0)"
     )
+
+
+def wait_for_room(ray, gpus: float, address: str, timeout: float = ACTOR_WAIT_S) -> None:
+    """Start one placeholder actor with an actor's resources and wait at most `timeout` s for it."""
+    start = time.monotonic()
+    probe = ray.remote(num_cpus=1, num_gpus=gpus)(_Placeholder).remote()
+    try:
+        ray.get(probe.ready.remote(), timeout=timeout)
+    except ray.exceptions.GetTimeoutError as exc:
+        nodes = _node_resources(ray)
+        raise EnsError(
+            f"no node of the Ray cluster at {address!r} had room for an actor (1 CPU and {gpus:g} GPU(s)) "
+            f"within {time.monotonic() - start:.0f} s (the limit): its {len(nodes)} node(s) have "
+            f"{_largest(nodes)}; lower --gpus-per-worker, or free or add nodes"
+        ) from exc
+    finally:
+        ray.kill(probe)
+
+
+class _Placeholder:
+    """An actor that only tells it has started."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def _node_resources(ray) -> list[dict]:
+    return [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+
+
+def _largest(nodes: list[dict]) -> str:
+    most_gpus = max((node.get("GPU", 0) for node in nodes), default=0)
+    most_cpus = max((node.get("CPU", 0) for node in nodes), default=0)
+    return f"at most {most_gpus:g} GPU(s) and {most_cpus:g} CPU(s) on one"
 
 
 def _stop_handlers() -> dict:

@@ -25,7 +25,7 @@ from ensemble.entry import debug_enabled
 from ensemble.errors import EnsError
 from ensemble.inference.pipeline import Ensemble, PredictResult
 from ensemble.runs.plan import ShardPlan
-from ensemble.runs.raycluster import check_fits, connect
+from ensemble.runs.raycluster import connect, make_room
 from ensemble.runs.resumable import RunOptions, ShardedRun, encoder
 from ensemble.runs.shards import ShardWriter
 from ensemble.runs.view import shard_batches
@@ -163,7 +163,7 @@ def _predict_shards(
 ) -> None:
     """Run the shards left on a pool of `options.workers` actors; the collector writes them."""
     gpus = gpus_per_worker(ray, options)
-    check_fits(ray, gpus, options.workers)
+    make_room(ray, gpus, options.workers, options.ray_address)
     dataset = ray.data.from_items([{"shard": k} for k in state.todo], override_num_blocks=len(state.todo))
     labelled = dataset.map_batches(
         ShardPredictor,
