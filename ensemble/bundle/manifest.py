@@ -12,7 +12,7 @@ from pathlib import Path
 from ensemble.bundle.preinstalled import wheel_project
 from ensemble.bundle.runscript import FORMAT, MANIFEST, bundle_problem, offline_env, read_manifest
 from ensemble.bundle.target import Target, make_target, pip_target_args
-from ensemble.bundle.wheels import Note, run_pip
+from ensemble.bundle.wheels import run_pip
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.hashing import file_sha256
@@ -51,7 +51,7 @@ def write_manifest(root: Path, fields: dict) -> Path:
     return path
 
 
-def check_bundle(path: Path, note: Note) -> str:
+def check_bundle(path: Path) -> str:
     """Verify a bundle folder (or its .zip): every hash, then an offline resolve of its wheels for its
     target. Returns a summary line; an EnsError names the first file or wheel that fails."""
     path = Path(path)
@@ -59,7 +59,7 @@ def check_bundle(path: Path, note: Note) -> str:
         with tempfile.TemporaryDirectory(prefix="ens-bundle-check-") as tmp:
             with zipfile.ZipFile(path) as archive:
                 archive.extractall(tmp)
-            return check_bundle(Path(tmp), note).replace(tmp, str(path))
+            return check_bundle(Path(tmp)).replace(tmp, str(path))
     if not path.is_dir():
         raise EnsError(f"--check {str(path)!r} is not a bundle folder or .zip; give the OUT of `ens bundle`")
     try:
@@ -69,13 +69,13 @@ def check_bundle(path: Path, note: Note) -> str:
     problem = bundle_problem(path, manifest)
     if problem is not None:
         raise EnsError(problem)
-    note(f"verified the sha256 of {len(manifest['files'])} files")
     target = make_target(**{k: manifest["target"].get(k) for k in ("python", "platform", "runtime")})
     skipped = manifest.get("preinstalled", [])
     resolve_offline(path, target, path / manifest["ens_wheel"], bool(skipped))
     assumed = f"; {len(skipped)} packages left to the image: {', '.join(skipped)}" if skipped else ""
     return (
-        f"bundle {str(path)!r} is sound: every hash matches, the wheels resolve offline for "
+        f"bundle {str(path)!r} is sound: the sha256 of its {len(manifest['files'])} files match, "
+        "the wheels resolve offline for "
         f"{target.describe()}{assumed}"
     )
 
@@ -92,8 +92,10 @@ def resolve_offline(root: Path, target: Target, ens_wheel: Path, preinstalled: b
         base += ["--disable-pip-version-check", "--find-links", str(wheels), "--target", tmp]
         base += pip_target_args(target)
         what = f"resolve the wheels of {str(root)!r} offline for {target.describe()}"
+        hint = "rebuild the bundle with `ens bundle`"
         if preinstalled:
-            run_pip([*base, "--no-deps", *map(str, sorted(wheels.glob("*.whl")))], what, env=offline_env())
+            runs = [["--no-deps", *map(str, sorted(wheels.glob("*.whl")))]]
         else:
-            run_pip([*base, "-r", str(root / "requirements.txt")], what, env=offline_env())
-            run_pip([*base, "--no-deps", str(ens_wheel)], what, env=offline_env())
+            runs = [["-r", str(root / "requirements.txt")], ["--no-deps", str(ens_wheel)]]
+        for args in runs:
+            run_pip([*base, *args], what, env=offline_env(), hint=hint)

@@ -78,7 +78,13 @@ def download(requirements: list[str], target: Target, dest: Path, note: Note) ->
     return sorted(set(Path(dest).iterdir()) - before)
 
 
-def run_pip(command: list[str], what: str, note: Note | None = None, env: dict | None = None) -> str:
+def run_pip(
+    command: list[str],
+    what: str,
+    note: Note | None = None,
+    env: dict | None = None,
+    hint: str = "check the target and the network, or run pip by hand",
+) -> str:
     """Run pip, passing its `Collecting` lines to `note`; an EnsError quotes pip's error when it fails."""
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
@@ -92,7 +98,5 @@ def run_pip(command: list[str], what: str, note: Note | None = None, env: dict |
     if process.wait() != 0:
         errors = [line for line in lines if line.startswith("ERROR:")] or [x for x in lines if x.strip()][-1:]
         reason = errors[0].removeprefix("ERROR: ") if errors else f"exit {process.returncode}"
-        raise EnsError(
-            f"pip could not {what}: {reason}; check the target and the network, or run pip by hand"
-        )
+        raise EnsError(f"pip could not {what}: {reason}; {hint}")
     return "\n".join(lines)

@@ -73,7 +73,7 @@ def bundle_cmd(
         given = [name for name, value in _build_options(locals()).items() if value]
         if given:
             raise EnsError(f"--check verifies an existing bundle and takes no {given[0]}; drop it")
-        console.print(check_bundle(out, note), markup=False, highlight=False, soft_wrap=True)
+        console.print(check_bundle(out), markup=False, highlight=False, soft_wrap=True)
         return
     target = make_target(python, platform, runtime.value if runtime else None)
     if skip_preinstalled:
