@@ -270,8 +270,10 @@ def test_cpu_bundle_installs_without_network_and_predicts_like_ens_predict(tmp_p
     run = subprocess.run(command, cwd=tmp_path / "work", env=clean_env(), capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert (tmp_path / "work" / "submission.csv").read_bytes() == expected.read_bytes()
-    site = subprocess.run([str(python), "-c", "import ensemble; print(ensemble.__file__)"], env=clean_env(),
-                          capture_output=True, text=True)  # fmt: skip
+    code = "import ensemble; print(ensemble.__file__)"
+    site = subprocess.run(
+        [str(python), "-c", code], cwd=tmp_path / "work", env=clean_env(), capture_output=True, text=True
+    )
     assert str(tmp_path / "venv") in site.stdout, site
 
 
@@ -295,3 +297,28 @@ def test_a_bundle_for_another_python_downloads_its_wheels_and_installs_nothing(t
     checked = ens("bundle", "--check", out)
     assert checked.exit_code == 0 and f"Python {other}" in checked.output, checked.output
     assert sorted(p.name for p in purelib.iterdir()) == installed
+
+
+def test_skip_preinstalled_leaves_out_what_kaggle_ships_and_says_so(tmp_path, fitted, ens_wheel):
+    def fetch(requirements, target, dest, note):
+        names = [
+            "numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl",
+            "onnx-1.23.2-cp311-cp311-manylinux_2_28_x86_64.whl",
+        ]
+        for name in names:
+            (dest / name).write_bytes(b"PK\x05\x06" + bytes(18))
+        return [dest / name for name in names]
+
+    notes: list[str] = []
+    request = BundleRequest(
+        out=tmp_path / "bundle", ensemble=None, models_dir=fitted, target=Target(), command="ens bundle",
+        skip_preinstalled=True, ens_wheel=ens_wheel,
+    )  # fmt: skip
+    out = make_bundle(request, notes.append, fetch=fetch).out
+    assert sorted(p.name for p in (out / "wheels").iterdir()) == sorted(
+        [ens_wheel.name, "onnx-1.23.2-cp311-cp311-manylinux_2_28_x86_64.whl"]
+    )
+    manifest = read_manifest(out)
+    assert manifest["preinstalled"] == ["numpy"] and "numpy>=1.26" in manifest["requirements"]
+    assert any(line.startswith("left out 1 packages Kaggle's image ships: numpy") for line in notes), notes
+    assert bundle_problem(out, manifest) is None

@@ -83,13 +83,16 @@ def check_bundle(path: Path) -> str:
 def resolve_offline(root: Path, target: Target, ens_wheel: Path, preinstalled: bool) -> None:
     """pip resolves requirements.txt (and the ens wheel) from wheels/ alone for `target`, installing nothing.
 
+    `pip download` into a temp folder, since `pip install --dry-run` checks Requires-Python against the
+    running Python whatever --python-version says.
+
     A bundle that left preinstalled packages out cannot resolve their dependents offline, so each of
     its wheels is then checked on its own (right Python, ABI and platform) instead.
     """
     wheels = root / "wheels"
     with tempfile.TemporaryDirectory(prefix="ens-bundle-resolve-") as tmp:
-        base = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index"]
-        base += ["--disable-pip-version-check", "--find-links", str(wheels), "--target", tmp]
+        base = [sys.executable, "-m", "pip", "download", "--no-index", "--disable-pip-version-check"]
+        base += ["--progress-bar", "off", "--find-links", str(wheels), "--dest", tmp]
         base += pip_target_args(target)
         what = f"resolve the wheels of {str(root)!r} offline for {target.describe()}"
         hint = "rebuild the bundle with `ens bundle`"
