@@ -66,15 +66,8 @@ def no_download(requirements, target, dest, note):
 
 def offline_bundle(store: Path, out: Path, wheel: Path, **options) -> Path:
     """A bundle of `store`'s ensemble without downloading its dependencies."""
-    request = BundleRequest(
-        out=out,
-        ensemble=None,
-        models_dir=store,
-        target=Target(),
-        command="ens bundle",
-        ens_wheel=wheel,
-        **options,
-    )
+    fields = {"ensemble": None, "target": Target(), "command": "ens bundle", "ens_wheel": wheel, **options}
+    request = BundleRequest(out=out, models_dir=store, **fields)
     return make_bundle(request, lambda line: None, fetch=no_download).out
 
 
@@ -322,3 +315,11 @@ def test_skip_preinstalled_leaves_out_what_kaggle_ships_and_says_so(tmp_path, fi
     assert manifest["preinstalled"] == ["numpy"] and "numpy>=1.26" in manifest["requirements"]
     assert any(line.startswith("left out 1 packages Kaggle's image ships: numpy") for line in notes), notes
     assert bundle_problem(out, manifest) is None
+
+
+def test_an_ensemble_file_of_another_name_is_bundled_as_the_ensemble_file(tmp_path, fitted, ens_wheel):
+    other = tmp_path / "fit-2.json"
+    shutil.copy(fitted / "ensemble.json", other)
+    out = offline_bundle(fitted, tmp_path / "bundle", ens_wheel, ensemble=other)
+    assert (out / "models" / "ensemble.json").read_bytes() == other.read_bytes()
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["a.onnx", "b.onnx", "ensemble.json"]

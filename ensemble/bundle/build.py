@@ -21,7 +21,7 @@ from ensemble.errors import EnsError
 from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.hashing import files_sha256
 from ensemble.files.outputs import refuse_overwrite, run_inputs
-from ensemble.members.ensemblefile import default_path, resolve_ensemble
+from ensemble.members.ensemblefile import FILE_NAME, default_path, resolve_ensemble
 from ensemble.members.member import Member
 
 Fetch = Callable[[list[str], Target, Path, Note], list[Path]]
@@ -63,7 +63,7 @@ def make_bundle(request: BundleRequest, note: Note, fetch: Fetch = download) -> 
     work.chmod(0o755)  # mkdtemp's 0o700 would follow the folder to OUT
     try:
         _copy_members(members, ensemble_file, work / "models")
-        note(f"copied {len(members)} members and {ensemble_file.name}, each checked by sha256")
+        note(f"copied {len(members)} members and {ensemble_file}, each member checked by sha256")
         skipped = _wheels(request, work / "wheels", note, fetch)
         ens_wheel = next((work / "wheels").glob("ens-*.whl"))
         write_text(work / "run.py", run_script())
@@ -77,7 +77,7 @@ def make_bundle(request: BundleRequest, note: Note, fetch: Fetch = download) -> 
                 "target": request.target.as_dict(),
                 "command": request.command,
                 "ens_wheel": ens_wheel.relative_to(work).as_posix(),
-                "ensemble": "models/" + ensemble_file.name,
+                "ensemble": f"models/{FILE_NAME}",
                 "members": names,
                 "requirements": (work / "requirements.txt").read_text().split(),
                 "preinstalled": list(skipped),
@@ -131,7 +131,7 @@ def _copy_members(members: list[Member], ensemble_file: Path, dest: Path) -> Non
             shutil.copyfile(source, copy)
         if files_sha256(copies, root=dest) != member.sha256:
             raise EnsError(f"member {member.name!r} ({member.path}) changed while it was copied; run again")
-    shutil.copyfile(ensemble_file, dest / ensemble_file.name)
+    shutil.copyfile(ensemble_file, dest / FILE_NAME)
 
 
 def _wheels(request: BundleRequest, dest: Path, note: Note, fetch: Fetch) -> tuple[str, ...]:

@@ -3,6 +3,7 @@ pip's own resolver for the target (binary wheels only), pip's output kept out of
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -44,7 +45,9 @@ def build_ens_wheel(dest: Path) -> Path:
         for package in ("ensemble", "exporters", "zoo"):
             if (root / package).is_dir():
                 shutil.copytree(root / package, source / package, ignore=IGNORED)
-        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+        command = [sys.executable, "-m", "pip", "wheel", "--no-deps"]
+        if importlib.util.find_spec("setuptools") is not None:  # offline; else pip fetches the backend
+            command.append("--no-build-isolation")
         run_pip([*command, "--wheel-dir", str(Path(tmp) / "out"), str(source)], "build the ens wheel")
         built = sorted((Path(tmp) / "out").glob("ens-*.whl"))
         if len(built) != 1:
