@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import ensemble
 from ensemble.bundle.archive import write_zip
 from ensemble.bundle.manifest import write_manifest
 from ensemble.bundle.preinstalled import KAGGLE_PREINSTALLED, wheel_project
@@ -67,8 +68,6 @@ def make_bundle(request: BundleRequest, note: Note, fetch: Fetch = download) -> 
         skipped = _wheels(request, work / "wheels", note, fetch)
         ens_wheel = next((work / "wheels").glob("ens-*.whl"))
         write_text(work / "run.py", run_script())
-        import ensemble
-
         names = [m.name for m in members]
         write_text(work / "README.md", readme(request.target, names, request.command, ensemble.__version__))
         write_manifest(

@@ -9,6 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import ensemble
 from ensemble.bundle.preinstalled import wheel_project
 from ensemble.bundle.runscript import FORMAT, MANIFEST, bundle_problem, offline_env, read_manifest
 from ensemble.bundle.target import Target, make_target, pip_target_args
@@ -37,8 +38,6 @@ def wheel_versions(root: Path) -> dict[str, str]:
 
 def write_manifest(root: Path, fields: dict) -> Path:
     """Write bundle.json with `fields` and the file table of everything else in `root`."""
-    import ensemble
-
     manifest = {
         "format": FORMAT,
         "ens_version": ensemble.__version__,
