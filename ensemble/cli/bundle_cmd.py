@@ -63,8 +63,12 @@ def bundle_cmd(
         ),
     ] = False,
 ) -> None:
-    """Write OUT: wheels/ (ens and its dependencies for the target), models/ (the ensemble file's members),
-    run.py (install offline, then `ens predict`), README.md and bundle.json (every file's sha256)."""
+    """Pack the ensemble into one offline folder for a notebook without internet (Kaggle).
+
+    OUT gets wheels/ (ens and its dependencies for the target Python and platform), models/ (the
+    ensemble file and its members), run.py (verify, install offline, then `ens predict`), README.md
+    (the same as a notebook cell) and bundle.json (every file's sha256, the target, the command).
+    """
 
     def note(line: str) -> None:
         err_console.print(escape(line), highlight=False, soft_wrap=True)
