@@ -180,6 +180,11 @@ def test_a_failed_torch_conversion_moves_to_the_tensorflow_backend(tensorflow, t
 def test_keras_backend_is_refused_for_torch_models(tmp_path, data):
     import torch
 
+    one_line_error(
+        ens("export", tmp_path / "m.keras", "--name", "m", "--keras-backend", "jax"),
+        "--keras-backend got 'jax'; allowed: 'auto', 'torch', 'tensorflow'",
+    )
+
     torch.save(TinyNet().state_dict(), tmp_path / "tiny.pth")
     args = ["export", tmp_path / "tiny.pth", "--name", "tiny", "--factory", "tiny_nets:TinyNet",
             "--data", data, "--out-dir", tmp_path, "--keras-backend", "tensorflow"]  # fmt: skip
