@@ -51,7 +51,8 @@ FORCED_TENSORFLOW = "--keras-backend tensorflow"
 
 def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
     """Load a Keras 3 model (with --custom-objects) on the torch backend and run a sample batch;
-    when that fails inside a custom layer, export on the TensorFlow backend in a subprocess."""
+    when that fails inside a custom layer, export on the TensorFlow backend in a subprocess, and when
+    torch's ONNX exporter fails, convert there (unless --keras-backend chose one backend)."""
     path = request.source
     refuse_keras2(path)
     if request.keras_backend == "tensorflow":
@@ -97,6 +98,7 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
             reason = first_line(failure, 160) if str(failure).strip() else log.last_line()
             what = f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: {reason})"
             converter.append(_convert_on_tensorflow(request, what, failure))
+            # the pipeline reads the notes and versions after its builds, so they tell what happened
             source.notes[:] = [
                 f"torch's ONNX exporter failed ({type(failure).__name__}): graph exported on the TensorFlow "
                 "backend in a subprocess, checked against the torch backend's outputs"
