@@ -32,6 +32,12 @@ class ChannelOrder(str, Enum):
     bgr = "bgr"
 
 
+class KerasBackend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    tensorflow = "tensorflow"
+
+
 def _exporters():
     """Import the exporters lazily: they are the only part of ens that needs torch or keras."""
     try:
@@ -115,6 +121,15 @@ OutputOpt = Annotated[
         help="Which output of a multi-output model (deep supervision, aux heads) the member keeps: a dict "
         "key or Keras output layer name, or an index into a tuple (default: the one score map at the "
         "input size).",
+    ),
+]
+KerasBackendOpt = Annotated[
+    KerasBackend,
+    typer.Option(
+        "--keras-backend",
+        help="Keras backend that runs and converts a Keras model: torch, tensorflow (a subprocess; needs "
+        "ens[tensorflow]) or auto (torch, moving to tensorflow when a custom layer or torch's ONNX "
+        "conversion fails).",
     ),
 ]
 ScaleOpt = Annotated[float | None, typer.Option("--scale", hidden=True, help="Refused: use --input-range.")]
@@ -207,6 +222,7 @@ def export(
     masks: MasksOpt = None,
     size_multiple: SizeMultipleOpt = 1,
     output: OutputOpt = None,
+    keras_backend: KerasBackendOpt = KerasBackend.auto,
 ) -> None:
     """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
     ex = _exporters()
@@ -223,6 +239,7 @@ def export(
         class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
         split=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
         channels=channels, masks=masks, size_multiple=size_multiple, output=output,
+        keras_backend=keras_backend.value,
     )  # fmt: skip
     result = ex.export_member(request, default_data=DEFAULT_DATA)
     member, info = result.member, result.member.info
