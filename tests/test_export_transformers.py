@@ -225,3 +225,23 @@ def test_transformers_refusals(tmp_path, data, segformer):
     one_line_error(export(custom, "x", data, tmp_path), "has config.json but no model.safetensors")
     one_line_error(export(folder / "pretrained", "x", data, tmp_path, *factory), "drop --factory")
     assert not list(tmp_path.glob("*.onnx"))
+
+
+@pytest.mark.slow  # Keras' export takes ~30 s here; test_export_outputs covers a Keras head at 1/2 too
+def test_half_resolution_keras_net_resizes_its_probabilities(tmp_path, data):
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((*HW, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(5, 1, activation="softmax")(x))
+    model.save(tmp_path / "half.keras")
+    store = tmp_path / "models"
+    result = export(tmp_path / "half.keras", "khalf", data, store)
+    assert result.exit_code == 0, result.output
+    assert "the source emits probabilities; the source's output is 1/2 of the input size" in result.output
+    pixels = sample_pixels(data)
+    probs = keras.ops.convert_to_numpy(model(pixels.transpose(0, 2, 3, 1))).transpose(0, 3, 1, 2)
+    expected = functional.interpolate(torch.from_numpy(probs), size=HW, mode="bilinear", align_corners=False)
+    assert_contract(store / "khalf.onnx", pixels, dynamic_hw=False)
+    np.testing.assert_allclose(run_member(store / "khalf.onnx", pixels), expected.numpy(), atol=1e-4)
+    assert metadata(store / "khalf.onnx")["ens.upsample_factor"] == "2"
