@@ -8,6 +8,7 @@ atomically only after the checker, the contract checks and the parity check have
 from __future__ import annotations
 
 import importlib
+import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
 from exporters.source import LoadedSource, check_source_output
 from exporters.trust import check_trust
+from exporters.upsample import upsample_bilinear
 from exporters.verify import check_graph, parity_error, probe_size
 
 LOADERS = {
@@ -40,6 +42,8 @@ LOADERS = {
     "keras": ("exporters.keras_export", "load_keras", "keras,torch"),
     "keras.h5": ("exporters.keras_export", "load_keras", "keras,torch"),
     "savedmodel": ("exporters.keras_export", "load_keras", "keras,torch"),
+    "safetensors": ("exporters.torch_export", "load_torch", "torch,transformers"),
+    "transformers": ("exporters.transformers_export", "load_transformers", "torch,transformers"),
 }
 
 
@@ -80,7 +84,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     check = _Checker(request, source, samples)
     class_names = class_names_for(check.reference.shape[1], request.class_names)
     _check_store(request, class_names)
-    info_args = (request, source, class_names, sha256, samples)
+    info_args = (request, source, class_names, sha256, samples, check.factor)
     fixed_reason = "the model declares its input size" if source.fixed_hw else None
     if fixed_reason is None:
         model, error, fixed_reason = check.build(True, _info(*info_args, dynamic_hw=True))
@@ -92,6 +96,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
         source.kind,
         check.output_note,
         "softmax appended (the source emits logits)" if check.logits else "the source emits probabilities",
+        check.resize_note(),
         *source.notes,
         f"H, W fixed: {fixed_reason}" if fixed_reason else "H, W dynamic",
         replacing,
@@ -201,6 +206,7 @@ class _Checker:
             requested=request.output, names=source.output_names,
         )  # fmt: skip
         self.key, self.output_note = self.choice.key, self.choice.note
+        self.factor = 0  # how many times the output is smaller than the input, set by the first run
         scores = self.scores(self.pixels, raw)
         self.logits = not is_probabilities(scores)
         self.reference = softmax(scores) if self.logits else scores
@@ -219,11 +225,29 @@ class _Checker:
             ) from exc
 
     def scores(self, pixels: np.ndarray, raw=None) -> np.ndarray:
-        """The source's chosen output as (N, C, H, W) for raw pixels (or for their raw output)."""
+        """The source's chosen output as (N, C, H, W) for raw pixels (or for their raw output),
+        resized bilinearly to the input size when it is smaller, as the member will resize it."""
         out = take_output(self.run(pixels) if raw is None else raw, self.key)
         choice = self.choice
-        return check_source_output(
+        nchw = check_source_output(
             out, self.source.channels_last, len(pixels), pixels.shape[2:], choice.what, choice.count
+        )
+        factor = pixels.shape[2] // nchw.shape[2]
+        if self.factor and factor != self.factor:
+            raise EnsError(
+                f"{choice.what} is 1/{factor} of the input size at {pixels.shape[2]}x{pixels.shape[3]} "
+                f"but 1/{self.factor} at {self.pixels.shape[2]}x{self.pixels.shape[3]}"
+            )
+        self.factor = factor
+        return upsample_bilinear(nchw, factor)
+
+    def resize_note(self) -> str:
+        """The export note for an output smaller than the input, empty when it is at the input size."""
+        if self.factor == 1:
+            return ""
+        return (
+            f"the source's output is 1/{self.factor} of the input size: a bilinear resize x{self.factor} "
+            f"(align_corners=False) is folded in{' before the softmax' if self.logits else ''}"
         )
 
     def net_inputs(self) -> str:
@@ -248,7 +272,7 @@ class _Checker:
         model = wrap_to_contract(
             raw, channels_last=self.source.channels_last, normalisation=self.request.normalisation,
             add_softmax=self.logits, output_key=index, n_classes=self.reference.shape[1],
-            hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels,
+            hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels, upsample=self.factor,
         )  # fmt: skip
         check_graph(model)
         attach_metadata(model, replace(info, opset=opset_of(model)), {})
@@ -326,7 +350,17 @@ def _check_store(request: ExportRequest, class_names: tuple[str, ...]) -> None:
 
 
 def _info(
-    request, source, class_names, sha256, samples: Samples, *, dynamic_hw, error=0.0, opset=0, val_miou=None
+    request,
+    source,
+    class_names,
+    sha256,
+    samples: Samples,
+    factor: int = 1,
+    *,
+    dynamic_hw,
+    error=0.0,
+    opset=0,
+    val_miou=None,
 ) -> MemberInfo:
     import onnxruntime
 
@@ -347,5 +381,6 @@ def _info(
         input_hw=(None, None) if dynamic_hw else samples.hw,
         val_miou=val_miou,
         input_channels=samples.channels,
-        size_multiple=request.size_multiple,
+        size_multiple=math.lcm(request.size_multiple, factor),  # resized to H only at multiples of it
+        upsample_factor=factor,
     )
