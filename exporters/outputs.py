@@ -82,15 +82,16 @@ def choose_output(
         raise EnsError(
             f"the model returned an empty {type(raw).__name__}; a member needs one per-pixel score map"
         )
+    factors = {o.label: score_map_factor(o.shape, channels_last, n, hw) for o in outputs if o.floating}
     if requested is not None:
         kept = _requested(outputs, requested, channels_last)
+        _refuse_reduced_beside_full(kept, outputs, factors, channels_last)
         note = f"kept output {kept.label}, chosen by --output"
         return OutputChoice(kept.key, kept.label, note, len(outputs))
     if len(outputs) == 1:
         only = outputs[0]
         return OutputChoice(only.key, only.label if only.name is not None else "")
     classes = _class_counts(outputs, channels_last)
-    factors = {o.label: score_map_factor(o.shape, channels_last, n, hw) for o in outputs if o.floating}
     factor = min((f for f in factors.values() if f is not None), default=1)  # a full-size head first
     at_size = [o for o in outputs if factors.get(o.label) == factor]
     common = Counter(classes.values()).most_common(2)
@@ -177,6 +178,23 @@ def _requested(outputs: list[_Output], requested: str, channels_last: bool) -> _
     raise EnsError(
         f"--output {requested!r} is not one of the model's {len(outputs)} outputs "
         f"{_listing(outputs, channels_last)}; pass {allowed}"
+    )
+
+
+def _refuse_reduced_beside_full(
+    kept: _Output, outputs: list[_Output], factors: dict[str, int | None], channels_last: bool
+) -> None:
+    """A head below the input size is resized into a member only when no head is at the input size:
+    beside a full-size head it is an auxiliary (deep-supervision) output, not the prediction."""
+    factor = factors.get(kept.label)
+    full = [o for o in outputs if factors.get(o.label) == 1]
+    if factor is None or factor == 1 or not full:
+        return
+    raise EnsError(
+        f"--output {kept.label}: the model's output {kept.label} is at 1/{factor} of the input size while "
+        f"{full[0].label} is at it (outputs {_listing(outputs, channels_last)}); an output below the input "
+        f"size is resized only when none is at it; choose the full-size head (--output "
+        f"{full[0].name if full[0].name is not None else full[0].position}) or drop --output"
     )
 
 
