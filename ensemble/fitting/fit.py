@@ -17,8 +17,9 @@ import numpy as np
 from ensemble.errors import EnsError
 from ensemble.fitting.grid import fit_gains, fit_min_area
 from ensemble.fitting.weights import fit_weights, parts_pixel_set, pixel_score
-from ensemble.inference.cleanup import remove_small_regions
+from ensemble.inference.cleanup import check_connectivity, remove_small_regions
 from ensemble.inference.fusion import decode, fuse, normalise_weights, scaled_weights
+from ensemble.optionvalues import check_int, check_seed
 from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 DEFAULT_FOLDS = 5
@@ -186,6 +187,11 @@ def fit_parts(parts: list[Part], settings: FitSettings = FitSettings(), on_step=
     images are numbered across the parts for the folds."""
     n_images, n_classes = sum(len(truth) for _, truth in parts), parts[0][0][0].shape[1]
     folds = check_settings(settings, n_images)
+    if not any(np.any(truth) for _, truth in parts):
+        raise EnsError(
+            f"the {n_images} validation images hold no labelled pixels (every mask is class 0, which "
+            "the metric ignores), so there is nothing to fit; check --masks and the split options"
+        )
     candidates = ("member", "class") if settings.weights_per == "auto" else (settings.weights_per,)
     notes = []
     cv_by: dict[str, Stages] = {}
@@ -226,12 +232,20 @@ def fit_parts(parts: list[Part], settings: FitSettings = FitSettings(), on_step=
 
 def check_settings(settings: FitSettings, n_images: int) -> int:
     """The number of folds to use; refuses settings the fit cannot honour as asked."""
-    if settings.weights_per not in WEIGHTS_PER:
+    if not isinstance(settings, FitSettings):
+        raise EnsError(
+            f"fit settings {type(settings).__name__} are not FitSettings; e.g. FitSettings(folds=5)"
+        )
+    if not isinstance(settings.weights_per, str) or settings.weights_per not in WEIGHTS_PER:
         raise EnsError(
             f"--weights-per {settings.weights_per!r} is unknown; choose one of {', '.join(WEIGHTS_PER)}"
         )
     if n_images < 1:
         raise EnsError("there are no validation images to fit on; check the split options")
+    get_metric(settings.metric)
+    check_connectivity(settings.connectivity)
+    check_seed(check_int(settings.seed, "seed", 0, None, "use a non-negative seed such as 0"), "seed")
+    check_int(settings.folds, "--folds", 0, None, f"use e.g. --folds {DEFAULT_FOLDS}, or 0 for none")
     if not 0 <= settings.folds <= n_images:
         raise EnsError(
             f"--folds {settings.folds} is outside 0..{n_images}: each fold needs at least one of the "

@@ -103,7 +103,7 @@ def get_metric(name: str) -> Metric:
     """Look a metric up by name; an unknown name lists the valid ones."""
     try:
         return METRICS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise EnsError(f"unknown metric {name!r}; choose one of {', '.join(list_metrics())}") from None
 
 

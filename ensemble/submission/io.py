@@ -16,7 +16,6 @@ True
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from types import TracebackType
 
 import numpy as np
@@ -25,7 +24,8 @@ from ensemble.data.folder import integer_ids
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
 from ensemble.files.outputs import refuse_overwrite
-from ensemble.submission.check import parse_submission
+from ensemble.optionvalues import check_n_classes, check_path
+from ensemble.submission.check import check_image_shape, parse_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
 from ensemble.submission.textids import ImageIndex, check_text_ids, encode_text_ids
@@ -52,19 +52,15 @@ class SubmissionWriter:
         *,
         rle: RleConvention = DEFAULT_RLE,
     ) -> None:
-        self.path = Path(path)
+        self.path = check_path(path, "submission path")
         self.format = get_format(fmt, rle)
-        self.n_classes = int(n_classes)
+        self.n_classes = check_n_classes(n_classes, "n_classes")
         if image_shape is None and self.format.name == "flat":
             raise EnsError(
                 "the flat format has one image size (its header numbers the pixels) but the images have "
                 "several; write --format rle, or predict one size at a time"
             )
-        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
-        if self.image_shape is not None and (len(self.image_shape) != 2 or min(self.image_shape) < 1):
-            raise EnsError(f"image shape {self.image_shape} is not (H, W) with H, W >= 1; e.g. (64, 128)")
-        if not 2 <= self.n_classes <= 256:
-            raise EnsError(f"n_classes {n_classes} is outside 2..256; the course data has 5")
+        self.image_shape = None if image_shape is None else check_image_shape(image_shape)
         self.n_images = 0
         self._last_id = -1
         self._seen: set[str] = set()
@@ -152,6 +148,13 @@ class SubmissionWriter:
     def _text_ids(self, ids: np.ndarray) -> np.ndarray:
         """Stems as ids: distinct across batches and fit for a CSV row; the flat format needs
         integers, so there they must be plain non-negative integers."""
+        kinds = str | int | np.integer
+        bad = [i for i in ids.tolist() if isinstance(i, bool | np.bool_) or not isinstance(i, kinds)]
+        if bad:
+            raise EnsError(
+                f"id {bad[0]!r} ({type(bad[0]).__name__}) is not an image id; ids are non-negative "
+                "integers or text (image file stems)"
+            )
         texts = [str(i) for i in ids.tolist()]
         problem = check_text_ids(texts)
         if problem:
