@@ -35,7 +35,7 @@ from ensemble.apiargs import (
 from ensemble.data.datafile import as_labels, as_pixels
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
-from ensemble.fitting.fit import FitSettings, check_settings, fit_ensemble
+from ensemble.fitting.fit import FitSettings, check_labelled, check_settings, fit_ensemble
 from ensemble.fitting.job import build_spec
 from ensemble.inference.batchpool import ordered_batches
 from ensemble.inference.options import DEFAULT_BATCH, resolve_options
@@ -160,6 +160,7 @@ def fit(
     if truth.shape != pixels.shape[:3]:
         raise EnsError(f"masks have shape {truth.shape} but images {pixels.shape}; give one mask per image")
     check_settings(settings, len(pixels))
+    check_labelled([truth])
     probs = []
     for member in found:
         runner = build_session(member, device)

@@ -97,7 +97,7 @@ def check_int(value, what: str, low: int, high: int | None, hint: str) -> int:
 def check_n_classes(value, what: str = "--n-classes") -> int:
     """A class count of 2..MAX_CLASSES: labels are uint8, so more classes would wrap around."""
     return check_int(
-        value, what, 2, MAX_CLASSES, f"labels are uint8 (0..{MAX_CLASSES - 1}); the course data has 5"
+        value, what, 2, MAX_CLASSES, f"labels are uint8, so 2..{MAX_CLASSES} classes; the course data has 5"
     )
 
 

@@ -187,11 +187,7 @@ def fit_parts(parts: list[Part], settings: FitSettings = FitSettings(), on_step=
     images are numbered across the parts for the folds."""
     n_images, n_classes = sum(len(truth) for _, truth in parts), parts[0][0][0].shape[1]
     folds = check_settings(settings, n_images)
-    if not any(np.any(truth) for _, truth in parts):
-        raise EnsError(
-            f"the {n_images} validation images hold no labelled pixels (every mask is class 0, which "
-            "the metric ignores), so there is nothing to fit; check --masks and the split options"
-        )
+    check_labelled([truth for _, truth in parts])
     candidates = ("member", "class") if settings.weights_per == "auto" else (settings.weights_per,)
     notes = []
     cv_by: dict[str, Stages] = {}
@@ -252,6 +248,17 @@ def check_settings(settings: FitSettings, n_images: int) -> int:
             f"{n_images} validation images; use e.g. --folds {min(DEFAULT_FOLDS, n_images)}, or 0 for none"
         )
     return settings.folds
+
+
+def check_labelled(truths: list[np.ndarray]) -> None:
+    """Refuse masks that are class 0 everywhere: both metrics drop those pixels, so no weight or
+    threshold could be learned (and the fit would divide by zero)."""
+    if not any(np.any(truth) for truth in truths):
+        n_images = sum(len(truth) for truth in truths)
+        raise EnsError(
+            f"the {n_images} validation images hold no labelled pixels (every mask is class 0, which "
+            "the metric ignores), so there is nothing to fit; check --masks and the split options"
+        )
 
 
 def _cross_validate(parts: list[Part], fold_of: np.ndarray, settings: FitSettings, on_step) -> Stages:

@@ -58,7 +58,7 @@ def min_area_array(min_area: MinArea, n_classes: int) -> np.ndarray:
                     f"min_area {short_repr(min_area)} names class {cls}; classes are 0..{n_classes - 1}"
                 )
             areas[index] = _whole(area, min_area, n_classes)
-    elif not isinstance(min_area, list | tuple | np.ndarray) or np.ndim(min_area) == 0:
+    elif not isinstance(min_area, list | tuple) and np.ndim(min_area) == 0:  # one area for all
         areas = np.full(n_classes, _whole(min_area, min_area, n_classes), dtype=np.int64)
         areas[IGNORED_CLASS] = 0
     else:
