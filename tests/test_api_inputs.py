@@ -153,11 +153,11 @@ def test_fit_refuses_each_mistake_in_one_line(store, kwargs, fragments):
 def test_fit_on_masks_without_labelled_pixels_says_so_in_one_line(store, tmp_path):
     background = np.zeros_like(MASKS)
     settings = api.FitSettings(folds=0)
-    refused(lambda: api.fit(["a", "b"], IMAGES, background, store=store, settings=settings), "no labelled pixels")
+    fit = lambda: api.fit(["a", "b"], IMAGES, background, store=store, settings=settings)  # noqa: E731
+    refused(fit, "no labelled pixels")
     rng = np.random.default_rng(0)
-    data = write_npz(
-        tmp_path / "bg.npz", rng.integers(0, 256, (8, 8, 12)), np.zeros((8, 8, 12)), rng.integers(0, 256, (2, 8, 12))
-    )
+    images, test = rng.integers(0, 256, (8, 8, 12)), rng.integers(0, 256, (2, 8, 12))
+    data = write_npz(tmp_path / "bg.npz", images, np.zeros((8, 8, 12)), test)
     result = ens(
         "fit", "--data", data, "--models-dir", store, "--cache-dir", tmp_path / "c", "--keep-outliers",
         "--val-fraction", "0.5", "--folds", "2",
