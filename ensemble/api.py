@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.apiargs import (
-    as_array,
     batch_size_arg,
     device_arg,
     flag,
@@ -32,7 +31,7 @@ from ensemble.apiargs import (
     predict_options,
     tta_arg,
 )
-from ensemble.data.datafile import as_labels, as_pixels
+from ensemble.data.datafile import as_array, as_labels, as_pixels
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.fitting.fit import FitSettings, check_labelled, check_settings, fit_ensemble

@@ -9,7 +9,6 @@ ensemble.errors.EnsError: batch_size '64' is not a whole number (a str); images 
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
@@ -23,21 +22,6 @@ from ensemble.members.session import Device
 from ensemble.optionvalues import check_int, check_path, short_repr
 
 NO_MEMBERS = "no members given; pass --members a,b,c (see `ens members`)"
-
-
-def as_array(value, what: str) -> np.ndarray:
-    """`value` as a numpy array; a ragged nest of lists, or objects numpy cannot stack, are refused."""
-    if isinstance(value, np.ndarray):
-        return value
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return np.asarray(value)
-    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError):
-        raise EnsError(
-            f"{what} {short_repr(value)} are not an array of numbers (ragged lists or other objects); "
-            "give a numpy array of shape (N, H, W)"
-        ) from None
 
 
 def flag(value, what: str) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.optionvalues import short_repr
 
 _PIXELS_PER_CHUNK = 1 << 22
 
@@ -104,7 +105,9 @@ def get_metric(name: str) -> Metric:
     try:
         return METRICS[name]
     except (KeyError, TypeError):
-        raise EnsError(f"unknown metric {name!r}; choose one of {', '.join(list_metrics())}") from None
+        raise EnsError(
+            f"unknown metric {short_repr(name)}; choose one of {', '.join(list_metrics())}"
+        ) from None
 
 
 def list_metrics() -> list[str]:

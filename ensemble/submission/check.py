@@ -13,7 +13,7 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.machine import physical_memory
-from ensemble.optionvalues import check_int, check_n_classes, check_path
+from ensemble.optionvalues import check_int, check_n_classes, check_path, short_repr
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention, check_convention, header_hint
 from ensemble.submission.formats import detect_format
 from ensemble.submission.problems import Problem, Problems
@@ -160,10 +160,13 @@ def _check_arguments(image_shape: tuple[int, int], n_classes: int, n_images: int
 def check_image_shape(image_shape) -> tuple[int, int]:
     """An (H, W) pair of whole numbers >= 1."""
     hint = "give (H, W) with whole numbers H, W >= 1, e.g. (64, 128)"
-    if isinstance(image_shape, (str, bytes)) or not isinstance(image_shape, Sequence | np.ndarray):
-        raise EnsError(f"image shape {image_shape!r} is not (H, W); {hint}")
+    shaped = isinstance(image_shape, np.ndarray) and image_shape.ndim == 1
+    if isinstance(image_shape, str | bytes) or not (shaped or isinstance(image_shape, Sequence)):
+        raise EnsError(f"image shape {short_repr(image_shape)} is not (H, W); {hint}")
     if len(image_shape) != 2:
-        raise EnsError(f"image shape {tuple(image_shape)} is not (H, W) with H, W >= 1; e.g. 64x128")
+        raise EnsError(
+            f"image shape {short_repr(tuple(image_shape))} is not (H, W) with H, W >= 1; e.g. 64x128"
+        )
     return tuple(check_int(side, "image shape side", 1, None, hint) for side in image_shape)
 
 

@@ -12,6 +12,7 @@ from functools import partial
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.optionvalues import short_repr
 from ensemble.submission import flatcsv, rlecsv
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention, check_convention
 from ensemble.submission.problems import Problems
@@ -77,7 +78,7 @@ def get_format(name: str, rle: RleConvention = DEFAULT_RLE) -> SubmissionFormat:
         build = FORMATS[name]
     except (KeyError, TypeError):
         raise EnsError(
-            f"unknown submission format {name!r}; choose one of {', '.join(list_formats())}"
+            f"unknown submission format {short_repr(name)}; choose one of {', '.join(list_formats())}"
         ) from None
     if name != "rle" and rle != DEFAULT_RLE:
         raise EnsError(

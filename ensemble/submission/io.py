@@ -20,6 +20,7 @@ from types import TracebackType
 
 import numpy as np
 
+from ensemble.data.datafile import as_array
 from ensemble.data.folder import integer_ids
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
@@ -111,8 +112,7 @@ class SubmissionWriter:
         return context.__exit__(exc_type, exc, traceback)
 
     def _validate(self, ids, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(ids)
-        labels = np.asarray(labels)
+        ids, labels = as_array(ids, "ids", " of shape (B,)"), as_array(labels, "labels")
         shape = self.image_shape or labels.shape[1:]
         if labels.ndim != 3 or labels.shape[1:] != shape or ids.shape != labels.shape[:1]:
             expected = "(B, H, W)" if self.image_shape is None else f"(B, {shape[0]}, {shape[1]})"
@@ -185,10 +185,10 @@ def write_submission(
 ) -> None:
     """Write all `labels` (N, H, W) with their `ids` (N,) in one call, atomically (`rle` files
     under the convention `rle`)."""
-    labels = np.asarray(labels)
+    labels = as_array(labels, "labels")
     if labels.ndim != 3:
         raise EnsError(f"labels have shape {labels.shape}; expected (N, H, W)")
-    ids = np.asarray(ids)
+    ids = as_array(ids, "ids", " of shape (N,)")
     if ids.shape != labels.shape[:1]:
         raise EnsError(f"got {ids.shape} ids for {len(labels)} label maps; give one id per image")
     with SubmissionWriter(path, fmt, labels.shape[1:], n_classes, rle=rle) as writer:
