@@ -151,7 +151,8 @@ def fit(
     """
     settings = FitSettings() if settings is None else settings
     out, device, batch_size = path_or_none(out, "out"), device_arg(device), batch_size_arg(batch_size)
-    views = get_views(tta_arg(tta, "flip"))
+    tta = tta_arg(tta, "flip")
+    views = get_views(tta)
     found = load_members(members, store)
     pixels = as_images(images)
     check_channels(found[0].channels, {1 if pixels.ndim == 3 else 3}, flag(gray_to_rgb, "gray_to_rgb"))
