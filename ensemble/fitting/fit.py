@@ -19,7 +19,7 @@ from ensemble.fitting.grid import fit_gains, fit_min_area
 from ensemble.fitting.weights import fit_weights, parts_pixel_set, pixel_score
 from ensemble.inference.cleanup import check_connectivity, remove_small_regions
 from ensemble.inference.fusion import decode, fuse, normalise_weights, scaled_weights
-from ensemble.optionvalues import check_int, check_seed
+from ensemble.optionvalues import check_int, check_seed, short_repr
 from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 DEFAULT_FOLDS = 5
@@ -234,7 +234,8 @@ def check_settings(settings: FitSettings, n_images: int) -> int:
         )
     if not isinstance(settings.weights_per, str) or settings.weights_per not in WEIGHTS_PER:
         raise EnsError(
-            f"--weights-per {settings.weights_per!r} is unknown; choose one of {', '.join(WEIGHTS_PER)}"
+            f"--weights-per {short_repr(settings.weights_per)} is unknown; "
+            f"choose one of {', '.join(WEIGHTS_PER)}"
         )
     if n_images < 1:
         raise EnsError("there are no validation images to fit on; check the split options")
