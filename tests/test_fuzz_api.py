@@ -34,6 +34,12 @@ DTYPES = [
 ARRAYS = hnp.arrays(
     st.sampled_from(DTYPES).map(np.dtype), hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=4)
 )
+STACKS = hnp.arrays(  # near-valid image, mask and label stacks: odd dtypes, values or shapes
+    st.sampled_from(DTYPES).map(np.dtype),
+    st.sampled_from(
+        [(3, *SHAPE), (2, *SHAPE), (3, 8, 6), (3, *SHAPE, 3), (3, 3, *SHAPE), (0, *SHAPE), (3, 0, 8)]
+    ),
+)
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -56,6 +62,7 @@ NESTED = st.recursive(
 ODD = st.one_of(
     NESTED,
     ARRAYS,
+    STACKS,
     st.dictionaries(st.integers(-2, 6) | st.text(max_size=2), SCALARS, max_size=3),
     st.just(np.array([None, 1], dtype=object)),
     st.just(np.zeros((1, 0, 3))),
