@@ -186,11 +186,12 @@ def test_score_gives_a_table_or_ens_error(labels, truth, n_classes, metric):
     n_classes=valid_or_odd(5),
     rle=valid_or_odd(DEFAULT_RLE),
     complete=valid_or_odd(True),
+    images=valid_or_odd(None),
 )
-def test_read_submission_gives_labels_or_ens_error(work, path, image_shape, n_classes, rle, complete):
+def test_read_submission_gives_labels_or_ens_error(work, path, image_shape, n_classes, rle, complete, images):
     path = work / "s.csv" if isinstance(path, str) and path == "csv" else path
     only_result_or_ens_error(
-        lambda: api.read_submission(path, image_shape, n_classes, complete=complete, rle=rle)
+        lambda: api.read_submission(path, image_shape, n_classes, images, complete, rle=rle)
     )
 
 

@@ -71,6 +71,10 @@ def parse_submission(
     named by the file itself, all of `image_shape`. Labels of mixed sizes come back as a list."""
     path = check_path(path, "submission path")
     check_convention(rle)
+    if images is not None and not isinstance(images, ImageIndex):
+        raise EnsError(
+            f"images {type(images).__name__} are not an ImageIndex (an image folder's stems and sizes)"
+        )
     if images is not None:
         image_shape = images.uniform or (1, 1)
     image_shape = _check_arguments(image_shape, n_classes, n_images)
