@@ -103,7 +103,7 @@ def check_n_classes(value, what: str = "--n-classes") -> int:
 
 def check_path(value, what: str) -> Path:
     """A path given as str or os.PathLike (not bytes, a number or None), without NUL characters."""
-    if isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+    if isinstance(value, str | os.PathLike):
         text = os.fspath(value)
         if isinstance(text, str) and "\0" not in text and text:
             return Path(text)

@@ -181,6 +181,19 @@ def test_score_gives_a_table_or_ens_error(labels, truth, n_classes, metric):
 
 @FUZZ
 @given(
+    labels=valid_or_odd("labels"),
+    min_area=valid_or_odd(2),
+    n_classes=valid_or_odd(None),
+    connectivity=valid_or_odd(4),
+    out=valid_or_odd(None),
+)
+def test_remove_small_regions_gives_labels_or_ens_error(labels, min_area, n_classes, connectivity, out):
+    labels = masks(2).astype(np.uint8) if isinstance(labels, str) and labels == "labels" else labels
+    only_result_or_ens_error(lambda: api.remove_small_regions(labels, min_area, n_classes, connectivity, out))
+
+
+@FUZZ
+@given(
     path=valid_or_odd("csv"),
     image_shape=valid_or_odd(SHAPE),
     n_classes=valid_or_odd(5),

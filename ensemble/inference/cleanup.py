@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.optionvalues import key_values, parse_int, short_repr
+from ensemble.optionvalues import check_n_classes, key_values, parse_int, short_repr
 
 CONNECTIVITIES = (4, 8)  # pixel neighbourhoods of a region: edges only, or edges and corners
 
@@ -87,7 +87,7 @@ def check_connectivity(connectivity) -> int:
     """4 or 8, as an int (not 4.0, "4" or True): the neighbourhood of cleanup regions."""
     whole = isinstance(connectivity, int | np.integer) and not isinstance(connectivity, bool)
     if not whole or connectivity not in CONNECTIVITIES:
-        raise EnsError(f"connectivity must be 4 or 8, got {connectivity!r}")
+        raise EnsError(f"connectivity must be 4 or 8, got {short_repr(connectivity)}")
     return int(connectivity)
 
 
@@ -125,16 +125,21 @@ def remove_small_regions(
         got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
         raise EnsError(f"labels must be a uint8 array of shape (H, W) or (N, H, W), got {got}")
     connectivity = check_connectivity(connectivity)
-    if n_classes is None:
-        sized = not isinstance(min_area, Mapping) and np.ndim(min_area) == 1
+    if n_classes is not None:
+        n_classes = check_n_classes(n_classes, "n_classes")
+    else:
+        sized = isinstance(min_area, list | tuple) or (
+            isinstance(min_area, np.ndarray) and min_area.ndim == 1
+        )
         n_classes = len(min_area) if sized else int(labels.max(initial=0)) + 1
     areas = min_area_array(min_area, n_classes)
     if labels.size and int(labels.max()) >= n_classes:
         raise EnsError(f"labels hold class {int(labels.max())} but only {n_classes} classes were given")
     if out is None:
         out = labels.copy()
-    elif out.shape != labels.shape or out.dtype != np.uint8:
-        raise EnsError(f"out must be uint8 {labels.shape}, got {out.dtype} {out.shape}")
+    elif not isinstance(out, np.ndarray) or out.shape != labels.shape or out.dtype != np.uint8:
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise EnsError(f"out must be uint8 {labels.shape}, got {got}")
     elif out is not labels:
         out[...] = labels
     if not areas.any() or labels.size == 0:

@@ -25,7 +25,7 @@ from ensemble.data.folder import integer_ids
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
 from ensemble.files.outputs import refuse_overwrite
-from ensemble.optionvalues import check_n_classes, check_path
+from ensemble.optionvalues import check_n_classes, check_path, short_repr
 from ensemble.submission.check import check_image_shape, parse_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
@@ -152,7 +152,7 @@ class SubmissionWriter:
         bad = [i for i in ids.tolist() if isinstance(i, bool | np.bool_) or not isinstance(i, kinds)]
         if bad:
             raise EnsError(
-                f"id {bad[0]!r} ({type(bad[0]).__name__}) is not an image id; ids are non-negative "
+                f"id {short_repr(bad[0])} ({type(bad[0]).__name__}) is not an image id; ids are non-negative "
                 "integers or text (image file stems)"
             )
         texts = [str(i) for i in ids.tolist()]
