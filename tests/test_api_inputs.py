@@ -58,6 +58,13 @@ def test_a_member_with_more_classes_than_uint8_labels_is_refused_by_predict_fit_
     assert not (tmp_path / "s.csv").exists() and not (store / "ensemble.json").exists()
 
 
+def test_export_refuses_a_net_with_more_classes_than_uint8_labels_hold():
+    from exporters.request import class_names_for
+
+    refused(lambda: class_names_for(300, None), "300 class channels", "at most 256", "uint8")
+    assert len(class_names_for(256, None)) == 256
+
+
 # ---- load_ensemble / load_members ---------------------------------------------------------------
 
 
