@@ -19,9 +19,8 @@ from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
 from ensemble.inference.tta import get_views, list_tta
 from ensemble.members.member import Member
 from ensemble.members.session import Device
+from ensemble.members.store import NO_MEMBERS
 from ensemble.optionvalues import check_int, check_path, short_repr
-
-NO_MEMBERS = "no members given; pass --members a,b,c (see `ens members`)"
 
 
 def flag(value, what: str) -> bool:
@@ -32,6 +31,7 @@ def flag(value, what: str) -> bool:
 
 
 def path_or_none(value, what: str):
+    """None, or a path checked like `check_path`."""
     return None if value is None else check_path(value, what)
 
 
