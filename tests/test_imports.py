@@ -77,7 +77,7 @@ def package_edges(package: Path) -> dict[str, dict[str, int]]:
         targets = {}
         for target, line, _ in imports(name, path):
             if target in names and target != name and not name.startswith(f"{target}."):
-                targets.setdefault(target, line)
+                targets[target] = min(line, targets.get(target, line))
         graph[name] = targets
     return graph
 
@@ -95,7 +95,8 @@ def upward_imports(graph: dict[str, dict[str, int]]) -> list[str]:
             if LAYER[low] > LAYER[high]:
                 path = ROOT / (name.replace(".", "/") + ".py")
                 where = path if path.exists() else path.with_suffix("") / "__init__.py"
-                problems.append(f"{where.relative_to(ROOT)}:{line}: {high!r} imports the higher layer {low!r}")
+                text = f"{where.relative_to(ROOT)}:{line}: {high!r} imports the higher layer {low!r}"
+                problems.append(text)
     return problems
 
 
@@ -161,7 +162,8 @@ def test_no_import_circle_between_modules():
 def test_no_import_circle_between_subpackages():
     graph: dict[str, set[str]] = {}
     for name, targets in package_edges(PACKAGE).items():
-        graph.setdefault(layer_of(name), set()).update(layer_of(t) for t in targets if layer_of(t) != layer_of(name))
+        layers = {layer_of(target) for target in targets} - {layer_of(name)}
+        graph.setdefault(layer_of(name), set()).update(layers)
     assert not circles(graph), circles(graph)
 
 
@@ -185,4 +187,5 @@ def test_the_checks_find_an_upward_import_and_a_circle(tmp_path, monkeypatch):
     (fake / "__init__.py").write_text("")
     (fake / "files" / "low.py").write_text("def f():\n    from ensemble.cli import app\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert upward_imports(package_edges(fake)) == ["ensemble/files/low.py:2: 'files' imports the higher layer 'cli'"]
+    problems = upward_imports(package_edges(fake))
+    assert problems == ["ensemble/files/low.py:2: 'files' imports the higher layer 'cli'"]

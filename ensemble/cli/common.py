@@ -21,15 +21,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ensemble.entry import (
+from ensemble.errors import EnsError
+from ensemble.members.session import Device
+from ensemble.process import (
     Stopped,
     debug_enabled,
     internal_error,
     interrupt_exit_code,
     interrupt_message,
 )
-from ensemble.errors import EnsError
-from ensemble.members.session import Device
 
 console = Console()
 err_console = Console(stderr=True)

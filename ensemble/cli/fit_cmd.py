@@ -31,11 +31,11 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from ensemble.data.tta import TTA
 from ensemble.fitting.cache import DEFAULT_CACHE
 from ensemble.fitting.fit import DEFAULT_FOLDS, FitSettings
 from ensemble.fitting.job import FitOutcome, FitRequest, fit
 from ensemble.inference.options import DEFAULT_BATCH
-from ensemble.inference.tta import TTA
 from ensemble.members.ensemblefile import default_path
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device

@@ -45,11 +45,11 @@ from ensemble.cli.rleoptions import (
 )
 from ensemble.cli.submission_cmd import NClassesOpt, class_count
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from ensemble.data.tta import TTA
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.outputs import refuse_overwrite
 from ensemble.fitting.cache import DEFAULT_CACHE
-from ensemble.inference.tta import TTA
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
 from ensemble.scoring.csvscore import score_submission

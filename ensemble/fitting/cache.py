@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.sources import ImageSource
+from ensemble.data.tta import View
 from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import CACHE_ROOT
 from ensemble.files.hashing import file_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import remove_quietly, temp_memmap
-from ensemble.inference.runner import check_finite, member_probs, to_pixels
-from ensemble.inference.tta import View
+from ensemble.inference.runner import check_finite, member_probs
+from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
 

@@ -21,7 +21,6 @@ import numpy as np
 from ensemble.capture import native_stderr
 from ensemble.compiled.engine import CompiledEnsemble
 from ensemble.data.sources import Source
-from ensemble.entry import debug_enabled
 from ensemble.errors import EnsError
 from ensemble.inference.pipeline import Ensemble, PredictResult
 from ensemble.runs.plan import ShardPlan
@@ -111,10 +110,10 @@ def _ray_error_types() -> tuple[type, ...]:
     return (ray.exceptions.RayError,)
 
 
-def _quiet(ray) -> None:
+def _quiet(ray, ray_logs: bool) -> None:
     """Ray's own progress lines and log records would interleave with the Rich bar: silence them
-    (kept with --debug); a failure still reaches ens as an exception."""
-    if debug_enabled():
+    (kept with `ray_logs`, `ens --debug`); a failure still reaches ens as an exception."""
+    if ray_logs:
         return
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # failures still reach ens as exceptions
@@ -142,8 +141,8 @@ def compute_ray(
     start = time.perf_counter()
     connected = start
     if state.todo:
-        _quiet(ray)
-        with _native_logs_kept_off():
+        _quiet(ray, options.ray_logs)
+        with _native_logs_kept_off(options.ray_logs):
             connect(ray, options)
             connected = time.perf_counter()
             _predict_shards(
@@ -190,10 +189,10 @@ def _predict_shards(
     collector.finish()
 
 
-def _native_logs_kept_off():
+def _native_logs_kept_off(ray_logs: bool):
     """Ray's C++ core logs to the driver's stderr (an `E ... core_worker.cc` line on every run): keep
-    it off the terminal, except with --debug."""
-    return contextlib.nullcontext() if debug_enabled() else native_stderr()
+    it off the terminal, except with `ray_logs` (`ens --debug`)."""
+    return contextlib.nullcontext() if ray_logs else native_stderr()
 
 
 class _Collector:

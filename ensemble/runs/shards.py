@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.data.metrics import ConfusionAccumulator
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
 from ensemble.files.plainfile import open_plain, remove_entry
 from ensemble.runs.plan import ShardPlan
-from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.io import SubmissionWriter
 
 # what numpy, zipfile and its decompressors raise on a damaged archive or npy header

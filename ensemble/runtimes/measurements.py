@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 
+from ensemble.data.tta import View, augment
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.jsonfile import JsonProblem, read_json_object
-from ensemble.inference.tta import View, augment
 from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
 from ensemble.members.padding import pad, padded_size
