@@ -22,7 +22,7 @@ import numpy as np
 from ensemble.data.sources import ImageSource
 from ensemble.data.tta import View
 from ensemble.files.atomic import ensure_dir, write_text
-from ensemble.files.cachedir import CACHE_ROOT
+from ensemble.files.cachedir import cache_root
 from ensemble.files.hashing import file_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import remove_quietly, temp_memmap
@@ -31,7 +31,6 @@ from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
 
-DEFAULT_CACHE = CACHE_ROOT
 CACHE_FORMAT = "3"  # 2: every entry passed the run-time contract check; 3: its sha256 is kept beside it
 SCAN_IMAGES = 256
 
@@ -53,14 +52,14 @@ class ProbCache:
     def __init__(
         self,
         source: ImageSource,
-        directory: Path = DEFAULT_CACHE,
+        directory: Path | None = None,
         device: str = "auto",
         threads: int | None = None,
         batch_size: int = 64,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
-        self.directory = Path(directory)
+        self.directory = cache_root() if directory is None else Path(directory)
         self.device, self.threads, self.batch_size = device, threads, batch_size
         self.data_sha256 = source.data.sha256
         self.ids = source.ids()
@@ -121,7 +120,7 @@ class ProbCache:
 
     def _compute(self, member: Member, view: View, path: Path, group: int, shape, on_batch) -> None:
         runner: MemberSession = build_session(member, self.device, self.threads)
-        hint = f"pass --cache-dir a writable folder (default {str(DEFAULT_CACHE)!r}, from ENS_CACHE if set)"
+        hint = f"pass --cache-dir a writable folder (default {str(cache_root())!r}, from ENS_CACHE if set)"
         ensure_dir(self.directory, hint)
         array, tmp = temp_memmap(path, shape, "the probability cache", hint)
         try:
