@@ -21,6 +21,7 @@ import numpy as np
 
 from ensemble.data.sources import ImageSource
 from ensemble.data.tta import View
+from ensemble.errors import first_line
 from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import cache_root
 from ensemble.files.hashing import file_sha256
@@ -149,7 +150,7 @@ def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, s
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        return None, f"unreadable: {' '.join(str(exc).split())[:120]}"
+        return None, f"unreadable: {first_line(exc, 120)}"
     if not isinstance(array, np.ndarray):
         return None, "not a .npy array"
     if array.dtype != np.float16 or array.shape != shape:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import textwrap
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ensemble.capture import quiet
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, shorten
 from ensemble.files.cachedir import cache_root
 from ensemble.machine import gpu_present, physical_cores, usable_cores
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, Member
@@ -114,7 +113,7 @@ def ort_message(exc: BaseException, limit: int = 240) -> str:
     )
     text = re.sub(r"\S+\.(?:cc|h|cpp|cu):\d+ ", "", text)
     text = re.sub(r"(?:[\w:<>*&]+ )?onnxruntime::[\w:<>]+\([^)]*\)(?: const)? ", "", text)
-    return textwrap.shorten(text, limit, placeholder=" …")
+    return shorten(text, limit)
 
 
 def thread_count(threads: int | None) -> tuple[int, str | None]:

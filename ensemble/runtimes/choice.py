@@ -24,7 +24,7 @@ from ensemble.errors import EnsError
 from ensemble.files.cachedir import cache_root
 from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
-from ensemble.members.session import CPU, ORT_ERRORS, build_session
+from ensemble.members.session import CPU, ORT_ERRORS, build_session, ort_message
 from ensemble.runtimes.folding import folded_model
 from ensemble.runtimes.measurements import (
     cached_seconds,
@@ -186,7 +186,7 @@ def choose_runtimes(
             runner = built.get(name) or makers[name]()
             error = parity_error(ort_runner, runner, batch)
         except (EnsError, *ORT_ERRORS) as exc:
-            reason = " ".join(str(exc).split())[:160]
+            reason = ort_message(exc, 160)
             warning = (
                 f"member {member.name!r} could not run on {DESCRIBED[name]} ({reason}); "
                 "running it on ONNX Runtime"
