@@ -8,6 +8,7 @@ atomically only after the checker, the contract checks and the parity check have
 from __future__ import annotations
 
 import importlib
+import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
 from exporters.source import LoadedSource, check_source_output
 from exporters.trust import check_trust
-from exporters.verify import check_graph, parity_error, probe_size
+from exporters.verify import check_graph, parity_error, probe_size, size_multiple
 
 LOADERS = {
     "torch": ("exporters.torch_export", "load_torch", "torch"),
@@ -68,8 +69,9 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     sha256 = path_sha256(request.source)
     replacing = _check_target(request, sha256)
     source = _load(source_format, request)
-    channels = _export_channels(request, source)
-    request.normalisation.check_channels(channels)
+    net_channels = _export_channels(request, source)
+    request.normalisation.check_channels(net_channels)
+    channels = 1 if request.gray_to_rgb else net_channels
     samples = load_samples(data, request.data is None, _export_hw(request, source, data), channels)
     if source.builtin_preprocessing and not request.normalisation.is_identity:
         raise EnsError(
@@ -82,23 +84,31 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     _check_store(request, class_names)
     info_args = (request, source, class_names, sha256, samples)
     fixed_reason = "the model declares its input size" if source.fixed_hw else None
+    multiple, size_note = request.size_multiple or 1, ""
     if fixed_reason is None:
-        model, error, fixed_reason = check.build(True, _info(*info_args, dynamic_hw=True))
+        model, error, fixed_reason, session = check.build(True, _info(*info_args, dynamic_hw=True))
     dynamic_hw = fixed_reason is None
-    if not dynamic_hw:
-        model, error, _ = check.build(False, _info(*info_args, dynamic_hw=False))
+    if dynamic_hw:
+        multiple, size_note = _size_multiple(check, session, request.size_multiple)
+        measured = _info(*info_args, dynamic_hw=True, opset=opset_of(model), size_multiple=multiple)
+        attach_metadata(model, measured, {})
+    else:
+        model, error, _, _ = check.build(False, _info(*info_args, dynamic_hw=False))
     quality, quality_note = _judge(model, request, data, class_names, source.builtin_preprocessing, channels)
     notes = [
         source.kind,
         check.output_note,
         "softmax appended (the source emits logits)" if check.logits else "the source emits probabilities",
         *source.notes,
-        f"H, W fixed: {fixed_reason}" if fixed_reason else "H, W dynamic",
+        f"H, W fixed: {fixed_reason}" if fixed_reason else f"H, W dynamic{size_note}",
         replacing,
     ]
     notes = [note for note in notes if note]
     val_miou = quality.val_miou if quality else request.val_miou
-    info = _info(*info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model), val_miou=val_miou)
+    info = _info(
+        *info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model), val_miou=val_miou,
+        size_multiple=multiple,
+    )  # fmt: skip
     extra = {
         "parity_inputs": samples.origin,
         "export_notes": "; ".join(notes),
@@ -153,6 +163,22 @@ def _check_target(request: ExportRequest, sha256: str) -> str:
     )
 
 
+def _size_multiple(check: _Checker, session, given: int | None) -> tuple[int, str]:
+    """The multiple H and W are padded to: measured on the member (`verify.size_multiple`), or
+    --size-multiple when it is a multiple of the measured one; and the note saying which."""
+    measured, failed = size_multiple(session, check.pixels, check.probabilities, check.request.tolerance)
+    why = f"; it does not run at {failed}" if failed else ""
+    if given is None:
+        return measured, f", in multiples of {measured} (measured{why})" if measured > 1 else ""
+    if given % measured:
+        raise EnsError(
+            f"--size-multiple {given} is too small for this net: it needs H and W in multiples of "
+            f"{measured} (measured{why}); pass --size-multiple {math.lcm(measured, given)}, "
+            "or drop it to use the measured multiple"
+        )
+    return given, f", in multiples of {given} (--size-multiple; measured {measured})" if given > 1 else ""
+
+
 def _judge(
     model: onnx.ModelProto,
     request: ExportRequest,
@@ -195,7 +221,10 @@ class _Checker:
     def __init__(self, request: ExportRequest, source: LoadedSource, samples: Samples) -> None:
         self.request, self.source, self.samples = request, source, samples
         self.pixels = samples.pixels()
-        raw = self.run(self.pixels)
+        try:
+            raw = self.run(self.pixels)
+        except EnsError as exc:
+            raise _channel_mismatch(self) or exc from exc
         self.choice = choose_output(
             raw, channels_last=source.channels_last, n=len(self.pixels), hw=self.pixels.shape[2:],
             requested=request.output, names=source.output_names,
@@ -207,7 +236,7 @@ class _Checker:
 
     def run(self, pixels: np.ndarray):
         """The source's raw output (tensor, list or dict) for raw pixels."""
-        batch = _layout(self.source, self.request.normalisation.apply(pixels))
+        batch = self.net_batch(pixels)
         try:
             return self.source.run(np.ascontiguousarray(batch))
         except EnsError:
@@ -217,6 +246,13 @@ class _Checker:
                 f"running the {self.source.framework} model on {len(batch)} images of shape "
                 f"{batch.shape[1:]} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from exc
+
+    def net_batch(self, pixels: np.ndarray) -> np.ndarray:
+        """What the net is fed for raw member pixels: gray copied to R, G, B with --gray-to-rgb, then
+        normalised, in the net's layout."""
+        if self.request.gray_to_rgb:
+            pixels = np.repeat(pixels, 3, axis=1)
+        return _layout(self.source, self.request.normalisation.apply(pixels))
 
     def scores(self, pixels: np.ndarray, raw=None) -> np.ndarray:
         """The source's chosen output as (N, C, H, W) for raw pixels (or for their raw output)."""
@@ -228,7 +264,7 @@ class _Checker:
 
     def net_inputs(self) -> str:
         """What the net saw in the parity run: value range and the formula that made it."""
-        seen = self.request.normalisation.apply(self.pixels)
+        seen = self.net_batch(self.pixels)
         return (
             f"the net saw inputs in [{seen.min():.4g}, {seen.max():.4g}], made by "
             f"{self.request.normalisation.formula()} from raw pixels x"
@@ -238,17 +274,16 @@ class _Checker:
         scores = self.scores(pixels)
         return softmax(scores) if self.logits else scores
 
-    def build(self, dynamic_hw: bool, info: MemberInfo) -> tuple[onnx.ModelProto, float, str | None]:
-        """Export, wrap, check and verify one candidate; return it, its parity error and, when H/W
-        were asked dynamic but are not, why."""
-        example = np.ascontiguousarray(
-            _layout(self.source, self.request.normalisation.apply(self.pixels[:2]))
-        )
+    def build(self, dynamic_hw: bool, info: MemberInfo) -> tuple[onnx.ModelProto, float, str | None, object]:
+        """Export, wrap, check and verify one candidate; return it, its parity error, why H/W are not
+        dynamic when they were asked so, and its ONNX Runtime session."""
+        example = np.ascontiguousarray(self.net_batch(self.pixels[:2]))
         raw, index = self.source.to_onnx(example, dynamic_hw, self.key)
         model = wrap_to_contract(
             raw, channels_last=self.source.channels_last, normalisation=self.request.normalisation,
             add_softmax=self.logits, output_key=index, n_classes=self.reference.shape[1],
             hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels,
+            gray_to_rgb=self.request.gray_to_rgb,
         )  # fmt: skip
         check_graph(model)
         attach_metadata(model, replace(info, opset=opset_of(model)), {})
@@ -261,7 +296,31 @@ class _Checker:
                 session, self.pixels, self.reference, tolerance, self.source.framework, self.net_inputs()
             )
             reason = probe_size(session, self.pixels, self.probabilities, tolerance) if dynamic_hw else None
-        return model, error, reason
+        return model, error, reason, session
+
+
+def _channel_mismatch(check: _Checker) -> EnsError | None:
+    """When the source failed on its first run, does it run with the other channel count? Then the
+    net's input channels differ from the member's: say so in one line naming --channels."""
+    fed = 3 if check.request.gray_to_rgb else check.pixels.shape[1]
+    other = 1 if fed == 3 else 3
+    probe = np.full((1, other, *check.pixels.shape[2:]), 0.5, np.float32)
+    try:
+        check.source.run(np.ascontiguousarray(_layout(check.source, probe)))
+    except Exception:  # it fails either way: the channel count is not the problem
+        return None
+    if other == 3:
+        return EnsError(
+            "the net takes 3 input channels (RGB) but the member was to take 1 (grayscale, --channels 1, the "
+            "default); "
+            "pass --channels 3 for an RGB net, and add --gray-to-rgb to build the gray-to-RGB copy into the "
+            "member so that it takes grayscale images and joins grayscale members"
+        )
+    given = "--gray-to-rgb" if check.request.gray_to_rgb else "--channels 3"
+    return EnsError(
+        f"the net takes 1 input channel (grayscale) but was fed 3 ({given}); drop {given} for a grayscale "
+        f"net (--channels 1, the default)"
+    )
 
 
 def _load(source_format: str, request: ExportRequest) -> LoadedSource:
@@ -288,13 +347,19 @@ def _export_hw(request: ExportRequest, source: LoadedSource, data: Path) -> tupl
 
 
 def _export_channels(request: ExportRequest, source: LoadedSource) -> int:
-    """--channels, else what the model's input declares (Keras), else 1 (grayscale)."""
+    """The net's input channels: --channels, else what the model's input declares (Keras), else 3 with
+    --gray-to-rgb and 1 (grayscale) without."""
     if request.channels is not None and source.channels is not None and request.channels != source.channels:
         raise EnsError(
             f"--channels {request.channels} differs from the model's input, which takes {source.channels} "
             "channel(s); drop --channels or pass the model's"
         )
-    return request.channels or source.channels or 1
+    if request.gray_to_rgb and source.channels == 1:
+        raise EnsError(
+            "--gray-to-rgb copies a grayscale image into an RGB net's three inputs, but the model's input "
+            "takes 1 channel; drop --gray-to-rgb (and --channels)"
+        )
+    return request.channels or source.channels or (3 if request.gray_to_rgb else 1)
 
 
 def _layout(source: LoadedSource, batch: np.ndarray) -> np.ndarray:
@@ -320,13 +385,13 @@ def _check_store(request: ExportRequest, class_names: tuple[str, ...]) -> None:
             )
 
 
-def _info(
-    request, source, class_names, sha256, samples: Samples, *, dynamic_hw, error=0.0, opset=0, val_miou=None
-) -> MemberInfo:
+def _info(request, source, class_names, sha256, samples: Samples, *, dynamic_hw, **measured) -> MemberInfo:
     import onnxruntime
 
     versions = {**source.versions, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     preprocessing = request.normalisation.describe()
+    if request.gray_to_rgb:
+        preprocessing = f"gray copied to R, G, B; {preprocessing}"
     if source.builtin_preprocessing:
         preprocessing += f", then inside the model: {source.builtin_preprocessing}"
     return MemberInfo(
@@ -336,11 +401,11 @@ def _info(
         source_file=request.source.name,
         source_sha256=sha256,
         exporter_versions=tuple(sorted(versions.items())),
-        parity_max_abs_err=float(error),
-        opset=opset,
+        parity_max_abs_err=float(measured.get("error", 0.0)),
+        opset=measured.get("opset", 0),
         preprocessing=preprocessing,
         input_hw=(None, None) if dynamic_hw else samples.hw,
-        val_miou=val_miou,
+        val_miou=measured.get("val_miou"),
         input_channels=samples.channels,
-        size_multiple=request.size_multiple,
+        size_multiple=measured.get("size_multiple") or request.size_multiple or 1,
     )
