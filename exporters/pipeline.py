@@ -325,6 +325,11 @@ def _channel_mismatch(check: _Checker) -> EnsError | None:
 
 def _load(source_format: str, request: ExportRequest) -> LoadedSource:
     module_name, function, extra = LOADERS[source_format]
+    if request.keras_backend != "auto" and function != "load_keras":
+        raise EnsError(
+            f"--keras-backend {request.keras_backend} applies to Keras models, and "
+            f"{request.source.name!r} is a {FORMATS[source_format]}; drop --keras-backend"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

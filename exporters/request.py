@@ -17,6 +17,7 @@ from ensemble.optionvalues import name_list
 from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+KERAS_BACKENDS = ("auto", "torch", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ExportRequest:
     size_multiple: int | None = None
     output: str | None = None
     gray_to_rgb: bool = False
+    keras_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -72,6 +74,11 @@ class ExportRequest:
         if self.output is not None and not self.output.strip():
             raise EnsError(
                 "--output is empty; give the output's name (a dict key or Keras output layer) or its index"
+            )
+        if self.keras_backend not in KERAS_BACKENDS:
+            raise EnsError(
+                f"--keras-backend {self.keras_backend!r} is not one of {', '.join(KERAS_BACKENDS)}; "
+                "auto uses torch and moves to tensorflow when torch fails"
             )
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise EnsError(f"--tolerance {self.tolerance!r} is not allowed; give a number >= 0 like 1e-4")

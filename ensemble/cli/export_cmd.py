@@ -32,6 +32,12 @@ class ChannelOrder(str, Enum):
     bgr = "bgr"
 
 
+class KerasBackend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    tensorflow = "tensorflow"
+
+
 def _exporters():
     """Import the exporters lazily: they are the only part of ens that needs torch or keras."""
     try:
@@ -126,6 +132,15 @@ OutputOpt = Annotated[
         "input size).",
     ),
 ]
+KerasBackendOpt = Annotated[
+    KerasBackend,
+    typer.Option(
+        "--keras-backend",
+        help="Keras backend that runs and converts a Keras model: torch, tensorflow (a subprocess; needs "
+        "ens[tensorflow]) or auto (torch, moving to tensorflow when a custom layer or torch's ONNX "
+        "conversion fails).",
+    ),
+]
 ScaleOpt = Annotated[float | None, typer.Option("--scale", hidden=True, help="Refused: use --input-range.")]
 CustomObjectsOpt = Annotated[
     Path | None,
@@ -217,6 +232,7 @@ def export(
     size_multiple: SizeMultipleOpt = None,
     output: OutputOpt = None,
     gray_to_rgb: GrayToRgbExportOpt = False,
+    keras_backend: KerasBackendOpt = KerasBackend.auto,
 ) -> None:
     """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
     ex = _exporters()
@@ -235,6 +251,7 @@ def export(
         class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
         split=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
         channels=channels, masks=masks, size_multiple=size_multiple, output=output, gray_to_rgb=gray_to_rgb,
+        keras_backend=keras_backend.value,
     )  # fmt: skip
     result = ex.export_member(request, default_data=DEFAULT_DATA)
     member, info = result.member, result.member.info
