@@ -8,7 +8,6 @@ atomically only after the checker, the contract checks and the parity check have
 from __future__ import annotations
 
 import importlib
-import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -26,13 +25,14 @@ from ensemble.members.session import build_session
 from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
+from exporters.inputs import channel_mismatch, net_channels, padding_multiple
 from exporters.outputs import choose_output, take_output
 from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
 from exporters.source import LoadedSource, check_source_output
 from exporters.trust import check_trust
-from exporters.verify import check_graph, parity_error, probe_size, size_multiple
+from exporters.verify import check_graph, parity_error, probe_size
 
 LOADERS = {
     "torch": ("exporters.torch_export", "load_torch", "torch"),
@@ -69,9 +69,9 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     sha256 = path_sha256(request.source)
     replacing = _check_target(request, sha256)
     source = _load(source_format, request)
-    net_channels = _export_channels(request, source)
-    request.normalisation.check_channels(net_channels)
-    channels = 1 if request.gray_to_rgb else net_channels
+    takes = net_channels(request, source)
+    request.normalisation.check_channels(takes)
+    channels = 1 if request.gray_to_rgb else takes
     samples = load_samples(data, request.data is None, _export_hw(request, source, data), channels)
     if source.builtin_preprocessing and not request.normalisation.is_identity:
         raise EnsError(
@@ -89,7 +89,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
         model, error, fixed_reason, session = check.build(True, _info(*info_args, dynamic_hw=True))
     dynamic_hw = fixed_reason is None
     if dynamic_hw:
-        multiple, size_note = _size_multiple(check, session, request.size_multiple)
+        multiple, size_note = padding_multiple(check, session, request.size_multiple)
         measured = _info(*info_args, dynamic_hw=True, opset=opset_of(model), size_multiple=multiple)
         attach_metadata(model, measured, {})
     else:
@@ -163,22 +163,6 @@ def _check_target(request: ExportRequest, sha256: str) -> str:
     )
 
 
-def _size_multiple(check: _Checker, session, given: int | None) -> tuple[int, str]:
-    """The multiple H and W are padded to: measured on the member (`verify.size_multiple`), or
-    --size-multiple when it is a multiple of the measured one; and the note saying which."""
-    measured, failed = size_multiple(session, check.pixels, check.probabilities, check.request.tolerance)
-    why = f"; it does not run at {failed}" if failed else ""
-    if given is None:
-        return measured, f", in multiples of {measured} (measured{why})" if measured > 1 else ""
-    if given % measured:
-        raise EnsError(
-            f"--size-multiple {given} is too small for this net: it needs H and W in multiples of "
-            f"{measured} (measured{why}); pass --size-multiple {math.lcm(measured, given)}, "
-            "or drop it to use the measured multiple"
-        )
-    return given, f", in multiples of {given} (--size-multiple; measured {measured})" if given > 1 else ""
-
-
 def _judge(
     model: onnx.ModelProto,
     request: ExportRequest,
@@ -224,7 +208,7 @@ class _Checker:
         try:
             raw = self.run(self.pixels)
         except EnsError as exc:
-            raise _channel_mismatch(self) or exc from exc
+            raise channel_mismatch(self) or exc from exc
         self.choice = choose_output(
             raw, channels_last=source.channels_last, n=len(self.pixels), hw=self.pixels.shape[2:],
             requested=request.output, names=source.output_names,
@@ -299,30 +283,6 @@ class _Checker:
         return model, error, reason, session
 
 
-def _channel_mismatch(check: _Checker) -> EnsError | None:
-    """When the source failed on its first run, does it run with the other channel count? Then the
-    net's input channels differ from the member's: say so in one line naming --channels."""
-    fed = 3 if check.request.gray_to_rgb else check.pixels.shape[1]
-    other = 1 if fed == 3 else 3
-    probe = np.full((1, other, *check.pixels.shape[2:]), 0.5, np.float32)
-    try:
-        check.source.run(np.ascontiguousarray(_layout(check.source, probe)))
-    except Exception:  # it fails either way: the channel count is not the problem
-        return None
-    if other == 3:
-        return EnsError(
-            "the net takes 3 input channels (RGB) but the member was to take 1 (grayscale, --channels 1, the "
-            "default); "
-            "pass --channels 3 for an RGB net, and add --gray-to-rgb to build the gray-to-RGB copy into the "
-            "member so that it takes grayscale images and joins grayscale members"
-        )
-    given = "--gray-to-rgb" if check.request.gray_to_rgb else "--channels 3"
-    return EnsError(
-        f"the net takes 1 input channel (grayscale) but was fed 3 ({given}); drop {given} for a grayscale "
-        f"net (--channels 1, the default)"
-    )
-
-
 def _load(source_format: str, request: ExportRequest) -> LoadedSource:
     module_name, function, extra = LOADERS[source_format]
     if request.keras_backend != "auto" and function != "load_keras":
@@ -349,22 +309,6 @@ def _export_hw(request: ExportRequest, source: LoadedSource, data: Path) -> tupl
             f"{source.fixed_hw[0]}x{source.fixed_hw[1]}; drop them or pass the model's size"
         )
     return given or source.fixed_hw or data_hw(data) or FALLBACK_HW
-
-
-def _export_channels(request: ExportRequest, source: LoadedSource) -> int:
-    """The net's input channels: --channels, else what the model's input declares (Keras), else 3 with
-    --gray-to-rgb and 1 (grayscale) without."""
-    if request.channels is not None and source.channels is not None and request.channels != source.channels:
-        raise EnsError(
-            f"--channels {request.channels} differs from the model's input, which takes {source.channels} "
-            "channel(s); drop --channels or pass the model's"
-        )
-    if request.gray_to_rgb and source.channels == 1:
-        raise EnsError(
-            "--gray-to-rgb copies a grayscale image into an RGB net's three inputs, but the model's input "
-            "takes 1 channel; drop --gray-to-rgb (and --channels)"
-        )
-    return request.channels or source.channels or (3 if request.gray_to_rgb else 1)
 
 
 def _layout(source: LoadedSource, batch: np.ndarray) -> np.ndarray:
