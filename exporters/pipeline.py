@@ -8,6 +8,7 @@ atomically only after the checker, the contract checks and the parity check have
 from __future__ import annotations
 
 import importlib
+import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -32,6 +33,7 @@ from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
 from exporters.source import LoadedSource, check_source_output
 from exporters.trust import check_trust
+from exporters.upsample import upsample_bilinear
 from exporters.verify import check_graph, parity_error, probe_size
 
 LOADERS = {
@@ -41,6 +43,8 @@ LOADERS = {
     "keras": ("exporters.keras_export", "load_keras", "keras,torch"),
     "keras.h5": ("exporters.keras_export", "load_keras", "keras,torch"),
     "savedmodel": ("exporters.keras_export", "load_keras", "keras,torch"),
+    "safetensors": ("exporters.torch_export", "load_torch", "torch,transformers"),
+    "transformers": ("exporters.transformers_export", "load_transformers", "torch,transformers"),
 }
 
 
@@ -82,7 +86,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     check = _Checker(request, source, samples)
     class_names = class_names_for(check.reference.shape[1], request.class_names)
     _check_store(request, class_names)
-    info_args = (request, source, class_names, sha256, samples)
+    info_args = (request, source, class_names, sha256, samples, check.factor)
     fixed_reason = "the model declares its input size" if source.fixed_hw else None
     multiple, size_note = request.size_multiple or 1, ""
     if fixed_reason is None:
@@ -99,6 +103,7 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
         source.kind,
         check.output_note,
         "softmax appended (the source emits logits)" if check.logits else "the source emits probabilities",
+        check.resize_note(),
         *source.notes,
         f"H, W fixed: {fixed_reason}" if fixed_reason else f"H, W dynamic{size_note}",
         replacing,
@@ -214,6 +219,7 @@ class _Checker:
             requested=request.output, names=source.output_names,
         )  # fmt: skip
         self.key, self.output_note = self.choice.key, self.choice.note
+        self.factor = 0  # how many times the output is smaller than the input, set by the first run
         scores = self.scores(self.pixels, raw)
         self.logits = not is_probabilities(scores)
         self.reference = softmax(scores) if self.logits else scores
@@ -239,11 +245,29 @@ class _Checker:
         return _layout(self.source, self.request.normalisation.apply(pixels))
 
     def scores(self, pixels: np.ndarray, raw=None) -> np.ndarray:
-        """The source's chosen output as (N, C, H, W) for raw pixels (or for their raw output)."""
+        """The source's chosen output as (N, C, H, W) for raw pixels (or for their raw output),
+        resized bilinearly to the input size when it is smaller, as the member will resize it."""
         out = take_output(self.run(pixels) if raw is None else raw, self.key)
         choice = self.choice
-        return check_source_output(
+        nchw = check_source_output(
             out, self.source.channels_last, len(pixels), pixels.shape[2:], choice.what, choice.count
+        )
+        factor = pixels.shape[2] // nchw.shape[2]
+        if self.factor and factor != self.factor:
+            raise EnsError(
+                f"{choice.what} is 1/{factor} of the input size at {pixels.shape[2]}x{pixels.shape[3]} "
+                f"but 1/{self.factor} at {self.pixels.shape[2]}x{self.pixels.shape[3]}"
+            )
+        self.factor = factor
+        return upsample_bilinear(nchw, factor)
+
+    def resize_note(self) -> str:
+        """The export note for an output smaller than the input, empty when it is at the input size."""
+        if self.factor == 1:
+            return ""
+        return (
+            f"the source's output is 1/{self.factor} of the input size: a bilinear resize x{self.factor} "
+            f"(align_corners=False) is folded in{' before the softmax' if self.logits else ''}"
         )
 
     def net_inputs(self) -> str:
@@ -266,7 +290,7 @@ class _Checker:
         model = wrap_to_contract(
             raw, channels_last=self.source.channels_last, normalisation=self.request.normalisation,
             add_softmax=self.logits, output_key=index, n_classes=self.reference.shape[1],
-            hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels,
+            hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels, upsample=self.factor,
             gray_to_rgb=self.request.gray_to_rgb,
         )  # fmt: skip
         check_graph(model)
@@ -334,7 +358,9 @@ def _check_store(request: ExportRequest, class_names: tuple[str, ...]) -> None:
             )
 
 
-def _info(request, source, class_names, sha256, samples: Samples, *, dynamic_hw, **measured) -> MemberInfo:
+def _info(
+    request, source, class_names, sha256, samples: Samples, factor: int = 1, *, dynamic_hw, **measured
+) -> MemberInfo:
     import onnxruntime
 
     versions = {**source.versions, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
@@ -356,5 +382,7 @@ def _info(request, source, class_names, sha256, samples: Samples, *, dynamic_hw,
         input_hw=(None, None) if dynamic_hw else samples.hw,
         val_miou=measured.get("val_miou"),
         input_channels=samples.channels,
-        size_multiple=measured.get("size_multiple") or request.size_multiple or 1,
+        # an output 1/factor of the input is resized back to H, W only at multiples of the factor
+        size_multiple=math.lcm(measured.get("size_multiple") or request.size_multiple or 1, factor),
+        upsample_factor=factor,
     )

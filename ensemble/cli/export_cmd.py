@@ -52,9 +52,9 @@ def _exporters():
 SourceArg = Annotated[
     Path,
     typer.Argument(
-        help="Model file, recognised by its content: a state_dict (.pt/.pth/.ckpt/.bin, with --factory), "
-        "a .keras/.h5 Keras 3 model, or, with --trust, a TorchScript file, a torch.export .pt2 archive "
-        "or a pickled model."
+        help="Model file, recognised by its content: a state_dict (.pt/.pth/.ckpt/.bin/.safetensors, with "
+        "--factory), a Hugging Face save_pretrained folder (config.json + model.safetensors), a .keras/.h5 "
+        "Keras 3 model, or, with --trust, a TorchScript file, a torch.export .pt2 archive or a pickled model."
     ),
 ]
 NameOpt = Annotated[str, typer.Option("--name", help="Member name in the store (letters, digits, _ or -).")]
@@ -62,7 +62,9 @@ FactoryOpt = Annotated[
     str | None,
     typer.Option(
         "--factory",
-        help="module:callable that builds the net of a state_dict, e.g. monai.networks.nets:UNet.",
+        help="module:callable that builds the net of a state_dict, e.g. monai.networks.nets:UNet; a "
+        "transformers model class (transformers:SegformerForSemanticSegmentation) gets its config built "
+        "from --factory-kwargs.",
     ),
 ]
 FactoryKwargsOpt = Annotated[
