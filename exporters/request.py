@@ -13,7 +13,7 @@ from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
 from ensemble.files.jsonfile import unique_keys
 from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
-from ensemble.optionvalues import name_list
+from ensemble.optionvalues import MAX_CLASSES, name_list
 from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
@@ -128,7 +128,13 @@ def parse_class_names(text: str | None) -> tuple[str, ...] | None:
 
 
 def class_names_for(n_classes: int, given: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The given names (checked against the net's channel count) or the defaults for C classes."""
+    """The given names (checked against the net's channel count) or the defaults for C classes;
+    at most MAX_CLASSES, since labels are uint8."""
+    if n_classes > MAX_CLASSES:
+        raise EnsError(
+            f"the model outputs {n_classes} class channels; a member has at most {MAX_CLASSES} classes "
+            f"(labels are uint8, 0..{MAX_CLASSES - 1}); export a model with fewer classes"
+        )
     if given is not None:
         if len(given) != n_classes:
             raise EnsError(

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 
 from ensemble.errors import EnsError
 from ensemble.files.hashing import files_sha256
+from ensemble.optionvalues import MAX_CLASSES
 
 CONTRACT_VERSION = "2"
 READ_VERSIONS = ("1", "2")
@@ -276,11 +277,11 @@ class _MetadataReader:
         return value
 
     def class_names(self) -> tuple[str, ...]:
-        expected = 'a JSON list of at least 2 distinct class names, like ["background", "soil"]'
+        expected = f'a JSON list of 2..{MAX_CLASSES} distinct class names (uint8 labels), e.g. ["a", "b"]'
         if "class_names" not in self.props:
             raise self.refuse("class_names", expected)
         names = self.json("class_names", "[]", list, expected)
-        if len(names) < 2 or not all(isinstance(n, str) and n.strip() for n in names):
+        if not 2 <= len(names) <= MAX_CLASSES or not all(isinstance(n, str) and n.strip() for n in names):
             raise self.refuse("class_names", expected)
         if len(set(names)) != len(names):
             raise self.refuse("class_names", expected)
