@@ -1,8 +1,9 @@
 """Fold a framework's conventions into an ONNX graph so it obeys the member contract.
 
 One wrapper serves every framework: the raw graph's single input is fed from `pixels`
-(float32 (N, C_in, H, W), raw 0..255, RGB when C_in is 3) through a channel reversal for BGR nets,
-the normalisation (per channel when given so) and an NCHW->NHWC transpose when the net is
+(float32 (N, C_in, H, W), raw 0..255, RGB when C_in is 3) through a copy of a gray channel into
+R, G and B for an RGB net that joins grayscale members (`--gray-to-rgb`), a channel reversal for
+BGR nets, the normalisation (per channel when given so) and an NCHW->NHWC transpose when the net is
 channels-last; its chosen output goes through NHWC->NCHW, a bilinear resize to the input size when
 it is smaller by an integer factor, and a softmax over classes when the net emits logits, into `probs`.
 Unused outputs and the nodes feeding only them are dropped.
@@ -54,6 +55,7 @@ def wrap_to_contract(
     dynamic_hw: bool,
     channels: int = 1,
     upsample: int = 1,
+    gray_to_rgb: bool = False,
 ) -> onnx.ModelProto:
     """Return a copy of `raw` with contract input/output names, layout, scaling, the resize of an
     output `upsample` times smaller than the input, and softmax."""
@@ -90,7 +92,7 @@ def wrap_to_contract(
     graph.input.remove(inputs[0])
 
     fresh = _Namer(taken)
-    pre, consts = _pre_nodes(source_in, normalisation, channels_last, fresh)
+    pre, consts = _pre_nodes(source_in, normalisation, channels_last, fresh, gray_to_rgb)
     post, post_consts = _post_nodes(source_out, channels_last, add_softmax, upsample, fresh)
     nodes = pre + list(graph.node) + post
     del graph.node[:]
@@ -115,9 +117,12 @@ def attach_metadata(model: onnx.ModelProto, info: MemberInfo, extra: dict[str, s
     helper.set_model_props(model, props)
 
 
-def _pre_nodes(source_in, norm: Normalisation, channels_last: bool, fresh) -> tuple[list, list]:
+def _pre_nodes(source_in, norm: Normalisation, channels_last: bool, fresh, gray_to_rgb=False) -> tuple:
     nodes, consts = [], []
     current = INPUT_NAME
+    if gray_to_rgb:
+        nodes.append(helper.make_node("Concat", [current] * 3, [fresh("ens_rgb")], axis=1))
+        current = nodes[-1].output[0]
     if norm.channel_order == "bgr":
         const = fresh("ens_bgr")
         consts.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), const))

@@ -42,8 +42,9 @@ class ExportRequest:
     split: SplitSpec = SplitSpec()
     channels: int | None = None
     masks: Path | None = None
-    size_multiple: int = 1
+    size_multiple: int | None = None
     output: str | None = None
+    gray_to_rgb: bool = False
     keras_backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -60,7 +61,12 @@ class ExportRequest:
             )
         if self.channels not in (None, *CHANNELS):
             raise EnsError(f"--channels {self.channels} is not 1 (grayscale) or 3 (RGB)")
-        if not 1 <= self.size_multiple <= MAX_SIZE_MULTIPLE:
+        if self.gray_to_rgb and self.channels == 1:
+            raise EnsError(
+                "--gray-to-rgb copies a grayscale image into the R, G and B inputs of an RGB net, but "
+                "--channels 1 says the net takes one channel; pass --channels 3, or drop --gray-to-rgb"
+            )
+        if self.size_multiple is not None and not 1 <= self.size_multiple <= MAX_SIZE_MULTIPLE:
             raise EnsError(
                 f"--size-multiple {self.size_multiple} is outside 1..{MAX_SIZE_MULTIPLE}; give the number H "
                 "and W must be divisible by (e.g. 32 for a net with five 2x poolings)"

@@ -108,12 +108,21 @@ ChannelOrderOpt = Annotated[
     ),
 ]
 SizeMultipleOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--size-multiple",
         min=1,
         help="H and W must be multiples of this (e.g. 32 for five 2x poolings); other images are "
-        "reflect-padded to the next multiple and the output cropped back.",
+        "reflect-padded to the next multiple and the output cropped back. Default: measured on the "
+        "exported member (the smallest power of two it runs at).",
+    ),
+]
+GrayToRgbExportOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gray-to-rgb",
+        help="The net is RGB (--channels 3) but the member takes grayscale images: the gray channel is "
+        "copied into R, G and B inside the member, so it joins grayscale members.",
     ),
 ]
 OutputOpt = Annotated[
@@ -222,8 +231,9 @@ def export(
     channels: ChannelsOpt = None,
     channel_order: ChannelOrderOpt = ChannelOrder.rgb,
     masks: MasksOpt = None,
-    size_multiple: SizeMultipleOpt = 1,
+    size_multiple: SizeMultipleOpt = None,
     output: OutputOpt = None,
+    gray_to_rgb: GrayToRgbExportOpt = False,
     keras_backend: KerasBackendOpt = KerasBackend.auto,
 ) -> None:
     """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
@@ -235,18 +245,23 @@ def export(
         raise refuse_scale(scale)
     request = ex.ExportRequest(
         source=source, name=name, factory=factory, factory_kwargs=parse_factory_kwargs(factory_kwargs),
-        normalisation=ex.Normalisation.from_options(input_range, mean, std, channel_order.value, channels),
+        normalisation=ex.Normalisation.from_options(
+            input_range, mean, std, channel_order.value, 3 if gray_to_rgb and channels is None else channels
+        ),
         custom_objects=custom_objects,
         data=data, trust=trust, tolerance=tolerance, height=height, width=width,
         class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
         split=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
-        channels=channels, masks=masks, size_multiple=size_multiple, output=output,
+        channels=channels, masks=masks, size_multiple=size_multiple, output=output, gray_to_rgb=gray_to_rgb,
         keras_backend=keras_backend.value,
     )  # fmt: skip
     result = ex.export_member(request, default_data=DEFAULT_DATA)
     member, info = result.member, result.member.info
     size = "dynamic H, W" if result.dynamic_hw else f"{info.input_hw[0]}x{info.input_hw[1]} fixed"
+    if result.dynamic_hw and info.size_multiple > 1:
+        size += f", padded to multiples of {info.size_multiple}"
     size += ", RGB" if info.input_channels == 3 else ""
+    size += ", gray copied to RGB inside" if request.gray_to_rgb else ""
     console.print(
         f"[green]wrote[/] {escape(str(member.path))} ({format_size(member.size_bytes)}, {size}) "
         f"in {result.seconds:.1f} s\n"
