@@ -10,7 +10,6 @@ shape) is recomputed with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -24,7 +23,7 @@ from ensemble.data.tta import View
 from ensemble.errors import first_line
 from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import cache_root
-from ensemble.files.hashing import file_sha256
+from ensemble.files.hashing import bytes_sha256, file_sha256, json_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import remove_quietly, temp_memmap
 from ensemble.inference.runner import check_finite, member_probs
@@ -39,11 +38,10 @@ SCAN_IMAGES = 256
 def cache_key(member: Member, data_sha256: str, ids: np.ndarray, view: str) -> str:
     """Hex digest naming one cache entry; any change of member, data, images or view changes it."""
     if np.asarray(ids).dtype.kind in "iu":
-        ids_digest = hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()).hexdigest()
+        ids_digest = bytes_sha256(np.ascontiguousarray(ids, np.int64).tobytes())
     else:  # image folder stems
-        ids_digest = hashlib.sha256("\n".join(np.asarray(ids).tolist()).encode()).hexdigest()
-    fields = [CACHE_FORMAT, member.sha256, data_sha256, ids_digest, view]
-    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
+        ids_digest = bytes_sha256("\n".join(np.asarray(ids).tolist()).encode())
+    return json_sha256([CACHE_FORMAT, member.sha256, data_sha256, ids_digest, view])[:32]
 
 
 class ProbCache:
