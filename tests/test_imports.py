@@ -189,3 +189,14 @@ def test_the_checks_find_an_upward_import_and_a_circle(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     problems = upward_imports(package_edges(fake))
     assert problems == ["ensemble/files/low.py:2: 'files' imports the higher layer 'cli'"]
+
+
+def test_docs_architecture_lists_the_layers_of_this_test():
+    rows = [line.split("|") for line in (ROOT / "docs" / "architecture.md").read_text().splitlines()]
+    documented = [
+        sorted(name.strip("`/ ") for name in row[2].split(","))
+        for row in rows
+        if len(row) > 3 and row[1].strip().isdigit()
+    ]
+    expected = [sorted(key for key in keys if key != "ensemble") for keys in LAYERS]
+    assert documented == expected
