@@ -79,3 +79,18 @@ def test_a_ray_actor_returns_a_user_error_as_data_and_the_driver_raises_it(tmp_p
     with pytest.raises(EnsError) as raised:
         collector.add(bad)
     assert str(raised.value) == bad["error"][0]
+
+
+def test_the_keras_worker_replies_with_the_error_type_and_message(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    code = "import sys, pathlib; from exporters.keras_tf import _serve; _serve(pathlib.Path(sys.argv[1]))"
+    request = json.dumps({"op": "run"}) + "\n"  # before `load`: a bug on the worker's side
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], input=request, capture_output=True, text=True, cwd=ROOT
+    )
+    error = json.loads(result.stdout.splitlines()[0])["error"]
+    assert error["type"] == "AttributeError" and "keras" in error["message"], error
+    assert raised_error(error, "run") == f"run raised AttributeError: {error['message']}"
