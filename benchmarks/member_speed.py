@@ -23,7 +23,7 @@ from ensemble.data.datasets import open_dataset
 from ensemble.data.sources import make_source
 from ensemble.inference.options import PredictOptions
 from ensemble.inference.pipeline import Ensemble
-from ensemble.inference.runner import to_pixels
+from ensemble.members.channels import to_pixels
 from ensemble.members.store import resolve_members
 from ensemble.runtimes.choice import choose_runtimes, folded_session
 from ensemble.runtimes.folding import folded_model

@@ -189,8 +189,8 @@ def bound_comparison(data: Path, args: argparse.Namespace) -> dict:
     """ens (default runtime and --runtime ort), another checkout's ens, each member alone on each
     runtime and the peer, on the same slices, in an order rotated per slice (see the docstring)."""
     from ensemble.data.datafile import open_data
+    from ensemble.data.metrics import confusion_matrix, course_miou
     from ensemble.members.store import resolve_members
-    from ensemble.scoring.metrics import confusion_matrix, course_miou
 
     source = open_data(data)
     images = source.load_test_images()

@@ -9,6 +9,7 @@ The Python API (a notebook's view of the `ens` commands, arrays in and out; see 
   `remove_small_regions`; `EnsError` for every user mistake
 
 Names load on first use, so `import ensemble` is instant and `ens` handles Ctrl-C before anything slow.
+The subpackages are stacked in layers, lower ones never importing higher ones: docs/architecture.md.
 """
 
 import importlib

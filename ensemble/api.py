@@ -32,6 +32,8 @@ from ensemble.apiargs import (
     tta_arg,
 )
 from ensemble.data.datafile import as_array, as_labels, as_pixels
+from ensemble.data.metrics import confusion_matrix, get_metric, iou_per_class
+from ensemble.data.tta import get_views
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.outputs import refuse_overwrite, run_inputs
@@ -40,15 +42,13 @@ from ensemble.fitting.job import build_spec
 from ensemble.inference.batchpool import ordered_batches
 from ensemble.inference.options import DEFAULT_BATCH, resolve_options
 from ensemble.inference.pipeline import Ensemble
-from ensemble.inference.runner import member_probs, to_pixels
-from ensemble.inference.tta import get_views
-from ensemble.members.channels import check_channels
+from ensemble.inference.runner import member_probs
+from ensemble.members.channels import check_channels, to_pixels
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member, load_member
 from ensemble.members.session import build_session
 from ensemble.members.store import check_compatible, check_distinct, resolve_members
 from ensemble.optionvalues import check_n_classes, check_path
-from ensemble.scoring.metrics import confusion_matrix, get_metric, iou_per_class
 
 MemberList = Sequence[Member | str | os.PathLike] | str | None
 

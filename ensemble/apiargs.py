@@ -12,11 +12,11 @@ import os
 
 import numpy as np
 
+from ensemble.data.tta import get_views, list_tta
 from ensemble.errors import EnsError
 from ensemble.inference.cleanup import check_connectivity, min_area_array, parse_min_area
 from ensemble.inference.fusion import gain_array, normalise_weights, parse_class_gain, parse_weights
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
-from ensemble.inference.tta import get_views, list_tta
 from ensemble.members.member import Member
 from ensemble.members.session import Device
 from ensemble.members.store import NO_MEMBERS

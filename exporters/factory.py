@@ -125,5 +125,5 @@ def _run(load: Callable[[], Any], spec: str) -> Any:
         ) from exc
     except Exception as exc:  # the module's own import-time code failed
         raise EnsError(
-            f"--factory {spec!r}: importing it raised {type(exc).__name__}: {str(exc)[:200]}"
+            f"--factory {spec!r}: importing it raised {type(exc).__name__}: {first_line(exc)}"
         ) from exc

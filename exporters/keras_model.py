@@ -18,7 +18,7 @@ from typing import Any
 import onnx
 
 from ensemble.capture import quiet
-from ensemble.errors import EnsError, first_line
+from ensemble.errors import EnsError, first_line, shorten
 from exporters.formats import KERAS_SUFFIXES
 from exporters.keras_onnx import replace_erfc, static_layer_norm
 from exporters.trust import untrusted
@@ -74,7 +74,7 @@ def load_custom_objects(path: Path | None) -> dict:
         ) from exc
     except Exception as exc:  # user code
         raise EnsError(
-            f"--custom-objects {str(path)!r} raised {type(exc).__name__}: {str(exc)[:200]}"
+            f"--custom-objects {str(path)!r} raised {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     objects = getattr(module, "custom_objects", {}) or {}
     if not isinstance(objects, dict):
@@ -169,7 +169,7 @@ def keras_error_line(exc: BaseException) -> str:
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].startswith(KERAS_CALL_HEADER):
-        return first_line(ValueError("\n".join(lines[1:])))
+        return shorten(lines[1])
     return first_line(exc)
 
 

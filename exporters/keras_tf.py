@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, error_data, raised_error, shorten
 from exporters.keras_model import (
     builtin_preprocessing,
     export_onnx,
@@ -130,14 +130,14 @@ class _Worker:
             )
         reply = json.loads(line)
         if "error" in reply:
-            raise EnsError(f"{self.why}, and {WHERE}: {reply['error']}")
+            raise EnsError(f"{self.why}, and {WHERE}: {raised_error(reply['error'], op)}")
         return reply
 
     def _last_log_line(self) -> str:
         self.log.flush()
         self.log.seek(0)
         lines = [ln.strip() for ln in self.log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-        return lines[-1][:200] if lines else "no output"
+        return shorten(lines[-1]) if lines else "no output"
 
     def close(self) -> None:
         """Stop the worker (it exits when its stdin closes) and delete its folder."""
@@ -213,10 +213,11 @@ def _serve(work: Path) -> None:
         op = request.pop("op")
         try:
             reply = getattr(model, op)(**request)
-        except EnsError as exc:
-            reply = {"error": str(exc)}
-        except Exception as exc:  # any failure of the user's model or of the exporter, in one line
-            reply = {"error": f"{op} raised {type(exc).__name__}: {keras_error_line(exc)}"}
+        except Exception as exc:  # any failure of the user's model or of the exporter, as data
+            error = error_data(exc)
+            if not isinstance(exc, EnsError):
+                error["message"] = keras_error_line(exc)  # past Keras' 'Exception encountered' header
+            reply = {"error": error}
         channel.write(json.dumps(reply) + "\n")
         channel.flush()
 

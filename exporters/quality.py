@@ -16,14 +16,14 @@ import numpy as np
 
 from ensemble.data.datafile import open_data
 from ensemble.data.folder import open_folder
+from ensemble.data.metrics import ConfusionAccumulator, course_miou
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
+from ensemble.data.tta import IDENTITY
 from ensemble.inference.fusion import decode
-from ensemble.inference.runner import member_probs, to_pixels
-from ensemble.inference.tta import IDENTITY
-from ensemble.members.channels import check_channels
+from ensemble.inference.runner import member_probs
+from ensemble.members.channels import check_channels, to_pixels
 from ensemble.members.session import MemberSession
-from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 from exporters.preprocessing import RANGES, Normalisation
 
 DOMINANT_SHARE = 0.95

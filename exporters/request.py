@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ensemble.course import CLASS_NAMES
 from ensemble.data.split import SplitSpec
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from ensemble.files.jsonfile import unique_keys
 from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
 from ensemble.optionvalues import MAX_CLASSES, name_list
@@ -108,7 +108,8 @@ def parse_factory_kwargs(text: str | None) -> dict:
     except RecursionError as exc:
         raise EnsError(f"--factory-kwargs {shown!r} nests too deeply to read; {example}") from exc
     except ValueError as exc:  # e.g. an integer longer than Python converts
-        raise EnsError(f"--factory-kwargs {shown!r} cannot be read ({str(exc)[:80]}); {example}") from exc
+        reason = first_line(exc, 80)
+        raise EnsError(f"--factory-kwargs {shown!r} cannot be read ({reason}); {example}") from exc
     if not isinstance(value, dict):
         raise EnsError(f"--factory-kwargs {shown!r} is a JSON {type(value).__name__}; {example}")
     return value

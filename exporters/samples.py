@@ -17,8 +17,7 @@ from ensemble.course import IMAGE_SHAPE
 from ensemble.data.datafile import open_data
 from ensemble.data.folder import open_folder
 from ensemble.errors import EnsError
-from ensemble.inference.runner import to_pixels
-from ensemble.members.channels import check_channels
+from ensemble.members.channels import check_channels, to_pixels
 
 N_SAMPLES = 8
 FALLBACK_SEED = 0

@@ -22,7 +22,7 @@ import onnx
 import torch
 
 from ensemble.capture import quiet
-from ensemble.errors import EnsError, first_line
+from ensemble.errors import EnsError, first_line, shorten
 from exporters.factory import build_network
 from exporters.pickles import code_imports, file_imports
 from exporters.request import ExportRequest
@@ -278,7 +278,7 @@ def _unloadable(path: Path, reason: str) -> EnsError:
 
 def _first(exc: BaseException) -> str:
     """The first sentence of an exception message, without colour codes."""
-    return re.split(r"(?<=[a-z])\. ", first_line(exc))[0][:160]
+    return shorten(re.split(r"(?<=[a-z])\. ", first_line(exc))[0], 160)
 
 
 def _to_numpy(value: Any) -> Any:

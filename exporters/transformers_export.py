@@ -53,7 +53,7 @@ def _read_config(folder: Path) -> dict:
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise EnsError(f"cannot read {str(path)!r} as JSON ({first_line(exc)[:120]}); {SAVE_HINT}") from exc
+        raise EnsError(f"cannot read {str(path)!r} as JSON ({first_line(exc, 120)}); {SAVE_HINT}") from exc
     if not isinstance(settings, dict) or "model_type" not in settings:
         raise EnsError(f"{str(path)!r} is not a transformers config (no model_type); {SAVE_HINT}")
     if "auto_map" in settings:
@@ -99,7 +99,7 @@ def _from_pretrained(model_class: Any, folder: Path) -> torch.nn.Module:
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for a bad folder
         raise EnsError(
             f"transformers cannot load {str(folder)!r} with {model_class.__name__} ({type(exc).__name__}: "
-            f"{first_line(exc)[:160]}); {SAVE_HINT}"
+            f"{first_line(exc, 160)}); {SAVE_HINT}"
         ) from exc
     problems = [
         f"{label} {few_keys([str(k) for k in report.get(key) or []])}"

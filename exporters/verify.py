@@ -14,7 +14,7 @@ import onnx
 
 from ensemble.errors import EnsError, first_line
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME
-from ensemble.members.session import MemberSession
+from ensemble.members.session import MemberSession, ort_message
 
 SUM_TOLERANCE = 1e-4
 
@@ -48,7 +48,7 @@ def run_checked(session: MemberSession, pixels: np.ndarray, n_classes: int) -> n
     try:
         probs = session.run(pixels)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
-        reason = str(exc).strip().splitlines()[-1][:200]
+        reason = ort_message(exc, 200)
         raise EnsError(
             f"ONNX Runtime cannot run the member on a batch of {batch} images of {height}x{width} "
             f"({reason}); the batch axis must be dynamic"

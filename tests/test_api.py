@@ -11,9 +11,9 @@ from conftest import ens
 from onnx_members import make_member
 
 import ensemble as api
+from ensemble.data.metrics import confusion_matrix, course_miou
 from ensemble.demo.synthetic import DemoSpec, write_demo
 from ensemble.errors import EnsError
-from ensemble.scoring.metrics import confusion_matrix, course_miou
 from ensemble.submission.io import read_submission
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,12 +24,12 @@ from ensemble.compiled.stamp import graph_path, read_stamp, wanted_stamp
 from ensemble.data.datafile import open_data
 from ensemble.data.datasets import open_dataset
 from ensemble.data.sources import make_source
+from ensemble.data.tta import IDENTITY
 from ensemble.demo.synthetic import DemoSpec, write_demo
 from ensemble.errors import EnsError
 from ensemble.fitting.cache import ProbCache
 from ensemble.inference.options import PredictOptions, resolve_options
 from ensemble.inference.pipeline import Ensemble
-from ensemble.inference.tta import IDENTITY
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, write_spec
 from ensemble.members.member import load_member
 from ensemble.members.store import get_member, resolve_members

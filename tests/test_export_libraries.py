@@ -16,8 +16,8 @@ from export_checks import images_npz, run_member, sample_pixels, softmax
 from tiny_nets import TinyNet, trained_like
 from torch import nn
 
+from ensemble.data.tta import IDENTITY
 from ensemble.inference.runner import member_probs
-from ensemble.inference.tta import IDENTITY
 from ensemble.members.member import load_member
 from ensemble.members.padding import padded_size
 from ensemble.members.session import build_session

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from fit_fixtures import member, random_truth
 
+from ensemble.data.metrics import score
 from ensemble.fitting.fit import FitSettings, fit_ensemble
 from ensemble.fitting.grid import fit_min_area
 from ensemble.fitting.weights import fit_weights, nll_weights, pixel_set
 from ensemble.inference.fusion import decode, fuse
-from ensemble.scoring.metrics import score
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from onnx_members import make_member
 
 from ensemble.data.datafile import open_data
 from ensemble.data.sources import make_source
+from ensemble.data.tta import HFLIP, IDENTITY
 from ensemble.demo.synthetic import DemoSpec, write_demo
 from ensemble.fitting.cache import ProbCache
-from ensemble.inference.tta import HFLIP, IDENTITY
 from ensemble.members.store import get_member
 
 

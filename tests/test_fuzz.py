@@ -24,9 +24,9 @@ from ensemble.data.summary import inspect_data
 from ensemble.errors import EnsError
 from ensemble.inference.cleanup import min_area_array, parse_min_area
 from ensemble.inference.fusion import gain_array, normalise_weights, parse_class_gain, parse_weights
-from ensemble.inference.predict import PredictRequest, request_options
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec
 from ensemble.members.store import get_member
+from ensemble.runs.predict import PredictRequest, request_options
 from ensemble.submission.check import check_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import read_submission, write_submission

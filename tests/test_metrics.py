@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ensemble.errors import EnsError
-from ensemble.scoring.metrics import (
+from ensemble.data.metrics import (
     ConfusionAccumulator,
     confusion_matrix,
     course_miou,
@@ -14,6 +13,7 @@ from ensemble.scoring.metrics import (
     iou_per_class,
     plain_miou,
 )
+from ensemble.errors import EnsError
 
 
 def test_hand_computed_case():

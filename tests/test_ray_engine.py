@@ -21,7 +21,7 @@ from test_folders import write_folder
 from ensemble.data.datafile import open_data
 from ensemble.data.folder import open_folder
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.predict import PredictRequest, predict
+from ensemble.runs.predict import PredictRequest, predict
 from ensemble.runs.resumable import RunOptions
 
 

@@ -262,8 +262,8 @@ def test_a_run_started_while_another_runs_the_same_settings_is_refused(tmp_path,
     """The second run starts in the middle of the first (from its progress callback): it is refused
     in one line, and the first still assembles its CSV from its own shards."""
     from ensemble.data.datafile import open_data
-    from ensemble.inference.predict import PredictRequest
-    from ensemble.inference.predict import predict as predict_request
+    from ensemble.runs.predict import PredictRequest
+    from ensemble.runs.predict import predict as predict_request
     from ensemble.runs.resumable import RunOptions
 
     second = []

@@ -108,7 +108,7 @@ def test_openvino_is_not_imported_on_the_default_path(tmp_path, store, data):
     code = (
         "import sys\n"
         "from ensemble.cli import app\n"
-        "import ensemble.api, ensemble.inference.predict, ensemble.runtimes.choice\n"
+        "import ensemble.api, ensemble.runs.predict, ensemble.runtimes.choice\n"
         "assert 'openvino' not in sys.modules, 'openvino imported'\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

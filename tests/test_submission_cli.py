@@ -10,8 +10,8 @@ import pytest
 from conftest import ens
 
 from ensemble.cli.submission_cmd import parse_shape
+from ensemble.data.metrics import confusion_matrix, course_miou
 from ensemble.errors import EnsError
-from ensemble.scoring.metrics import confusion_matrix, course_miou
 from ensemble.submission.io import read_submission, write_submission
 
 

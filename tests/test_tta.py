@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ensemble.data.tta import HFLIP, HVFLIP, IDENTITY, TTA_VIEWS, VFLIP, augment, get_views, merge
 from ensemble.errors import EnsError
-from ensemble.inference.tta import HFLIP, HVFLIP, IDENTITY, TTA_VIEWS, VFLIP, augment, get_views, merge
 
 ALL_VIEWS = [IDENTITY, HFLIP, VFLIP, HVFLIP]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.datafile import open_data
+from ensemble.data.metrics import ConfusionAccumulator, course_miou
 from ensemble.data.split import Split, SplitSpec, split_masks
 from ensemble.errors import EnsError
 from ensemble.inference.fusion import decode
-from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,5 @@ from ensemble.cli import (  # noqa: F401
     train_cmd,
 )
 from ensemble.cli.app import app
-from ensemble.entry import main
 
-__all__ = ["app", "main"]
+__all__ = ["app"]

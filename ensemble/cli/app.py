@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from ensemble.cli.usage import OneLineGroup
-from ensemble.entry import set_debug
+from ensemble.process import set_debug
 
 HELP = (
     "Fuse independently trained segmentation models (PyTorch, Keras) into one scored, "

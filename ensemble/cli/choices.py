@@ -2,11 +2,11 @@
 
 from enum import Enum
 
+from ensemble.data.metrics import list_metrics
 from ensemble.data.sources import SPLITS
 from ensemble.fitting.fit import WEIGHTS_PER
 from ensemble.inference.cleanup import CONNECTIVITIES
 from ensemble.runs.resumable import ENGINES
-from ensemble.scoring.metrics import list_metrics
 from ensemble.submission.convention import LAYOUTS, ORDERS, STARTS
 from ensemble.submission.formats import list_formats
 

@@ -21,15 +21,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from ensemble.entry import (
+from ensemble.errors import EnsError
+from ensemble.members.session import Device
+from ensemble.process import (
     Stopped,
     debug_enabled,
     internal_error,
     interrupt_exit_code,
     interrupt_message,
 )
-from ensemble.errors import EnsError
-from ensemble.members.session import Device
 
 console = Console()
 err_console = Console(stderr=True)
@@ -156,9 +156,13 @@ EnsembleOpt = Annotated[
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where members run.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
 CacheOpt = Annotated[
-    Path,
+    Path | None,
     typer.Option(
-        "--cache-dir", help="Where member probabilities on labelled images are cached.", file_okay=False
+        "--cache-dir",
+        help="Where member probabilities on labelled images are cached "
+        "(default: $ENS_CACHE, else .cache/ens).",
+        file_okay=False,
+        show_default=False,
     ),
 ]
 

@@ -10,7 +10,7 @@ import typer
 from ensemble.cli.app import app
 from ensemble.cli.common import EnsembleOpt, ModelsDirOpt, console, user_errors
 from ensemble.compiled.compiler import compile_ensemble, describe
-from ensemble.inference.tta import TTA
+from ensemble.data.tta import TTA
 from ensemble.members.member import DEFAULT_STORE
 
 

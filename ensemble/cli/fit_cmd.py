@@ -31,11 +31,10 @@ from ensemble.cli.common import (
     user_errors,
 )
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
-from ensemble.fitting.cache import DEFAULT_CACHE
+from ensemble.data.tta import TTA
 from ensemble.fitting.fit import DEFAULT_FOLDS, FitSettings
 from ensemble.fitting.job import FitOutcome, FitRequest, fit
 from ensemble.inference.options import DEFAULT_BATCH
-from ensemble.inference.tta import TTA
 from ensemble.members.ensemblefile import default_path
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
@@ -81,7 +80,7 @@ def fit_cmd(
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
-    cache_dir: CacheOpt = DEFAULT_CACHE,
+    cache_dir: CacheOpt = None,
     device: DeviceOpt = Device.auto,
     batch_size: BatchSizeOpt = DEFAULT_BATCH,
 ) -> None:

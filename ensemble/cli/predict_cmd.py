@@ -43,12 +43,13 @@ from ensemble.cli.rleoptions import (
 )
 from ensemble.compiled.engine import GraphChoice
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from ensemble.data.tta import TTA
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
-from ensemble.inference.predict import PredictOutcome, PredictRequest, predict
-from ensemble.inference.tta import TTA
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
+from ensemble.process import debug_enabled
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE
+from ensemble.runs.predict import PredictOutcome, PredictRequest, predict
 from ensemble.runs.resumable import RunOptions
 from ensemble.runtimes.choice import Runtime
 
@@ -233,6 +234,7 @@ def predict_cmd(
             workers=(workers or 1) if engine is EngineName.ray else 1,
             gpus_per_worker=gpus_per_worker,
             ray_address=ray_address,
+            ray_logs=debug_enabled(),
         ),
         graph=graph.value,
     )

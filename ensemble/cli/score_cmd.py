@@ -45,11 +45,10 @@ from ensemble.cli.rleoptions import (
 )
 from ensemble.cli.submission_cmd import NClassesOpt, class_count
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from ensemble.data.tta import TTA
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.outputs import refuse_overwrite
-from ensemble.fitting.cache import DEFAULT_CACHE
-from ensemble.inference.tta import TTA
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
 from ensemble.scoring.csvscore import score_submission
@@ -109,7 +108,7 @@ def score(
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
     val_ids: ValIdsOpt = None,
     drop_outliers: DropOutliersOpt = True,
-    cache_dir: CacheOpt = DEFAULT_CACHE,
+    cache_dir: CacheOpt = None,
     device: DeviceOpt = Device.auto,
     rle_order: RleOrderOpt = ORDER,
     rle_start: RleStartOpt = START,

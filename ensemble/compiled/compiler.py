@@ -12,13 +12,13 @@ from ensemble.compiled.engine import CompiledEnsemble
 from ensemble.compiled.graph import build_graph
 from ensemble.compiled.stamp import GraphStamp, graph_path, stamp_model, wanted_stamp
 from ensemble.course import IMAGE_SHAPE
+from ensemble.data.tta import get_views
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.inference.fusion import decode, scaled_weights
 from ensemble.inference.options import PredictOptions, resolve_options
 from ensemble.inference.pipeline import Ensemble
-from ensemble.inference.tta import get_views
 from ensemble.members.ensemblefile import resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
 from ensemble.members.padding import padded_size

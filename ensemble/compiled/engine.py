@@ -24,7 +24,7 @@ from ensemble.errors import EnsError
 from ensemble.files.hashing import file_sha256
 from ensemble.inference.options import PredictOptions
 from ensemble.inference.pipeline import Ensemble
-from ensemble.inference.runner import to_pixels
+from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.padding import padded_size
 from ensemble.members.session import (

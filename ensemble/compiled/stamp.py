@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from ensemble.files.hashing import bytes_sha256, file_sha256
 from ensemble.files.jsonfile import JsonProblem, loads_object
 from ensemble.inference.fusion import gain_array, normalise_weights
@@ -120,8 +120,7 @@ def read_graph(path: Path) -> tuple[bytes, GraphStamp]:
         data = Path(path).read_bytes()
         model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf's DecodeError, OSError
-        reason = " ".join(str(exc).split())[:120]
-        raise EnsError(f"cannot read compiled graph {str(path)!r} ({reason}); {hint}") from exc
+        raise EnsError(f"cannot read compiled graph {str(path)!r} ({first_line(exc, 120)}); {hint}") from exc
     props = {p.key: p.value for p in model.metadata_props}
     if SEAL_KEY not in props:
         raise EnsError(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+from ensemble.files.hashing import bytes_sha256
 
 DEFAULT_MIN_COPIES = 5
 
@@ -48,7 +49,7 @@ def find_duplicate_masks(masks: Iterable[np.ndarray], min_copies: int = DEFAULT_
     """
     by_hash: dict[tuple[tuple[int, ...], str], list[int]] = defaultdict(list)
     for index, mask in enumerate(masks):
-        digest = hashlib.sha256(np.ascontiguousarray(mask).tobytes()).hexdigest()
+        digest = bytes_sha256(np.ascontiguousarray(mask).tobytes())
         by_hash[np.shape(mask), digest].append(index)
     groups = tuple(
         DuplicateGroup(tuple(indices), key[1])

@@ -4,9 +4,10 @@ $ENS_CACHE or .cache/ens."""
 import os
 from pathlib import Path
 
-CACHE_ROOT = Path(os.environ.get("ENS_CACHE", ".cache/ens"))
+DEFAULT_ROOT = ".cache/ens"
 
 
 def cache_root() -> Path:
-    """$ENS_CACHE as it is now (CACHE_ROOT is read once, at import), else .cache/ens."""
-    return Path(os.environ.get("ENS_CACHE", ".cache/ens"))
+    """$ENS_CACHE as it is now, else .cache/ens: read at every call, so setting ENS_CACHE after
+    import moves every cache alike."""
+    return Path(os.environ.get("ENS_CACHE", DEFAULT_ROOT))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,3 +61,13 @@ def bytes_sha256(*parts: bytes | memoryview) -> str:
     for part in parts:
         digest.update(part)
     return digest.hexdigest()
+
+
+def json_sha256(value: object) -> str:
+    """Hex sha256 of the canonical JSON (sorted keys) of `value`: a key that names what decides a
+    result (a run, a cache entry, a runtime measurement) and changes with any of it.
+
+    >>> json_sha256({"b": 1, "a": [2]}) == json_sha256({"a": [2], "b": 1})
+    True
+    """
+    return bytes_sha256(json.dumps(value, sort_keys=True).encode())

@@ -11,6 +11,8 @@ import re
 
 import numpy as np
 
+from ensemble.errors import first_line
+
 MAX_BYTES = 4 << 20
 MAX_DEPTH = 32
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -57,7 +59,7 @@ def loads_object(text: str | bytes, max_bytes: int = MAX_BYTES, max_depth: int =
     except RecursionError as exc:  # unreachable below MAX_DEPTH; kept so no input escapes as one
         raise JsonProblem("nested too deeply") from exc
     except ValueError as exc:
-        raise JsonProblem(" ".join(str(exc).split())[:120]) from exc
+        raise JsonProblem(first_line(exc, 120)) from exc
     if not isinstance(value, dict):
         raise JsonProblem(f"a JSON {type(value).__name__} at the top, expected an object")
     return value

@@ -10,7 +10,6 @@ shape) is recomputed with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -20,17 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.sources import ImageSource
+from ensemble.data.tta import View
+from ensemble.errors import first_line
 from ensemble.files.atomic import ensure_dir, write_text
-from ensemble.files.cachedir import CACHE_ROOT
-from ensemble.files.hashing import file_sha256
+from ensemble.files.cachedir import cache_root
+from ensemble.files.hashing import bytes_sha256, file_sha256, json_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import remove_quietly, temp_memmap
-from ensemble.inference.runner import check_finite, member_probs, to_pixels
-from ensemble.inference.tta import View
+from ensemble.inference.runner import check_finite, member_probs
+from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
 
-DEFAULT_CACHE = CACHE_ROOT
 CACHE_FORMAT = "3"  # 2: every entry passed the run-time contract check; 3: its sha256 is kept beside it
 SCAN_IMAGES = 256
 
@@ -38,11 +38,10 @@ SCAN_IMAGES = 256
 def cache_key(member: Member, data_sha256: str, ids: np.ndarray, view: str) -> str:
     """Hex digest naming one cache entry; any change of member, data, images or view changes it."""
     if np.asarray(ids).dtype.kind in "iu":
-        ids_digest = hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()).hexdigest()
+        ids_digest = bytes_sha256(np.ascontiguousarray(ids, np.int64).tobytes())
     else:  # image folder stems
-        ids_digest = hashlib.sha256("\n".join(np.asarray(ids).tolist()).encode()).hexdigest()
-    fields = [CACHE_FORMAT, member.sha256, data_sha256, ids_digest, view]
-    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:32]
+        ids_digest = bytes_sha256("\n".join(np.asarray(ids).tolist()).encode())
+    return json_sha256([CACHE_FORMAT, member.sha256, data_sha256, ids_digest, view])[:32]
 
 
 class ProbCache:
@@ -52,14 +51,14 @@ class ProbCache:
     def __init__(
         self,
         source: ImageSource,
-        directory: Path = DEFAULT_CACHE,
+        directory: Path | None = None,
         device: str = "auto",
         threads: int | None = None,
         batch_size: int = 64,
         warn: Callable[[str], None] | None = None,
     ) -> None:
         self.source = source
-        self.directory = Path(directory)
+        self.directory = cache_root() if directory is None else Path(directory)
         self.device, self.threads, self.batch_size = device, threads, batch_size
         self.data_sha256 = source.data.sha256
         self.ids = source.ids()
@@ -120,7 +119,7 @@ class ProbCache:
 
     def _compute(self, member: Member, view: View, path: Path, group: int, shape, on_batch) -> None:
         runner: MemberSession = build_session(member, self.device, self.threads)
-        hint = f"pass --cache-dir a writable folder (default {str(DEFAULT_CACHE)!r}, from ENS_CACHE if set)"
+        hint = f"pass --cache-dir a writable folder (default {str(cache_root())!r}, from ENS_CACHE if set)"
         ensure_dir(self.directory, hint)
         array, tmp = temp_memmap(path, shape, "the probability cache", hint)
         try:
@@ -149,7 +148,7 @@ def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, s
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        return None, f"unreadable: {' '.join(str(exc).split())[:120]}"
+        return None, f"unreadable: {first_line(exc, 120)}"
     if not isinstance(array, np.ndarray):
         return None, "not a .npy array"
     if array.dtype != np.float16 or array.shape != shape:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ensemble.data.metrics import confusion_matrix, get_metric
 from ensemble.errors import EnsError
 from ensemble.fitting.grid import fit_gains, fit_min_area
 from ensemble.fitting.weights import fit_weights, parts_pixel_set, pixel_score
 from ensemble.inference.cleanup import check_connectivity, remove_small_regions
 from ensemble.inference.fusion import decode, fuse, normalise_weights, scaled_weights
 from ensemble.optionvalues import check_int, check_seed, short_repr
-from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 DEFAULT_FOLDS = 5
 WEIGHTS_PER = ("auto", "member", "class")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ensemble.data.metrics import confusion_matrix, get_metric
 from ensemble.inference.cleanup import remove_small_regions
-from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 
 def class_grid_search(

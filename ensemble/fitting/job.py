@@ -9,10 +9,10 @@ from pathlib import Path
 from ensemble.data.datasets import Dataset
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
+from ensemble.data.tta import get_views
 from ensemble.files.outputs import refuse_overwrite, run_inputs
-from ensemble.fitting.cache import DEFAULT_CACHE, ProbCache, merged_parts
+from ensemble.fitting.cache import ProbCache, merged_parts
 from ensemble.fitting.fit import FitResult, FitSettings, check_labelled, check_settings, fit_parts
-from ensemble.inference.tta import get_views
 from ensemble.members.channels import check_channels
 from ensemble.members.ensemblefile import EnsembleSpec, default_path, write_spec
 from ensemble.members.member import DEFAULT_STORE, Member
@@ -29,7 +29,7 @@ class FitRequest:
     tta: str = "flip"
     settings: FitSettings = FitSettings()
     out: Path | None = None
-    cache_dir: Path = DEFAULT_CACHE
+    cache_dir: Path | None = None
     device: str = "auto"
     threads: int | None = None
     batch_size: int = 64

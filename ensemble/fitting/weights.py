@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ensemble.data.metrics import get_metric
 from ensemble.inference.fusion import normalise_weights
-from ensemble.scoring.metrics import get_metric
 
 MAX_PIXELS = 1_000_000
 

@@ -1,1 +1,1 @@
-"""Prediction: members -> TTA -> fusion -> decoding -> cleanup, batch by batch, and the predict job."""
+"""Prediction: members -> TTA -> fusion -> decoding -> cleanup, batch by batch, and the run manifest."""

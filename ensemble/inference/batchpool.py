@@ -15,7 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -27,9 +27,26 @@ from ensemble.timing import Timings
 
 if TYPE_CHECKING:
     from ensemble.inference.options import PredictOptions
-    from ensemble.inference.pipeline import Ensemble
 
 Batch = tuple[np.ndarray, np.ndarray]
+
+
+class BatchScorer(Protocol):
+    """What `ordered_batches` needs of an ensemble: its worker count, timings and fusion weights, and
+    the fused scores of one batch (into a worker's own merger and timings)."""
+
+    workers: int
+    timings: Timings
+    merge_weights: np.ndarray
+
+    def probabilities(
+        self,
+        ids: np.ndarray,
+        images: np.ndarray,
+        *,
+        merger: WeightedMerger | None = ...,
+        timings: Timings | None = ...,
+    ) -> np.ndarray: ...
 
 
 def worker_count(options: PredictOptions) -> tuple[int, str | None]:
@@ -64,7 +81,7 @@ def worker_batch(batch_size: int, workers: int) -> int:
     return max(1, math.ceil(batch_size / workers))
 
 
-def ordered_batches(ensemble: Ensemble, batches: Iterator[Batch]) -> Iterator[Batch]:
+def ordered_batches(ensemble: BatchScorer, batches: Iterator[Batch]) -> Iterator[Batch]:
     """(ids, fused scores) of every batch of `batches`, in their order.
 
     With one worker everything runs in the calling thread, as a plain loop. With K workers at most

@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 import numba
 import numpy as np
 
+from ensemble.bounds import MAX_AREA
 from ensemble.errors import EnsError
 from ensemble.optionvalues import check_n_classes, key_values, parse_int, short_repr
 
 CONNECTIVITIES = (4, 8)  # pixel neighbourhoods of a region: edges only, or edges and corners
 
 IGNORED_CLASS = 0
-MAX_AREA = 2**31 - 1  # far above any image's pixel count; int32 so the kernel's compare is exact
 MinArea = int | Sequence[int] | Mapping[int, int] | np.ndarray
 _DY = (-1, 1, 0, 0, -1, -1, 1, 1)  # 4-neighbours first, then the diagonals
 _DX = (0, 0, -1, 1, -1, 1, -1, 1)

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ensemble.bounds import MAX_GAIN, MIN_GAIN
 from ensemble.errors import EnsError
 from ensemble.optionvalues import key_values, parse_int, parse_number, short_repr
-
-MIN_GAIN, MAX_GAIN = 1e-6, 1e6
 
 
 def parse_class_gain(text: str, n_classes: int) -> np.ndarray:

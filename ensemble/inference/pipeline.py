@@ -15,23 +15,23 @@ from typing import ClassVar
 
 import numpy as np
 
+from ensemble.data.metrics import ConfusionAccumulator
 from ensemble.data.sources import Source
+from ensemble.data.tta import get_views
 from ensemble.errors import EnsError
 from ensemble.inference.batchpool import ordered_batches, session_threads, worker_batch, worker_count
 from ensemble.inference.cleanup import min_area_array, remove_small_regions
 from ensemble.inference.fusion import WeightedMerger, decode, gain_array, normalise_weights, scaled_weights
 from ensemble.inference.options import PredictOptions
 from ensemble.inference.probstore import ProbsWriter
-from ensemble.inference.runner import check_finite, member_probs, to_pixels
-from ensemble.inference.tta import get_views
-from ensemble.members.channels import check_channels
+from ensemble.inference.runner import check_finite, member_probs
+from ensemble.members.channels import check_channels, to_pixels
 from ensemble.members.member import Member
 from ensemble.members.padding import check_fits
 from ensemble.members.session import MemberSession, build_session
 from ensemble.members.store import NO_MEMBERS
 from ensemble.runtimes.choice import RuntimeChoice, ort_choice
 from ensemble.runtimes.runner import Runner
-from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import SubmissionWriter
 from ensemble.timing import Timings

@@ -5,33 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ensemble.course import IMAGE_SHAPE
+from ensemble.data.tta import View, augment, merge
 from ensemble.errors import EnsError
-from ensemble.inference.tta import View, augment, merge
 from ensemble.members.member import Member
 from ensemble.members.padding import check_fits, crop, pad, padded_size
 from ensemble.members.session import ORT_ERRORS, Device, MemberSession, build_session, ort_message
 from ensemble.timing import Timings
 
 CONTRACT_TOLERANCE = 1e-3
-
-
-def to_pixels(images: np.ndarray, channels: int = 1) -> np.ndarray:
-    """uint8 images -> the contract input, float32 (B, C_in, H, W) raw 0..255: grayscale (B, H, W)
-    images give 1 channel, or 3 copies of it; RGB (B, H, W, 3) images give 3 channels.
-
-    >>> rgb, gray = np.zeros((2, 4, 5, 3), np.uint8), np.zeros((2, 4, 5), np.uint8)
-    >>> to_pixels(rgb, 3).shape, to_pixels(gray, 3).shape, to_pixels(gray).shape
-    ((2, 3, 4, 5), (2, 3, 4, 5), (2, 1, 4, 5))
-    """
-    if images.ndim == 3:
-        pixels = images.astype(np.float32)[:, None]
-        return pixels if channels == 1 else np.repeat(pixels, channels, axis=1)
-    if images.shape[3] != channels:
-        raise EnsError(
-            f"images with {images.shape[3]} channels cannot feed members that take {channels}; use "
-            "members of the images' kind (grayscale or RGB)"
-        )
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def member_probs(

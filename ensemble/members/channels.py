@@ -1,9 +1,12 @@
 """Which images may feed which members: grayscale members take grayscale images; RGB members take
-RGB images, and grayscale ones only when asked (`--gray-to-rgb` replicates the channel)."""
+RGB images, and grayscale ones only when asked (`--gray-to-rgb` replicates the channel); and
+`to_pixels`, uint8 images turned into the members' input."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+import numpy as np
 
 from ensemble.errors import EnsError
 
@@ -30,3 +33,22 @@ def check_channels(member_channels: int, image_channels: Iterable[int], gray_to_
             "(gray_to_rgb=True in Python) to replicate the gray channel into R, G and B, or use grayscale "
             "members"
         )
+
+
+def to_pixels(images: np.ndarray, channels: int = 1) -> np.ndarray:
+    """uint8 images -> the contract input, float32 (B, C_in, H, W) raw 0..255: grayscale (B, H, W)
+    images give 1 channel, or 3 copies of it; RGB (B, H, W, 3) images give 3 channels.
+
+    >>> rgb, gray = np.zeros((2, 4, 5, 3), np.uint8), np.zeros((2, 4, 5), np.uint8)
+    >>> to_pixels(rgb, 3).shape, to_pixels(gray, 3).shape, to_pixels(gray).shape
+    ((2, 3, 4, 5), (2, 3, 4, 5), (2, 1, 4, 5))
+    """
+    if images.ndim == 3:
+        pixels = images.astype(np.float32)[:, None]
+        return pixels if channels == 1 else np.repeat(pixels, channels, axis=1)
+    if images.shape[3] != channels:
+        raise EnsError(
+            f"images with {images.shape[3]} channels cannot feed members that take {channels}; use "
+            "members of the images' kind (grayscale or RGB)"
+        )
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)

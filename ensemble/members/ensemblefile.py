@@ -13,15 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ensemble.bounds import MAX_AREA, MAX_GAIN, MIN_GAIN
+from ensemble.data.metrics import list_metrics
+from ensemble.data.tta import list_tta
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.jsonfile import unique_keys
-from ensemble.inference.cleanup import MAX_AREA
-from ensemble.inference.fusion import MAX_GAIN, MIN_GAIN
-from ensemble.inference.tta import list_tta
 from ensemble.members.member import Member
 from ensemble.members.store import parse_names, resolve_members
-from ensemble.scoring.metrics import list_metrics
 
 FILE_NAME = "ensemble.json"
 FORMAT = "ens-ensemble/1"

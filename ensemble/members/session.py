@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-import textwrap
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -20,15 +19,14 @@ import numpy as np
 import onnxruntime as ort
 
 from ensemble.capture import quiet
-from ensemble.errors import EnsError
-from ensemble.files.cachedir import CACHE_ROOT
+from ensemble.errors import EnsError, shorten
+from ensemble.files.cachedir import cache_root
 from ensemble.machine import gpu_present, physical_cores, usable_cores
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, Member
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
-TRT_CACHE = CACHE_ROOT / "tensorrt"
 # What ONNX Runtime raises: its own pybind error types, and ValueError/RuntimeError from its Python layer.
 ORT_ERRORS: tuple[type[Exception], ...] = (
     *(
@@ -115,7 +113,7 @@ def ort_message(exc: BaseException, limit: int = 240) -> str:
     )
     text = re.sub(r"\S+\.(?:cc|h|cpp|cu):\d+ ", "", text)
     text = re.sub(r"(?:[\w:<>*&]+ )?onnxruntime::[\w:<>]+\([^)]*\)(?: const)? ", "", text)
-    return textwrap.shorten(text, limit, placeholder=" …")
+    return shorten(text, limit)
 
 
 def thread_count(threads: int | None) -> tuple[int, str | None]:
@@ -180,8 +178,9 @@ def requested_providers(device: Device | str) -> list:
         )
     providers: list = [(CUDA, {"cudnn_conv_algo_search": "EXHAUSTIVE"}), CPU]
     if device is Device.tensorrt:
-        TRT_CACHE.mkdir(parents=True, exist_ok=True)
-        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(TRT_CACHE)}
+        engines = cache_root() / "tensorrt"
+        engines.mkdir(parents=True, exist_ok=True)
+        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engines)}
         providers.insert(0, (TENSORRT, trt))
     return providers
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 
@@ -21,8 +20,7 @@ import numpy as np
 from ensemble.capture import native_stderr
 from ensemble.compiled.engine import CompiledEnsemble
 from ensemble.data.sources import Source
-from ensemble.entry import debug_enabled
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, error_data, raised_error
 from ensemble.inference.pipeline import Ensemble, PredictResult
 from ensemble.runs.plan import ShardPlan
 from ensemble.runs.raycluster import connect, make_room
@@ -51,7 +49,9 @@ class ShardPredictor:
     """A Ray Data actor: the members' sessions, built once, and the image source it reads from.
 
     Called with a batch of shard indices, it returns one row per image of those shards: `shard`,
-    `id`, `height`, `width` and `labels` (the uint8 label map's bytes, row-major).
+    `id`, `height`, `width` and `labels` (the uint8 label map's bytes, row-major), with empty `error`
+    and `error_type`. A user's mistake (an EnsError: a damaged image, say) comes back as data instead,
+    one row holding its message and type, so the driver never reads it out of Ray's exception text.
     """
 
     def __init__(self, members, options, source: Source, plan: ShardPlan, cwd: str, graph=None) -> None:
@@ -65,8 +65,21 @@ class ShardPredictor:
         self.plan = plan
 
     def __call__(self, batch: dict) -> dict:
+        try:
+            return self._rows(np.asarray(batch["shard"]).tolist())
+        except EnsError as exc:
+            error = error_data(exc)
+            return {
+                **{key: np.asarray([value]) for key, value in (("shard", -1), ("height", 0), ("width", 0))},
+                "id": np.asarray([""]),
+                "labels": np.asarray([b""], dtype=object),
+                "error": np.asarray([error["message"]], dtype=object),
+                "error_type": np.asarray([error["type"]], dtype=object),
+            }
+
+    def _rows(self, shard_indices: list[int]) -> dict:
         shards, ids, heights, widths, labels = [], [], [], [], []
-        for shard in np.asarray(batch["shard"]).tolist():
+        for shard in shard_indices:
             batches = shard_batches(
                 self.source, self.plan, [shard], self.ensemble.options.batch_size, self.ensemble.channels
             )
@@ -84,37 +97,15 @@ class ShardPredictor:
             "height": np.asarray(heights, np.int64),
             "width": np.asarray(widths, np.int64),
             "labels": np.asarray(labels, dtype=object),
+            "error": np.asarray([""] * len(ids), dtype=object),
+            "error_type": np.asarray([""] * len(ids), dtype=object),
         }
 
 
-def _user_error(exc: BaseException) -> str | None:
-    """The message of an EnsError an actor raised (a damaged image, say). Ray re-raises it on the
-    driver wrapped in its own exceptions, the original only as text in their message."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, EnsError) and not isinstance(exc, _ray_error_types()):
-            return str(exc)
-        found = _REMOTE_ENS_ERROR.findall(str(exc))
-        if found:
-            return found[-1].strip()
-        exc = getattr(exc, "cause", None) or exc.__cause__
-    return None
-
-
-_REMOTE_ENS_ERROR = re.compile(r"^ensemble\.errors\.EnsError: (.+)$", re.MULTILINE)
-
-
-def _ray_error_types() -> tuple[type, ...]:
-    import ray.exceptions
-
-    return (ray.exceptions.RayError,)
-
-
-def _quiet(ray) -> None:
+def _quiet(ray, ray_logs: bool) -> None:
     """Ray's own progress lines and log records would interleave with the Rich bar: silence them
-    (kept with --debug); a failure still reaches ens as an exception."""
-    if debug_enabled():
+    (kept with `ray_logs`, `ens --debug`); a failure still reaches ens as an exception."""
+    if ray_logs:
         return
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.CRITICAL)  # failures still reach ens as exceptions
@@ -142,8 +133,8 @@ def compute_ray(
     start = time.perf_counter()
     connected = start
     if state.todo:
-        _quiet(ray)
-        with _native_logs_kept_off():
+        _quiet(ray, options.ray_logs)
+        with _native_logs_kept_off(options.ray_logs):
             connect(ray, options)
             connected = time.perf_counter()
             _predict_shards(
@@ -179,21 +170,15 @@ def _predict_shards(
         compute=ray.data.ActorPoolStrategy(size=options.workers),
         num_gpus=gpus,
     )  # Ray Data restarts a dead actor and retries its block (max_restarts=-1, max_task_retries=-1)
-    try:
-        for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
-            collector.add(batch)
-    except Exception as exc:
-        message = _user_error(exc)
-        if message is None:
-            raise
-        raise EnsError(message) from exc
+    for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
+        collector.add(batch)
     collector.finish()
 
 
-def _native_logs_kept_off():
+def _native_logs_kept_off(ray_logs: bool):
     """Ray's C++ core logs to the driver's stderr (an `E ... core_worker.cc` line on every run): keep
-    it off the terminal, except with --debug."""
-    return contextlib.nullcontext() if debug_enabled() else native_stderr()
+    it off the terminal, except with `ray_logs` (`ens --debug`)."""
+    return contextlib.nullcontext() if ray_logs else native_stderr()
 
 
 class _Collector:
@@ -209,6 +194,9 @@ class _Collector:
         self.pending: dict[int, dict] = {k: {} for k in state.todo}
 
     def add(self, batch: dict) -> None:
+        for message, kind in zip(batch["error"].tolist(), batch["error_type"].tolist(), strict=True):
+            if message or kind:
+                raise EnsError(raised_error({"type": kind, "message": message}, "a Ray worker"))
         for shard, one_id, height, width, labels in zip(
             batch["shard"].tolist(),
             batch["id"].tolist(),

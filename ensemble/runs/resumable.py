@@ -35,7 +35,8 @@ ENGINES = ("local", "ray")
 class RunOptions:
     """How a prediction is sharded, resumed and computed. `resume` insists on finding shards of an
     earlier run (a rerun resumes anyway); `fresh` discards them; `keep` keeps the run directory
-    after the CSV is assembled. `root` overrides `<cache>/runs`."""
+    after the CSV is assembled. `root` overrides `<cache>/runs`; `ray_logs` lets Ray's own log lines
+    and progress through (the CLI sets it with `--debug`)."""
 
     shard_size: int = DEFAULT_SHARD_SIZE
     resume: bool = False
@@ -46,6 +47,7 @@ class RunOptions:
     workers: int = 1  # Ray actors (the local engine's workers are PredictOptions.workers)
     gpus_per_worker: float | None = None
     ray_address: str | None = None
+    ray_logs: bool = False
 
     def __post_init__(self) -> None:
         if self.resume and self.fresh:

@@ -5,15 +5,13 @@ pipeline or compiled graph: bitwise the same labels) are not in it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from ensemble.data.sources import FolderSource, Source
-from ensemble.files.hashing import file_sha256
+from ensemble.files.hashing import bytes_sha256, file_sha256, json_sha256
 from ensemble.inference.pipeline import Ensemble
 from ensemble.runs.plan import ShardPlan
 from ensemble.submission.convention import RleConvention
@@ -37,7 +35,7 @@ def key_fields(
         "ensemble_file": None if ensemble_file is None else file_sha256(ensemble_file),
         "data": _data_sha256(source),
         "split": source.split,
-        "ids": hashlib.sha256("\n".join(str(i) for i in ids.tolist()).encode()).hexdigest(),
+        "ids": bytes_sha256("\n".join(str(i) for i in ids.tolist()).encode()),
         "tta": options.tta,
         "weights": [[float(w).hex() for w in row] for row in ensemble.weights],
         "class_gain": [float(g).hex() for g in ensemble.class_gain],
@@ -61,7 +59,7 @@ def _data_sha256(source: Source) -> str:
 
 def run_key(fields: dict) -> str:
     """Hex sha256 of the canonical JSON of `fields`."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+    return json_sha256(fields)
 
 
 def _version() -> str:

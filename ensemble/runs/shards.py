@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.errors import EnsError
+from ensemble.data.metrics import ConfusionAccumulator
+from ensemble.errors import EnsError, first_line
 from ensemble.files.atomic import atomic_write
 from ensemble.files.plainfile import open_plain, remove_entry
 from ensemble.runs.plan import ShardPlan
-from ensemble.scoring.metrics import ConfusionAccumulator
 from ensemble.submission.io import SubmissionWriter
 
 # what numpy, zipfile and its decompressors raise on a damaged archive or npy header
@@ -129,7 +129,7 @@ def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
             digest = str(stored["sha256"])
             confusion = stored["confusion"] if "confusion" in stored.files else None
     except _READ_ERRORS as exc:
-        raise EnsError(f"{name} cannot be read ({_short(exc)})") from exc
+        raise EnsError(f"{name} cannot be read ({first_line(exc)})") from exc
     if ids.dtype.kind not in "iuU" or ids.ndim != 1:
         raise EnsError(f"{name} holds ids of shape {ids.shape} and type {ids.dtype}, not a list of ids")
     if confusion is not None and (confusion.dtype.kind not in "iu" or confusion.ndim != 2):
@@ -164,10 +164,6 @@ def _check_confusion(name: str, confusion: np.ndarray, n_classes: int, pixels: i
     counted = sum(int(count) for count in confusion.ravel().tolist())
     if counted != pixels:
         raise EnsError(f"{name}'s confusion matrix counts {counted} pixels but its images hold {pixels}")
-
-
-def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def complete_shards(run_dir: Path, expected: RunShards) -> tuple[list[int], list[str]]:

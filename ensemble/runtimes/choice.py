@@ -16,15 +16,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import onnxruntime as ort
 
 from ensemble.errors import EnsError
 from ensemble.files.cachedir import cache_root
-from ensemble.inference.runner import to_pixels
+from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
-from ensemble.members.session import CPU, ORT_ERRORS, build_session
+from ensemble.members.session import CPU, ORT_ERRORS, build_session, ort_message
 from ensemble.runtimes.folding import folded_model
 from ensemble.runtimes.measurements import (
     cached_seconds,
@@ -40,7 +40,7 @@ from ensemble.runtimes.openvino import INSTALL_HINT, OpenVinoSession, core, open
 
 if TYPE_CHECKING:
     from ensemble.data.sources import Source
-    from ensemble.inference.pipeline import Ensemble
+    from ensemble.data.tta import View
     from ensemble.runtimes.runner import Runner
 
 PARITY_TOLERANCE = 1e-4
@@ -83,12 +83,27 @@ class RuntimeChoice:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
 
+class Rewired(Protocol):
+    """What `choose_runtimes` reads of an ensemble (its members, views, worker layout and the ONNX
+    Runtime session of each member) and sets (each member's runner and choice)."""
+
+    engine: str
+    members: list[Member]
+    views: tuple[View, ...]
+    channels: int
+    workers: int
+    worker_batch: int
+    ort_runners: list[Runner]
+    runners: list[Runner]
+    choices: list[RuntimeChoice]
+
+
 def ort_choice(how: str, **fields) -> RuntimeChoice:
     return RuntimeChoice("onnxruntime", ort.__version__, how, **fields)
 
 
 def choose_runtimes(
-    ensemble: Ensemble,
+    ensemble: Rewired,
     source: Source,
     runtime: Runtime | str = Runtime.auto,
     *,
@@ -171,7 +186,7 @@ def choose_runtimes(
             runner = built.get(name) or makers[name]()
             error = parity_error(ort_runner, runner, batch)
         except (EnsError, *ORT_ERRORS) as exc:
-            reason = " ".join(str(exc).split())[:160]
+            reason = ort_message(exc, 160)
             warning = (
                 f"member {member.name!r} could not run on {DESCRIBED[name]} ({reason}); "
                 "running it on ONNX Runtime"

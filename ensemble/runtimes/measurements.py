@@ -4,7 +4,6 @@ keyed by everything the speed depends on."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 
+from ensemble.data.tta import View, augment
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
+from ensemble.files.hashing import json_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
-from ensemble.inference.tta import View, augment
 from ensemble.machine import cpu_identity
 from ensemble.members.member import Member
 from ensemble.members.padding import pad, padded_size
@@ -80,8 +80,7 @@ def key_fields(
 
 
 def choice_key(fields: dict) -> str:
-    text = json.dumps(fields, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_sha256(fields)
 
 
 def cached_seconds(entry: object, names: list[str]) -> dict[str, float] | None:

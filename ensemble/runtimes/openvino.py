@@ -16,7 +16,7 @@ from importlib import metadata
 
 import numpy as np
 
-from ensemble.errors import EnsError
+from ensemble.errors import EnsError, first_line
 from ensemble.members.member import INPUT_NAME, Member
 from ensemble.members.session import SessionReport
 
@@ -87,7 +87,7 @@ class OpenVinoSession:
                 except RuntimeError as exc:
                     raise EnsError(
                         f"OpenVINO cannot compile member {self.member.name!r} for input "
-                        f"{(self.batch, *shape)} ({' '.join(str(exc).split())[:200]}); use --runtime ort"
+                        f"{(self.batch, *shape)} ({first_line(exc)}); use --runtime ort"
                     ) from exc
             return self._compiled[shape]
 

@@ -1,1 +1,2 @@
-"""Offline scores: the course metric, the stage-by-stage ablation, CSV scoring and plots."""
+"""Offline scores: CSVs and ensembles scored with the metrics of `data/metrics.py`, the stage-by-stage
+ablation, and plots."""

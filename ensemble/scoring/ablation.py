@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ensemble.data.metrics import ConfusionAccumulator, get_metric, iou_per_class
+from ensemble.data.tta import get_views
 from ensemble.fitting.cache import ProbCache, view_mean
 from ensemble.inference.cleanup import remove_small_regions
 from ensemble.inference.fusion import decode, fuse, normalise_weights
-from ensemble.inference.tta import get_views
 from ensemble.members.ensemblefile import EnsembleSpec
 from ensemble.members.member import Member
-from ensemble.scoring.metrics import ConfusionAccumulator, get_metric, iou_per_class
 
 GALLERY_IMAGES = 6
 

@@ -12,9 +12,9 @@ import numpy as np
 
 from ensemble.data.datafile import open_data
 from ensemble.data.folder import open_folder
+from ensemble.data.metrics import confusion_matrix, get_metric, iou_per_class
 from ensemble.data.sources import SPLITS
 from ensemble.errors import EnsError
-from ensemble.scoring.metrics import confusion_matrix, get_metric, iou_per_class
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import read_submission
 from ensemble.submission.textids import ImageIndex

@@ -9,11 +9,11 @@ from pathlib import Path
 from ensemble.data.datasets import Dataset
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
+from ensemble.data.tta import get_views
 from ensemble.files.outputs import Named, refuse_overwrite, run_inputs
-from ensemble.fitting.cache import DEFAULT_CACHE, ProbCache
+from ensemble.fitting.cache import ProbCache
 from ensemble.fitting.job import check_source
 from ensemble.inference.cleanup import parse_min_area
-from ensemble.inference.tta import get_views
 from ensemble.members.ensemblefile import resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.scoring.ablation import Ablation, build_rows, run_ablation
@@ -30,7 +30,7 @@ class ScoreRequest:
     tta: str | None = None
     min_area: str | None = None
     metric: str = "course"
-    cache_dir: Path = DEFAULT_CACHE
+    cache_dir: Path | None = None
     device: str = "auto"
     batch_size: int = 64
     gray_to_rgb: bool = False
