@@ -204,7 +204,7 @@ def predict_cmd(
         device=device.value,
         threads=threads,
         gray_to_rgb=gray_to_rgb,
-        workers=workers if engine is EngineName.local else 1,
+        workers=workers if engine is EngineName.local else None,  # each Ray actor: the local pool
         runtime=runtime.value,
     )
     request = PredictRequest(

@@ -125,6 +125,7 @@ def choose_runtimes(
     pixels = to_pixels(images, ensemble.channels)
     entries = read_cache(cache) if runtime is Runtime.auto else {}
     changed = False
+    untimed: list[str] = []  # members left on ONNX Runtime because the run is too small to time them
     for index, member in enumerate(ensemble.members):
         batch = member_input(member, pixels, ensemble.views)
         static = (ensemble.worker_batch * len(ensemble.views), *batch.shape[1:])
@@ -151,6 +152,7 @@ def choose_runtimes(
                 elif source.n_images < min_images:
                     too_few = f"{source.n_images} images are too few to time the runtimes (< {min_images})"
                     ensemble.choices[index] = ort_choice("default", note=note or too_few)
+                    untimed.append(member.name)
                     continue
                 else:
                     if on_timing:
@@ -196,6 +198,30 @@ def choose_runtimes(
             ensemble.choices[index] = RuntimeChoice(OPENVINO, openvino_version() or "", how, error, seconds)
     if changed:
         write_cache(cache, entries)
+    if untimed and on_timing:
+        on_timing(
+            f"{source.n_images} images are too few to time the runtimes (< {min_images}) and this machine "
+            f"has no runtime choice cached for member(s) {', '.join(map(repr, untimed))}: they run on ONNX "
+            "Runtime as exported; `ens members --bench` times them once"
+        )
+
+
+def apply_choices(ensemble: Ensemble, choices: list[RuntimeChoice]) -> None:
+    """Run each member of `ensemble` on the runtime `choices` name, as made by `choose_runtimes` in
+    another process with the same members and options (a Ray actor takes the driver's), untimed."""
+    for index, choice in enumerate(choices):
+        member, ort_runner = ensemble.members[index], ensemble.ort_runners[index]
+        if choice.runtime == OPENVINO:
+            batch = ensemble.worker_batch * len(ensemble.views)
+            ensemble.runners[index] = OpenVinoSession(member, batch, ensemble.workers)
+        elif choice.folded:
+            folded = folded_model(member.path)
+            if folded is None:
+                raise EnsError(
+                    f"member {member.name!r} has no affine operations to fold here, unlike on the driver"
+                )
+            ensemble.runners[index] = folded_session(member, folded[0], ort_runner)
+    ensemble.choices = list(choices)
 
 
 def folded_session(member: Member, model: bytes, like: Runner) -> Runner:
