@@ -262,9 +262,13 @@ def export(
     )
     data_path = data or DEFAULT_DATA
     if (bench or quantize) and not data_path.exists():
-        console.print(f"runtime not timed and nothing quantized: {str(data_path)!r} is absent", markup=False)
+        what = "runtime not timed" + (", no int8 copy written" if quantize else "")
+        console.print(f"{what}: the data {str(data_path)!r} is absent", markup=False, highlight=False)
         return
     if bench:
-        bench_members([member], data_path, masks)
+        try:
+            bench_members([member], data_path, masks)
+        except EnsError as exc:  # the member is written: a runtime not chosen now is chosen by predict
+            console.print(f"runtime not timed: {exc}", markup=False, highlight=False, soft_wrap=True)
     if quantize:
         quantize_and_report(member, data_path, masks, request.split)

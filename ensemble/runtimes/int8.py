@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import DecodeError
 
 from ensemble.errors import EnsError, first_line
 from ensemble.files.atomic import write_bytes
@@ -99,6 +100,10 @@ def _quiet_root_logger():
 
 
 def quantization_note(path: Path) -> str | None:
-    """The `ens.quantization` note of a member file, or None for a member that is not an int8 copy."""
-    model = onnx.load(str(path), load_external_data=False)
+    """The `ens.quantization` note of a member file, or None for one that is not an int8 copy (or not
+    an ONNX file at all)."""
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (OSError, DecodeError):
+        return None
     return next((p.value for p in model.metadata_props if p.key == QUANTIZATION_KEY), None)
