@@ -4,6 +4,7 @@ quantization keeps the member contract, and the copy is kept only when both gate
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -50,8 +51,8 @@ def test_the_int8_copy_keeps_the_member_contract(tmp_path):
     target = tmp_path / "m_int8.onnx"
     quantize_member(member, iter(pixels), target, "8 random images")
     copy = load_member(target)
-    assert copy.info == member.info  # the member's metadata, read back as the same contract
     note = quantization_note(target)
+    assert copy.info == replace(member.info, quantization=note)  # the member's metadata and the note
     assert note.startswith("int8 static QDQ") and "'m'" in note and "8 random images" in note
     assert props(target)[QUANTIZATION_KEY] == note and quantization_note(member.path) is None
     model = onnx.load(str(target))
@@ -80,6 +81,9 @@ def test_a_copy_failing_a_gate_is_not_written_and_force_keeps_it(tmp_path, data,
     monkeypatch.setattr(int8gate, "pipeline_seconds", lambda *a, **k: (2.0, 1.0))
     kept = quantize_and_judge(member, dataset)
     assert kept.failures == () and kept.path == tmp_path / "models" / "m_int8.onnx"
+    written = load_member(kept.path)
+    assert written.info.val_miou == pytest.approx(kept.int8_miou)  # its own score, not the member's
+    assert "measured by ens quantize" in props(kept.path)["ens.val_miou_from"]
     forced = quantize_and_judge(member, dataset, SplitSpec(), force=True)
     assert forced.path.exists()
     with pytest.raises(Exception, match="already an int8 copy"):

@@ -53,6 +53,7 @@ class MemberInfo:
     val_miou: float | None = None
     input_channels: int = 1
     size_multiple: int = 1
+    quantization: str | None = None  # how an int8 copy of another member was made
 
     @property
     def n_classes(self) -> int:
@@ -101,6 +102,8 @@ def metadata_dict(info: MemberInfo) -> dict[str, str]:
         props["size_multiple"] = str(info.size_multiple)
     if info.val_miou is not None:
         props["val_miou"] = repr(float(info.val_miou))
+    if info.quantization is not None:
+        props["quantization"] = info.quantization
     return {PREFIX + key: value for key, value in props.items()}
 
 
@@ -240,6 +243,7 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
         val_miou=fields.number("val_miou", None, low=0.0, high=1.0) if "val_miou" in props else None,
         input_channels=channels,
         size_multiple=multiple,
+        quantization=props.get("quantization"),
     )
 
 

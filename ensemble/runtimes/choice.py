@@ -7,7 +7,8 @@ convolutions (`folding`, when there are any) and OpenVINO (when installed). It l
 as exported only for a clear margin, and caches the times under the cache dir, keyed by what the
 speed depends on (`measurements.key_fields`). Another candidate runs a member only when its output
 on the first batch is within `PARITY_TOLERANCE` of ONNX Runtime's; otherwise the member stays on
-ONNX Runtime as exported, with a one-line warning.
+ONNX Runtime as exported, with a one-line warning (an int8 copy of a member: within
+`INT8_PARITY_TOLERANCE`, since int8 kernels of two runtimes round differently).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ensemble.inference.runner import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.session import CPU, ORT_ERRORS, build_session
 from ensemble.runtimes.folding import folded_model
+from ensemble.runtimes.int8 import INT8_PARITY_TOLERANCE
 from ensemble.runtimes.measurements import (
     cached_seconds,
     choice_key,
@@ -180,10 +182,11 @@ def choose_runtimes(
             )
             ensemble.choices[index] = ort_choice(how, warning=warning, note=note)
             continue
-        if not error <= tolerance:
+        limit = tolerance if member.info.quantization is None else max(tolerance, INT8_PARITY_TOLERANCE)
+        if not error <= limit:
             warning = (
                 f"member {member.name!r}: {DESCRIBED[name]} differs from ONNX Runtime by {error:.2g} on the "
-                f"first batch (tolerance {tolerance:g}); running it on ONNX Runtime"
+                f"first batch (tolerance {limit:g}); running it on ONNX Runtime"
             )
             ensemble.choices[index] = ort_choice(
                 how, parity_max_abs_err=error, seconds=seconds, warning=warning, note=note
@@ -206,9 +209,27 @@ def choose_runtimes(
         )
 
 
+def carry_choice(old: Member, new: Member, cache: Path | None = None) -> None:
+    """Give `new`, a copy of `old` that differs only in its metadata, `old`'s cached measurements
+    (they are keyed by the file's hash; metadata does not change the speed)."""
+    cache = cache_root() / RUNTIME_CACHE if cache is None else cache
+    entries = read_cache(cache)
+    added = {}
+    for entry in entries.values():
+        fields = entry.get("key") if isinstance(entry, dict) else None
+        if isinstance(fields, dict) and fields.get("member_sha256") == old.sha256:
+            fields = {**fields, "member_sha256": new.sha256}
+            added[choice_key(fields)] = {**entry, "member": new.name, "key": fields}
+    if added:
+        write_cache(cache, {**entries, **added})
+
+
 def apply_choices(ensemble: Ensemble, choices: list[RuntimeChoice]) -> None:
     """Run each member of `ensemble` on the runtime `choices` name, as made by `choose_runtimes` in
     another process with the same members and options (a Ray actor takes the driver's), untimed."""
+    if ensemble.ort_runners and ensemble.ort_runners[0].report.used[0] != CPU:  # a GPU actor
+        ensemble.choices = [ort_choice("default", note="members run on a GPU") for _ in choices]
+        return
     for index, choice in enumerate(choices):
         member, ort_runner = ensemble.members[index], ensemble.ort_runners[index]
         if choice.runtime == OPENVINO:

@@ -27,11 +27,19 @@ from ensemble.files.atomic import write_bytes
 from ensemble.inference.batchpool import ordered_batches
 from ensemble.inference.fusion import decode
 from ensemble.inference.memberbench import bench_ensemble, timing_source
+from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import member_probs, to_pixels
 from ensemble.inference.tta import IDENTITY
 from ensemble.members.member import Member, load_member
-from ensemble.members.session import build_session
-from ensemble.runtimes.int8 import CALIBRATION_IMAGES, INT8_SUFFIX, quantization_note, quantize_member
+from ensemble.runtimes.choice import carry_choice
+from ensemble.runtimes.int8 import (
+    CALIBRATION_IMAGES,
+    INT8_SUFFIX,
+    quantization_note,
+    quantize_member,
+    with_val_miou,
+)
+from ensemble.runtimes.runner import Runner
 from ensemble.scoring.metrics import ConfusionAccumulator, course_miou
 
 MIOU_TOLERANCE = 0.002
@@ -109,12 +117,15 @@ def quantize_and_judge(
         pixels, described = training_pixels(dataset, spec, member.channels)
         quantize_member(member, pixels, candidate_path, described)
         candidate = load_member(candidate_path, target.stem)
-        fp32_miou, int8_miou, error = compare_on_val(member, candidate, val)
-        fp32_seconds, int8_seconds = pipeline_seconds(member, candidate, dataset, spec, on_note)
+        ensembles = [bench_ensemble(m, dataset, spec, on_timing=on_note) for m in (member, candidate)]
+        fp32_miou, int8_miou, error = compare_on_val([e.runners[0] for e in ensembles], val)
+        fp32_seconds, int8_seconds = pipeline_seconds(ensembles, dataset, spec)
         failures = int8_failures(fp32_miou, int8_miou, fp32_seconds / int8_seconds)
         kept = not failures or force
         if kept:
-            write_bytes(target, candidate_path.read_bytes())
+            scored_on = f"measured by ens quantize on {val.n_images} validation images ({val.description})"
+            write_bytes(target, with_val_miou(candidate_path, int8_miou, scored_on))
+            carry_choice(candidate, load_member(target))
     return Int8Outcome(
         fp32_miou, int8_miou, fp32_seconds, int8_seconds, error, failures, target if kept else None
     )
@@ -123,7 +134,7 @@ def quantize_and_judge(
 def _check_target(member: Member, target: Path, force: bool) -> None:
     """An existing `<name>_int8.onnx` is replaced only when it is an int8 copy of this member's name, or
     with --force; quantizing an int8 copy again is refused."""
-    if quantization_note(member.path) is not None:
+    if member.info.quantization is not None:
         raise EnsError(f"member {member.name!r} is already an int8 copy; quantize its float32 member")
     if target.exists() and not force:
         note = quantization_note(target)
@@ -152,35 +163,34 @@ def training_pixels(dataset: Dataset, spec: SplitSpec, channels: int) -> tuple[I
     return (to_pixels(batch, channels) for batch in batches), described
 
 
-def compare_on_val(member: Member, candidate: Member, val: Source) -> tuple[float, float, float]:
-    """Course mIoU of both members on the validation images (no TTA, ONNX Runtime on the CPU), and the
-    largest absolute difference of their probabilities."""
-    sessions = [build_session(m, "cpu") for m in (member, candidate)]
-    confusions = [ConfusionAccumulator(member.n_classes) for _ in sessions]
+def compare_on_val(runners: list[Runner], val: Source) -> tuple[float, float, float]:
+    """Course mIoU of two members on the validation images (no TTA), each on the runtime the pipeline
+    chose for it, and the largest absolute difference of their probabilities."""
+    if not val.n_images:
+        raise EnsError("the data has no validation images to score the int8 copy on")
+    member = runners[0].member
+    confusions = [ConfusionAccumulator(member.n_classes) for _ in runners]
     error = 0.0
     for group, truth in enumerate(val.truth_parts(member.n_classes)):
         start = 0
         for _, images in val.group_batches(group, 32, member.channels):
             pixels = to_pixels(images, member.channels)
-            probs = [member_probs(s, pixels, (IDENTITY,)) for s in sessions]
+            probs = [member_probs(runner, pixels, (IDENTITY,)) for runner in runners]
             error = max(error, float(np.abs(probs[0] - probs[1]).max()))
             for confusion, p in zip(confusions, probs, strict=True):
                 confusion.update(truth[start : start + len(images)], decode(p))
             start += len(images)
-    if not val.n_images:
-        raise EnsError("the data has no validation images to score the int8 copy on")
     return course_miou(confusions[0].matrix), course_miou(confusions[1].matrix), error
 
 
-def pipeline_seconds(
-    member: Member, candidate: Member, dataset: Dataset, spec: SplitSpec, on_note=None
-) -> tuple[float, float]:
-    """Median seconds of a pipeline pass (default `ens predict` options, each member alone on its
-    fastest runtime, chosen and cached as at export) over the same images, passes alternated."""
-    ensembles = [bench_ensemble(one, dataset, spec, on_timing=on_note) for one in (member, candidate)]
+def pipeline_seconds(ensembles: list[Ensemble], dataset: Dataset, spec: SplitSpec) -> tuple[float, float]:
+    """Median seconds of a pipeline pass of each of two ensembles (default `ens predict` options, one
+    member each on its fastest runtime, chosen and cached as at export) over the same images, passes
+    alternated."""
     source = timing_source(dataset, spec)
     batch = ensembles[0].worker_batch
-    batches = list(islice(source.batches(batch, member.channels), max(1, TIMED_IMAGES // batch)))
+    channels = ensembles[0].channels
+    batches = list(islice(source.batches(batch, channels), max(1, TIMED_IMAGES // batch)))
     passes: list[list[float]] = [[], []]
     for round_index in range(TIMED_PASSES + 1):  # the first round warms up
         order = (0, 1) if round_index % 2 else (1, 0)
