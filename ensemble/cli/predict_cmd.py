@@ -50,7 +50,7 @@ from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE
 from ensemble.runs.resumable import RunOptions
-from ensemble.runtimes.choice import Runtime
+from ensemble.runtimes.choice import Runtime, untimed_note
 
 
 @app.command("predict")
@@ -266,6 +266,9 @@ def _summary(outcome: PredictOutcome) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    untimed = untimed_note(ensemble, outcome.source.n_images)
+    if untimed:
+        console.print(f"note: {untimed}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _how(ensemble) -> str:

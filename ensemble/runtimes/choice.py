@@ -65,7 +65,8 @@ class Runtime(str, Enum):
 class RuntimeChoice:
     """The runtime of one member and why: `how` is default, requested, measured or cached;
     `seconds` the median timed round of each candidate behind an `auto` choice; `folded` how many
-    affine operations were folded into convolutions when ONNX Runtime runs the folded graph."""
+    affine operations were folded into convolutions when ONNX Runtime runs the folded graph;
+    `untimed` that `auto` had neither a cached choice nor enough images to time the candidates."""
 
     runtime: str
     version: str
@@ -75,6 +76,7 @@ class RuntimeChoice:
     note: str | None = None
     warning: str | None = None
     folded: int | None = None
+    untimed: bool | None = None  # True: no cached choice and too few images to time the runtimes
 
     @property
     def kind(self) -> str:
@@ -127,7 +129,6 @@ def choose_runtimes(
     pixels = to_pixels(images, ensemble.channels)
     entries = read_cache(cache) if runtime is Runtime.auto else {}
     changed = False
-    untimed: list[str] = []  # members left on ONNX Runtime because the run is too small to time them
     for index, member in enumerate(ensemble.members):
         batch = member_input(member, pixels, ensemble.views)
         static = (ensemble.worker_batch * len(ensemble.views), *batch.shape[1:])
@@ -153,8 +154,7 @@ def choose_runtimes(
                     how = "cached"
                 elif source.n_images < min_images:
                     too_few = f"{source.n_images} images are too few to time the runtimes (< {min_images})"
-                    ensemble.choices[index] = ort_choice("default", note=note or too_few)
-                    untimed.append(member.name)
+                    ensemble.choices[index] = ort_choice("default", note=note or too_few, untimed=True)
                     continue
                 else:
                     if on_timing:
@@ -201,12 +201,19 @@ def choose_runtimes(
             ensemble.choices[index] = RuntimeChoice(OPENVINO, openvino_version() or "", how, error, seconds)
     if changed:
         write_cache(cache, entries)
-    if untimed and on_timing:
-        on_timing(
-            f"{source.n_images} images are too few to time the runtimes (< {min_images}) and this machine "
-            f"has no runtime choice cached for member(s) {', '.join(map(repr, untimed))}: they run on ONNX "
-            "Runtime as exported; `ens members --bench` times them once"
-        )
+
+
+def untimed_note(ensemble: Ensemble, n_images: int) -> str | None:
+    """One line for a run whose members `auto` left on ONNX Runtime untimed (too few images, nothing
+    cached), naming them and how to time them; None when there are none."""
+    names = [m.name for m, c in zip(ensemble.members, ensemble.choices, strict=True) if c.untimed]
+    if not names:
+        return None
+    return (
+        f"{n_images} images are too few to time the runtimes (< {MIN_IMAGES}) and no choice is cached on "
+        f"this machine for {', '.join(map(repr, names))}, so they ran on ONNX Runtime as exported; "
+        "`ens members --bench` chooses their runtimes once (`ens export` does for the members it writes)"
+    )
 
 
 def carry_choice(old: Member, new: Member, cache: Path | None = None) -> None:
