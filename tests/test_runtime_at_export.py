@@ -16,10 +16,8 @@ from ensemble.data.datafile import open_data
 from ensemble.inference.memberbench import bench_member
 from ensemble.inference.options import PredictOptions
 from ensemble.inference.pipeline import Ensemble
-from ensemble.inference.predict import PredictRequest, predict
 from ensemble.members.member import load_member
 from ensemble.runs.rayengine import ShardPredictor
-from ensemble.runs.resumable import RunOptions
 from ensemble.runtimes.choice import OPENVINO, choose_runtimes
 from ensemble.runtimes.openvino import OpenVinoSession
 
@@ -129,26 +127,3 @@ def test_a_ray_actor_runs_the_drivers_runtimes(store, data):
     assert np.array_equal(actor.ensemble.probabilities(ids, pixels), driver.probabilities(ids, pixels))
     plain = ShardPredictor(members, options, make_source(source, "test"), None, os.getcwd())
     assert [c.runtime for c in plain.ensemble.choices] == ["onnxruntime"] * 2
-
-
-def test_ray_with_openvino_writes_the_local_engines_bytes(tmp_path, store, data):
-    pytest.importorskip("openvino")
-    ray = pytest.importorskip("ray", reason="the ens[ray] extra is not installed")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        outcomes = []
-        for engine in ("local", "ray"):
-            ray_options = {"workers": 1, "gpus_per_worker": 0} if engine == "ray" else {}
-            request = PredictRequest(
-                data=open_data(data), members="a,b", store=store, min_area="2",
-                out=tmp_path / f"{engine}.csv",
-                options=PredictOptions(batch_size=6, workers=2, runtime="openvino"),
-                run=RunOptions(shard_size=8, engine=engine, **ray_options),
-            )  # fmt: skip
-            outcomes.append(predict(request))
-    finally:
-        ray.shutdown()
-    local, remote = outcomes
-    assert remote.csv.read_bytes() == local.csv.read_bytes()
-    manifest = json.loads(remote.manifest.read_text())
-    assert [m["runtime"]["runtime"] for m in manifest["members"]] == [OPENVINO, OPENVINO]
