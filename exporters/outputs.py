@@ -3,8 +3,10 @@
 Deep-supervision nets return auxiliary heads beside the main one, torchvision a dict, Hugging Face
 a ModelOutput, multi-output Keras models a list named by their output layers. The choice is made
 once, on the export's first batch: the output named by --output; else the one per-pixel score map
-at the input size with the class count the other heads share; else the conventional 'out'
-(torchvision) or 'logits' (transformers). Anything else is refused with every output and its shape.
+at the input size with the class count the other heads share; else, when no output is at the input
+size, the one at the largest fraction of it (1/f on both axes, resized at export); else the
+conventional 'out' (torchvision) or 'logits' (transformers). Anything else is refused with every
+output and its shape.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ensemble.errors import EnsError
+from exporters.upsample import reduction_factor
 
 CONVENTIONAL = ("out", "logits")
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
@@ -79,28 +82,32 @@ def choose_output(
         raise EnsError(
             f"the model returned an empty {type(raw).__name__}; a member needs one per-pixel score map"
         )
+    factors = {o.label: score_map_factor(o.shape, channels_last, n, hw) for o in outputs if o.floating}
     if requested is not None:
         kept = _requested(outputs, requested, channels_last)
+        _refuse_reduced_beside_full(kept, outputs, factors, channels_last)
         note = f"kept output {kept.label}, chosen by --output"
         return OutputChoice(kept.key, kept.label, note, len(outputs))
     if len(outputs) == 1:
         only = outputs[0]
         return OutputChoice(only.key, only.label if only.name is not None else "")
     classes = _class_counts(outputs, channels_last)
-    at_size = [o for o in outputs if o.floating and _score_map_at(o.shape, channels_last, n, hw)]
+    factor = min((f for f in factors.values() if f is not None), default=1)  # a full-size head first
+    at_size = [o for o in outputs if factors.get(o.label) == factor]
     common = Counter(classes.values()).most_common(2)
     if len(at_size) > 1 and (len(common) == 1 or common[0][1] > common[1][1]):
         at_size = [o for o in at_size if classes[o.label] == common[0][0]] or at_size
     if len(at_size) == 1:
         kept = at_size[0]
-        note = f"{_kept(kept, len(outputs))}, the only one at the input size"
+        where = "at the input size" if factor == 1 else f"at 1/{factor} of the input size, none at it"
+        note = f"{_kept(kept, len(outputs))}, the only one {where}"
         return OutputChoice(kept.key, kept.label, note, len(outputs))
     pool = at_size or outputs
     conventional = next((o for name in CONVENTIONAL for o in pool if o.name == name), None)
     if conventional is not None:
         note = f"kept output {conventional.label} of outputs {[o.name for o in outputs]}"
         return OutputChoice(conventional.key, conventional.label, note, len(outputs))
-    raise _undecided(outputs, at_size, channels_last, hw)
+    raise _undecided(outputs, at_size, channels_last, hw, factor)
 
 
 def take_output(raw: Any, key: Any) -> np.ndarray:
@@ -141,11 +148,15 @@ def _class_counts(outputs: list[_Output], channels_last: bool) -> dict[str, int]
     return {o.label: o.shape[3 if channels_last else 1] for o in outputs if o.shape and len(o.shape) == 4}
 
 
-def _score_map_at(shape: tuple[int, ...] | None, channels_last: bool, n: int, hw: tuple[int, int]) -> bool:
+def score_map_factor(
+    shape: tuple[int, ...] | None, channels_last: bool, n: int, hw: tuple[int, int]
+) -> int | None:
+    """For a per-pixel score map of `n` images (C >= 2): 1 at the input size `hw`, f when it is f times
+    smaller on both axes; None for anything else."""
     if shape is None or len(shape) != 4 or shape[0] != n:
-        return False
+        return None
     spatial, classes = (shape[1:3], shape[3]) if channels_last else (shape[2:], shape[1])
-    return tuple(spatial) == tuple(hw) and classes >= 2
+    return reduction_factor(tuple(spatial), tuple(hw)) if classes >= 2 else None
 
 
 def _requested(outputs: list[_Output], requested: str, channels_last: bool) -> _Output:
@@ -170,17 +181,38 @@ def _requested(outputs: list[_Output], requested: str, channels_last: bool) -> _
     )
 
 
+def _refuse_reduced_beside_full(
+    kept: _Output, outputs: list[_Output], factors: dict[str, int | None], channels_last: bool
+) -> None:
+    """A head below the input size is resized into a member only when no head is at the input size:
+    beside a full-size head it is an auxiliary (deep-supervision) output, not the prediction."""
+    factor = factors.get(kept.label)
+    full = [o for o in outputs if factors.get(o.label) == 1]
+    if factor is None or factor == 1 or not full:
+        return
+    raise EnsError(
+        f"--output {kept.label}: the model's output {kept.label} is at 1/{factor} of the input size while "
+        f"{full[0].label} is at it (outputs {_listing(outputs, channels_last)}); an output below the input "
+        f"size is resized only when none is at it; choose the full-size head (--output "
+        f"{full[0].name if full[0].name is not None else full[0].position}) or drop --output"
+    )
+
+
 def _undecided(
-    outputs: list[_Output], at_size: list[_Output], channels_last: bool, hw: tuple[int, int]
+    outputs: list[_Output], at_size: list[_Output], channels_last: bool, hw: tuple[int, int], factor: int
 ) -> EnsError:
     """The one-line refusal when no output, or several, could be the member's."""
     last = (at_size or outputs)[-1]
     example = last.name if last.name is not None else last.position
     if at_size:
-        what = f"{len(at_size)} of them are score maps at the input size {hw[0]}x{hw[1]}"
+        where = "" if factor == 1 else f"1/{factor} of "
+        what = f"{len(at_size)} of them are score maps at {where}the input size {hw[0]}x{hw[1]}"
         hint = "choose the member's with --output"
     else:
-        what = f"none is a score map at the input size {hw[0]}x{hw[1]}"
+        what = (
+            f"none is a score map at the input size {hw[0]}x{hw[1]} or smaller by one integer factor "
+            "on both axes"
+        )
         hint = "add the final upsampling to the net, or choose an output with --output"
     return EnsError(
         f"the model returns {len(outputs)} outputs {_listing(outputs, channels_last)} and {what}; "

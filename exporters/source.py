@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError
+from exporters.upsample import reduction_factor
 
 
 @dataclass
@@ -42,8 +43,9 @@ class LoadedSource:
 def check_source_output(
     out: np.ndarray, channels_last: bool, n: int, hw: tuple[int, int], what: str = "the model", count: int = 1
 ) -> np.ndarray:
-    """Return the output as (N, C, H, W) after checking it holds per-pixel scores at input size;
-    `what` names it in messages ("the model's output 'aux'"), one of `count` outputs."""
+    """Return the output as (N, C, h, w) after checking it holds per-pixel scores at the input size
+    or smaller by one integer factor on both axes (resized at export); `what` names it in messages
+    ("the model's output 'aux'"), one of `count` outputs."""
     layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
     if out.ndim != 4:
         raise EnsError(
@@ -51,11 +53,12 @@ def check_source_output(
             f"scores shaped {layout}"
         )
     nchw = np.transpose(out, (0, 3, 1, 2)) if channels_last else out
-    if nchw.shape[0] != n or nchw.shape[2:] != tuple(hw):
+    if nchw.shape[0] != n or reduction_factor(nchw.shape[2:], hw) is None:
         fix = "choose the full-size head with --output, or add" if count > 1 else "add"
         raise EnsError(
             f"{what} returns {layout} = {out.shape} for {n} images of {hw[0]}x{hw[1]}; a member must "
-            f"return one score map per image at the input size ({fix} the final upsampling to the net)"
+            "return one score map per image at the input size, or smaller by one integer factor on both "
+            f"axes, which is resized ({fix} the final upsampling to the net)"
         )
     if nchw.shape[1] < 2:
         raise EnsError(

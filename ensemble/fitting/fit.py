@@ -17,8 +17,9 @@ import numpy as np
 from ensemble.errors import EnsError
 from ensemble.fitting.grid import fit_gains, fit_min_area
 from ensemble.fitting.weights import fit_weights, parts_pixel_set, pixel_score
-from ensemble.inference.cleanup import remove_small_regions
+from ensemble.inference.cleanup import check_connectivity, remove_small_regions
 from ensemble.inference.fusion import decode, fuse, normalise_weights, scaled_weights
+from ensemble.optionvalues import check_int, check_seed, short_repr
 from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 DEFAULT_FOLDS = 5
@@ -186,6 +187,7 @@ def fit_parts(parts: list[Part], settings: FitSettings = FitSettings(), on_step=
     images are numbered across the parts for the folds."""
     n_images, n_classes = sum(len(truth) for _, truth in parts), parts[0][0][0].shape[1]
     folds = check_settings(settings, n_images)
+    check_labelled([truth for _, truth in parts])
     candidates = ("member", "class") if settings.weights_per == "auto" else (settings.weights_per,)
     notes = []
     cv_by: dict[str, Stages] = {}
@@ -226,18 +228,38 @@ def fit_parts(parts: list[Part], settings: FitSettings = FitSettings(), on_step=
 
 def check_settings(settings: FitSettings, n_images: int) -> int:
     """The number of folds to use; refuses settings the fit cannot honour as asked."""
-    if settings.weights_per not in WEIGHTS_PER:
+    if not isinstance(settings, FitSettings):
         raise EnsError(
-            f"--weights-per {settings.weights_per!r} is unknown; choose one of {', '.join(WEIGHTS_PER)}"
+            f"fit settings {type(settings).__name__} are not FitSettings; e.g. FitSettings(folds=5)"
+        )
+    if not isinstance(settings.weights_per, str) or settings.weights_per not in WEIGHTS_PER:
+        raise EnsError(
+            f"--weights-per {short_repr(settings.weights_per)} is unknown; "
+            f"choose one of {', '.join(WEIGHTS_PER)}"
         )
     if n_images < 1:
         raise EnsError("there are no validation images to fit on; check the split options")
+    get_metric(settings.metric)
+    check_connectivity(settings.connectivity)
+    check_seed(check_int(settings.seed, "seed", 0, None, "use a non-negative seed such as 0"), "seed")
+    check_int(settings.folds, "--folds", 0, None, f"use e.g. --folds {DEFAULT_FOLDS}, or 0 for none")
     if not 0 <= settings.folds <= n_images:
         raise EnsError(
             f"--folds {settings.folds} is outside 0..{n_images}: each fold needs at least one of the "
             f"{n_images} validation images; use e.g. --folds {min(DEFAULT_FOLDS, n_images)}, or 0 for none"
         )
     return settings.folds
+
+
+def check_labelled(truths: list[np.ndarray]) -> None:
+    """Refuse masks that are class 0 everywhere: both metrics drop those pixels, so no weight or
+    threshold could be learned (and the fit would divide by zero)."""
+    if not any(np.any(truth) for truth in truths):
+        n_images = sum(len(truth) for truth in truths)
+        raise EnsError(
+            f"the {n_images} validation images hold no labelled pixels (every mask is class 0, which "
+            "the metric ignores), so there is nothing to fit; check --masks and the split options"
+        )
 
 
 def _cross_validate(parts: list[Part], fold_of: np.ndarray, settings: FitSettings, on_step) -> Stages:

@@ -94,6 +94,8 @@ def nll_weights(pixels: PixelSet, iterations: int = 200, tol: float = 1e-7) -> n
     >>> bool(w[0] > 0.99)
     True
     """
+    if not len(pixels.truth):  # no labelled pixel (a fold of background-only images): no evidence
+        return np.full(pixels.n_members, 1.0 / pixels.n_members)
     true_probs = pixels.scores[:, pixels.truth, np.arange(len(pixels.truth))].astype(np.float64)
     true_probs = np.maximum(true_probs, 1e-6)
     weights = np.full(pixels.n_members, 1.0 / pixels.n_members)
