@@ -142,8 +142,8 @@ def predict_cmd(
             "--workers",
             min=1,
             help="Parallel workers. Local engine: batches computed at once on CPU, each on one thread "
-            "(default: the physical cores; 1 with --threads or on a GPU). --engine ray: the actors, each "
-            "holding the members (default 1).",
+            "(default: the physical cores; 1 with --threads or on a GPU). --engine ray: the actors (default "
+            "1), each computing batches like the local engine with the driver's runtime per member.",
         ),
     ] = None,
     runtime: Annotated[
@@ -152,7 +152,8 @@ def predict_cmd(
             "--runtime",
             help="Where members run on CPU. auto (the default): per member the fastest of ONNX Runtime, "
             "ONNX Runtime on the member's folded graph and OpenVINO (pip install 'ens\\[openvino]'), timed "
-            "once per machine and cached. ort: ONNX Runtime on the members as exported (its CSV exactly). "
+            "once per machine (by `ens export`, `ens members --bench` or a run of 1,024+ images) and cached. "
+            "ort: ONNX Runtime on the members as exported (its CSV exactly). "
             "openvino: OpenVINO.",
         ),
     ] = Runtime.auto,
