@@ -21,6 +21,11 @@ Every job runs in its own subprocess, so peak RSS and CPU time are per job:
     .venv/bin/python benchmarks/predict_bench.py --n-images 256 --parts 2 --rss-sizes 128,512
     .venv/bin/python benchmarks/predict_bench.py --n-images 768 --bound-parts 3 --skip-single \
         --skip-peer --rss-sizes '' --main-dir /tmp/main_base
+    .venv/bin/python benchmarks/predict_bench.py --export-first --n-images 1000 --parts 2 \
+        --skip-single --rss-sizes ''   # members just exported, no earlier runtime cache
+
+With --export-first the members are first exported again from their checkpoints into a new store,
+with a new $ENS_CACHE, so `ens predict` runs on the runtime choices those exports made.
 
 Progress goes to stderr, the summary (markdown) to stdout and predict_bench.json in --out-dir.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -153,6 +159,28 @@ def compare(data: Path, args: argparse.Namespace) -> dict:
         "images_identical": f"{agree['images_identical']}/{agree['images']}",
         "csv_byte_identical_parts": f"{agree['csv_byte_identical']}/{len(parts)}",
     }
+
+
+def export_fresh(args: argparse.Namespace) -> dict:
+    """Export the members again from their checkpoints (each sidecar's `export_command`) into a new
+    store, with a new, empty $ENS_CACHE for this and every later job: the runtime choices `ens predict`
+    uses are the ones the exports just made. Returns the export seconds per member."""
+    import shutil
+
+    cache, store = args.out_dir / "fresh-cache", args.out_dir / "fresh-models"
+    for folder in (cache, store):
+        shutil.rmtree(folder, ignore_errors=True)
+    os.environ["ENS_CACHE"] = str(cache.resolve())
+    seconds = {}
+    for name in args.members.split(","):
+        sidecar = next(args.sources.glob(f"{name}.*.json"))
+        words = shlex.split(json.loads(sidecar.read_text())["export_command"])
+        assert words[:2] == ["ens", "export"], words
+        # --trust: the factories are this checkout's zoo, which need not be the installed one
+        command = ens_command(*words[1:], "--out-dir", str(store), "--trust")
+        seconds[name] = round(run_job(command).seconds, 1)
+    args.models_dir = store
+    return seconds
 
 
 def demo_predict(data: Path, args: argparse.Namespace, csv: Path, *extra: str, cwd: Path = ROOT) -> dict:
@@ -416,6 +444,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-single", action="store_true", help="leave out the one-run ens measurement")
     parser.add_argument("--skip-peer", action="store_true", help="leave out the ens/peer comparison")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--export-first",
+        action="store_true",
+        help="export the members from --sources into a new store with a new $ENS_CACHE first",
+    )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -426,6 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine(),
         "command": " ".join(["benchmarks/predict_bench.py", *sys.argv[1:]]),
     }
+    if args.export_first:
+        results["export_seconds"] = export_fresh(args)
     data = args.data
     if args.n_images:
         data = slice_file(

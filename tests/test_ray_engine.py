@@ -4,6 +4,7 @@ duplicating an image. Skipped without the `ens[ray]` extra, except the missing-e
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -231,8 +232,12 @@ def test_a_damaged_image_read_by_an_actor_is_one_line(ray_cluster, tmp_path):
     assert_unchanged(before, tmp_path)
 
 
-def test_the_ray_engine_refuses_another_runtime_in_one_line(tmp_path, store, npz):
-    before = snapshot(tmp_path)
-    base = ["predict", "--data", npz, "--members", "a", "--models-dir", store, "--out", tmp_path / "s.csv"]
-    one_line_error(ens(*base, "--engine", "ray", "--runtime", "openvino"), "--engine ray runs the members")
-    assert_unchanged(before, tmp_path)
+def test_ray_actors_run_the_drivers_openvino_members(ray_cluster, tmp_path, store, npz):
+    pytest.importorskip("openvino")
+    base = ["predict", "--data", npz, "--members", "a,b", "--models-dir", store, "--runtime", "openvino"]
+    local = ens(*base, "--out", tmp_path / "local.csv")
+    remote = ens(*base, "--engine", "ray", "--out", tmp_path / "ray.csv")
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    manifest = json.loads((tmp_path / "ray.manifest.json").read_text())
+    assert [m["runtime"]["runtime"] for m in manifest["members"]] == ["openvino", "openvino"]

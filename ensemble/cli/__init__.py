@@ -10,6 +10,7 @@ from ensemble.cli import (  # noqa: F401
     fit_cmd,
     members_cmd,
     predict_cmd,
+    quantize_cmd,
     score_cmd,
     submission_cmd,
     train_cmd,

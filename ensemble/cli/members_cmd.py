@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ensemble.cli.app import app
-from ensemble.cli.common import console, user_errors
+from ensemble.cli.common import DEFAULT_DATA, DataOpt, MasksOpt, console, open_data_option, user_errors
 from ensemble.inference.runner import probe_contract
 from ensemble.members.member import DEFAULT_STORE, load_member
 from ensemble.members.store import store_files
@@ -35,6 +35,17 @@ def members(
     models_dir: Annotated[
         Path, typer.Option("--models-dir", file_okay=False, help="Member store folder.")
     ] = DEFAULT_STORE,
+    bench: Annotated[
+        bool,
+        typer.Option(
+            "--bench",
+            help="Also choose each member's runtime for `ens predict` now (timed on this machine on the "
+            "images of --data, a few seconds per member, cached), as `ens export` does for the members "
+            "it writes.",
+        ),
+    ] = False,
+    data: DataOpt = DEFAULT_DATA,
+    masks: MasksOpt = None,
 ) -> None:
     """Show each member's source framework, classes, input (size, multiple, an output resized from
     1/f of it), parity error, size, validation mIoU and whether it emits probabilities (run once on two
@@ -83,3 +94,19 @@ def members(
                 highlight=False,
                 soft_wrap=True,
             )
+    if bench:
+        bench_members(
+            [m for m, (_, problem) in zip(loaded, probes, strict=True) if problem is None], data, masks
+        )
+
+
+def bench_members(members: list, data, masks) -> None:
+    """Time and cache the runtime of each member for `ens predict` (`ensemble.inference.memberbench`)."""
+    from ensemble.inference.memberbench import bench_member, describe_choice
+
+    dataset = open_data_option(data, masks)
+    for member in members:
+        choice = bench_member(member, dataset, on_timing=lambda line: console.print(line, markup=False))
+        console.print(
+            f"{member.name}: {describe_choice(choice)}", markup=False, highlight=False, soft_wrap=True
+        )

@@ -51,7 +51,7 @@ from ensemble.process import debug_enabled
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE
 from ensemble.runs.predict import PredictOutcome, PredictRequest, predict
 from ensemble.runs.resumable import RunOptions
-from ensemble.runtimes.choice import Runtime
+from ensemble.runtimes.choice import Runtime, untimed_note
 
 
 @app.command("predict")
@@ -143,8 +143,8 @@ def predict_cmd(
             "--workers",
             min=1,
             help="Parallel workers. Local engine: batches computed at once on CPU, each on one thread "
-            "(default: the physical cores; 1 with --threads or on a GPU). --engine ray: the actors, each "
-            "holding the members (default 1).",
+            "(default: the physical cores; 1 with --threads or on a GPU). --engine ray: the actors (default "
+            "1), each computing batches like the local engine with the driver's runtime per member.",
         ),
     ] = None,
     runtime: Annotated[
@@ -153,7 +153,8 @@ def predict_cmd(
             "--runtime",
             help="Where members run on CPU. auto (the default): per member the fastest of ONNX Runtime, "
             "ONNX Runtime on the member's folded graph and OpenVINO (pip install 'ens\\[openvino]'), timed "
-            "once per machine and cached. ort: ONNX Runtime on the members as exported (its CSV exactly). "
+            "once per machine (by `ens export`, `ens members --bench` or a run of 1,024+ images) and cached. "
+            "ort: ONNX Runtime on the members as exported (its CSV exactly). "
             "openvino: OpenVINO.",
         ),
     ] = Runtime.auto,
@@ -205,7 +206,7 @@ def predict_cmd(
         device=device.value,
         threads=threads,
         gray_to_rgb=gray_to_rgb,
-        workers=workers if engine is EngineName.local else 1,
+        workers=workers if engine is EngineName.local else None,  # each Ray actor: the local pool
         runtime=runtime.value,
     )
     request = PredictRequest(
@@ -268,6 +269,9 @@ def _summary(outcome: PredictOutcome) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    untimed = untimed_note(ensemble, outcome.source.n_images)
+    if untimed:
+        console.print(f"note: {untimed}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _how(ensemble) -> str:

@@ -58,6 +58,7 @@ class MemberInfo:
     input_channels: int = 1
     size_multiple: int = 1
     upsample_factor: int = 1  # the source's output was this many times smaller; resized in the graph
+    quantization: str | None = None  # how an int8 copy of another member was made
 
     @property
     def n_classes(self) -> int:
@@ -108,6 +109,8 @@ def metadata_dict(info: MemberInfo) -> dict[str, str]:
         props["val_miou"] = repr(float(info.val_miou))
     if info.upsample_factor > 1:
         props["upsample_factor"] = str(info.upsample_factor)
+    if info.quantization is not None:
+        props["quantization"] = info.quantization
     return {PREFIX + key: value for key, value in props.items()}
 
 
@@ -251,6 +254,7 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
         input_channels=channels,
         size_multiple=multiple,
         upsample_factor=upsample,
+        quantization=props.get("quantization"),
     )
 
 

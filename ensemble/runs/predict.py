@@ -172,13 +172,6 @@ def predict(
     after a failure).
     """
     out = request.out or default_out()
-    if request.run.engine == "ray":
-        if request.options.runtime == "openvino":
-            raise EnsError(
-                "--engine ray runs the members on ONNX Runtime in its actors, so --runtime openvino does "
-                "not apply; drop --runtime openvino, or use the local engine"
-            )
-        request = replace(request, options=replace(request.options, runtime="ort"))  # auto has one choice
     ensemble, source, spec_path, spec = prepare(request, out, on_note)
     if request.save_probs is not None:
         if request.run.resume or request.run.engine != "local":

@@ -1,8 +1,9 @@
 """`--engine ray`: the shards left, predicted by a pool of Ray Data actors, written by the driver.
 
 The dataset holds one row per shard (its index), in blocks of one shard; `map_batches` runs
-`ShardPredictor`, a callable class that builds the members' sessions once per actor and returns each
-image's cleaned uint8 labels with its id. The driver encodes them and commits the same shard files
+`ShardPredictor`, a callable class that builds the members' sessions once per actor, each member on
+the runtime the driver chose for it, and returns each image's cleaned uint8 labels with its id,
+computed by the local engine's worker pool. The driver encodes them and commits the same shard files
 as the local engine, so runs resume across engines and assemble to the same CSV. Ray is imported
 only here, on demand (the `ens[ray]` extra).
 """
@@ -21,12 +22,14 @@ from ensemble.capture import native_stderr
 from ensemble.compiled.engine import CompiledEnsemble
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError, error_data, raised_error
+from ensemble.inference.batchpool import ordered_batches
 from ensemble.inference.pipeline import Ensemble, PredictResult
 from ensemble.runs.plan import ShardPlan
 from ensemble.runs.raycluster import connect, make_room
 from ensemble.runs.resumable import RunOptions, ShardedRun, encoder
 from ensemble.runs.shards import ShardWriter
 from ensemble.runs.view import shard_batches
+from ensemble.runtimes.choice import apply_choices
 from ensemble.submission.convention import RleConvention
 
 INSTALL_HINT = "pip install 'ens[ray]'"
@@ -54,11 +57,15 @@ class ShardPredictor:
     one row holding its message and type, so the driver never reads it out of Ray's exception text.
     """
 
-    def __init__(self, members, options, source: Source, plan: ShardPlan, cwd: str, graph=None) -> None:
+    def __init__(
+        self, members, options, source: Source, plan: ShardPlan, cwd: str, graph=None, choices=None
+    ) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
         if graph is None:
             self.ensemble = Ensemble(members, options)
+            if choices is not None:  # the driver's runtime per member (OpenVINO, folded graphs)
+                apply_choices(self.ensemble, choices)
         else:  # the driver chose the compiled graph: the actor runs the same one
             self.ensemble = CompiledEnsemble(members, options, graph=graph)
         self.source = source
@@ -81,16 +88,17 @@ class ShardPredictor:
         shards, ids, heights, widths, labels = [], [], [], [], []
         for shard in shard_indices:
             batches = shard_batches(
-                self.source, self.plan, [shard], self.ensemble.options.batch_size, self.ensemble.channels
+                self.source, self.plan, [shard], self.ensemble.worker_batch, self.ensemble.channels
             )
-            for batch_ids, images in batches:
-                cleaned = self.ensemble.labels(self.ensemble.probabilities(batch_ids, images))
-                for one_id, one in zip(batch_ids.tolist(), cleaned, strict=True):
-                    shards.append(shard)
-                    ids.append(one_id)
-                    heights.append(one.shape[0])
-                    widths.append(one.shape[1])
-                    labels.append(one.tobytes())
+            with contextlib.closing(ordered_batches(self.ensemble, batches)) as scored:  # the local pool
+                for batch_ids, probs in scored:
+                    cleaned = self.ensemble.labels(probs)
+                    for one_id, one in zip(batch_ids.tolist(), cleaned, strict=True):
+                        shards.append(shard)
+                        ids.append(one_id)
+                        heights.append(one.shape[0])
+                        widths.append(one.shape[1])
+                        labels.append(one.tobytes())
         return {
             "shard": np.asarray(shards, np.int64),
             "id": np.asarray(ids),
@@ -165,6 +173,7 @@ def _predict_shards(
             "plan": state.plan,
             "cwd": os.getcwd(),
             "graph": getattr(ensemble, "graph", None),
+            "choices": None if getattr(ensemble, "graph", None) is not None else ensemble.choices,
         },
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=options.workers),

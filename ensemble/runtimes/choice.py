@@ -7,7 +7,8 @@ convolutions (`folding`, when there are any) and OpenVINO (when installed). It l
 as exported only for a clear margin, and caches the times under the cache dir, keyed by what the
 speed depends on (`measurements.key_fields`). Another candidate runs a member only when its output
 on the first batch is within `PARITY_TOLERANCE` of ONNX Runtime's; otherwise the member stays on
-ONNX Runtime as exported, with a one-line warning.
+ONNX Runtime as exported, with a one-line warning (an int8 copy of a member: within
+`INT8_PARITY_TOLERANCE`, since int8 kernels of two runtimes round differently).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.session import CPU, ORT_ERRORS, build_session, ort_message
 from ensemble.runtimes.folding import folded_model
+from ensemble.runtimes.int8 import INT8_PARITY_TOLERANCE
 from ensemble.runtimes.measurements import (
     cached_seconds,
     choice_key,
@@ -63,7 +65,8 @@ class Runtime(str, Enum):
 class RuntimeChoice:
     """The runtime of one member and why: `how` is default, requested, measured or cached;
     `seconds` the median timed round of each candidate behind an `auto` choice; `folded` how many
-    affine operations were folded into convolutions when ONNX Runtime runs the folded graph."""
+    affine operations were folded into convolutions when ONNX Runtime runs the folded graph;
+    `untimed` that `auto` had neither a cached choice nor enough images to time the candidates."""
 
     runtime: str
     version: str
@@ -73,6 +76,7 @@ class RuntimeChoice:
     note: str | None = None
     warning: str | None = None
     folded: int | None = None
+    untimed: bool | None = None  # True: no cached choice and too few images to time the runtimes
 
     @property
     def kind(self) -> str:
@@ -165,7 +169,7 @@ def choose_runtimes(
                     how = "cached"
                 elif source.n_images < min_images:
                     too_few = f"{source.n_images} images are too few to time the runtimes (< {min_images})"
-                    ensemble.choices[index] = ort_choice("default", note=note or too_few)
+                    ensemble.choices[index] = ort_choice("default", note=note or too_few, untimed=True)
                     continue
                 else:
                     if on_timing:
@@ -193,10 +197,11 @@ def choose_runtimes(
             )
             ensemble.choices[index] = ort_choice(how, warning=warning, note=note)
             continue
-        if not error <= tolerance:
+        limit = tolerance if member.info.quantization is None else max(tolerance, INT8_PARITY_TOLERANCE)
+        if not error <= limit:
             warning = (
                 f"member {member.name!r}: {DESCRIBED[name]} differs from ONNX Runtime by {error:.2g} on the "
-                f"first batch (tolerance {tolerance:g}); running it on ONNX Runtime"
+                f"first batch (tolerance {limit:g}); running it on ONNX Runtime"
             )
             ensemble.choices[index] = ort_choice(
                 how, parity_max_abs_err=error, seconds=seconds, warning=warning, note=note
@@ -211,6 +216,55 @@ def choose_runtimes(
             ensemble.choices[index] = RuntimeChoice(OPENVINO, openvino_version() or "", how, error, seconds)
     if changed:
         write_cache(cache, entries)
+
+
+def untimed_note(ensemble: Rewired, n_images: int) -> str | None:
+    """One line for a run whose members `auto` left on ONNX Runtime untimed (too few images, nothing
+    cached), naming them and how to time them; None when there are none."""
+    names = [m.name for m, c in zip(ensemble.members, ensemble.choices, strict=True) if c.untimed]
+    if not names:
+        return None
+    return (
+        f"{n_images} images are too few to time the runtimes (< {MIN_IMAGES}) and no choice is cached on "
+        f"this machine for {', '.join(map(repr, names))}, so they ran on ONNX Runtime as exported; "
+        "`ens members --bench` chooses their runtimes once (`ens export` does for the members it writes)"
+    )
+
+
+def carry_choice(old: Member, new: Member, cache: Path | None = None) -> None:
+    """Give `new`, a copy of `old` that differs only in its metadata, `old`'s cached measurements
+    (they are keyed by the file's hash; metadata does not change the speed)."""
+    cache = cache_root() / RUNTIME_CACHE if cache is None else cache
+    entries = read_cache(cache)
+    added = {}
+    for entry in entries.values():
+        fields = entry.get("key") if isinstance(entry, dict) else None
+        if isinstance(fields, dict) and fields.get("member_sha256") == old.sha256:
+            fields = {**fields, "member_sha256": new.sha256}
+            added[choice_key(fields)] = {**entry, "member": new.name, "key": fields}
+    if added:
+        write_cache(cache, {**entries, **added})
+
+
+def apply_choices(ensemble: Rewired, choices: list[RuntimeChoice]) -> None:
+    """Run each member of `ensemble` on the runtime `choices` name, as made by `choose_runtimes` in
+    another process with the same members and options (a Ray actor takes the driver's), untimed."""
+    if ensemble.ort_runners and ensemble.ort_runners[0].report.used[0] != CPU:  # a GPU actor
+        ensemble.choices = [ort_choice("default", note="members run on a GPU") for _ in choices]
+        return
+    for index, choice in enumerate(choices):
+        member, ort_runner = ensemble.members[index], ensemble.ort_runners[index]
+        if choice.runtime == OPENVINO:
+            batch = ensemble.worker_batch * len(ensemble.views)
+            ensemble.runners[index] = OpenVinoSession(member, batch, ensemble.workers)
+        elif choice.folded:
+            folded = folded_model(member.path)
+            if folded is None:
+                raise EnsError(
+                    f"member {member.name!r} has no affine operations to fold here, unlike on the driver"
+                )
+            ensemble.runners[index] = folded_session(member, folded[0], ort_runner)
+    ensemble.choices = list(choices)
 
 
 def folded_session(member: Member, model: bytes, like: Runner) -> Runner:
