@@ -74,7 +74,7 @@ def quantize_member(member: Member, pixels: Iterable[np.ndarray], target: Path, 
         ) as exc:
             raise EnsError(
                 f"ONNX Runtime could not quantize member {member.name!r} ({type(exc).__name__}: "
-                f"{first_line(exc)[:160]}); keep the float32 member"
+                f"{first_line(exc, 160)}); keep the float32 member"
             ) from exc
         model = onnx.load(str(out))
     source = onnx.load(str(member.path), load_external_data=False)
