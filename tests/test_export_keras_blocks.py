@@ -200,7 +200,7 @@ def test_rescaling_model_exports_without_tensorflow_logs(tmp_path, data):
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     done = subprocess.run(
         [sys.executable, "-m", "ensemble", "export", str(tmp_path / "net.keras"), "--name", "net",
-         "--data", str(data), "--out-dir", str(tmp_path / "models")],
+         "--data", str(data), "--out-dir", str(tmp_path / "models"), "--no-bench"],
         capture_output=True, text=True, env={**env, "COLUMNS": "200"}, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -138,7 +138,7 @@ def test_tf_layers_with_rescaling_export_on_the_tensorflow_backend(tf_models, tm
     worker on its own) stay out of the terminal: nothing reaches file descriptors 1 and 2."""
     root, data = tf_models
     args = ["export", root / "gate.keras", "--name", "gate", "--data", data, "--out-dir", tmp_path,
-            "--custom-objects", root / "separate.py", "--trust"]  # fmt: skip
+            "--custom-objects", root / "separate.py", "--trust", "--no-bench"]  # fmt: skip
     result = ens(*args)
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()

@@ -66,7 +66,7 @@ def test_an_address_nobody_answers_on_is_one_line_within_seconds(tmp_path, store
 
 
 def test_ray_native_log_lines_stay_off_the_terminal(cluster, tmp_path, store, npz, capfd):
-    result = ens(*predict_args(tmp_path, store, npz, "--gpus-per-worker", 0))
+    result = ens(*predict_args(tmp_path, store, npz, "--gpus-per-worker", 0, "--runtime", "ort"))
     assert result.exit_code == 0, result.output
     native = capfd.readouterr().err
     assert "core_worker" not in native and "] E " not in native, native
