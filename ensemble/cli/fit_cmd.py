@@ -121,6 +121,11 @@ def _report(outcome: FitOutcome) -> None:
     for name, row in zip(spec.members, spec.weights, strict=True):
         weights.add_row(escape(name), *(f"{v:.3f}" for v in row[1:]))
     console.print(weights)
+    if spec.dropped:
+        console.print(
+            f"left out at weight 0 (never run by `ens predict`): {escape(', '.join(spec.dropped))}",
+            highlight=False,
+        )
     gains = ", ".join(f"{c}={g:g}" for c, g in enumerate(spec.class_gain) if c > 0)
     areas = ", ".join(f"{c}={a}" for c, a in enumerate(spec.min_area) if c > 0)
     console.print(f"class gains: {gains}\ncleanup min_area: {areas}", highlight=False)
