@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 from conftest import ens
 from onnx_members import make_member
@@ -46,7 +45,9 @@ def predict(demo, store, tmp_path, ensemble, out):
         "predict", "--data", demo, "--models-dir", store, "--ensemble", ensemble, "--out", tmp_path / out
     )
     assert result.exit_code == 0, result.output
-    return (tmp_path / out).read_bytes(), json.loads((tmp_path / out.replace(".csv", ".manifest.json")).read_text())
+    return (tmp_path / out).read_bytes(), json.loads(
+        (tmp_path / out.replace(".csv", ".manifest.json")).read_text()
+    )
 
 
 def test_members_at_weight_0_are_not_run_and_the_csv_is_byte_identical(tmp_path, demo, store):
