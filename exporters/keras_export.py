@@ -41,7 +41,7 @@ from exporters.keras_model import (
 )
 from exporters.request import ExportRequest
 from exporters.samples import FALLBACK_HW, data_hw, load_samples
-from exporters.source import LoadedSource
+from exporters.source import LoadedSource, has_batchnorm
 
 
 def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
@@ -104,6 +104,7 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         builtin_preprocessing=builtin_preprocessing(model),
         fixed_hw=fixed_hw,
         channels=channels,
+        batchnorm=has_batchnorm(model),
     )
 
 

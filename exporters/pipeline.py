@@ -25,7 +25,7 @@ from ensemble.members.session import build_session
 from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
-from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
+from exporters.quality import CLAIM_TOLERANCE, Quality, likely_causes, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
 from exporters.source import LoadedSource, check_source_output, pick_output
@@ -86,7 +86,9 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     dynamic_hw = fixed_reason is None
     if not dynamic_hw:
         model, error, _ = check.build(False, _info(*info_args, dynamic_hw=False))
-    quality, quality_note = _judge(model, request, data, class_names, source.builtin_preprocessing, channels)
+    quality, quality_note = _judge(
+        model, request, data, class_names, source.builtin_preprocessing, channels, source.batchnorm
+    )
     notes = [
         source.kind,
         check.output_note,
@@ -154,6 +156,7 @@ def _judge(
     class_names: tuple[str, ...],
     builtin_preprocessing: str,
     channels: int = 1,
+    batchnorm: bool = False,
 ) -> tuple[Quality | None, str]:
     """Score the verified graph on the labelled validation images; refuse a degenerate member, one
     whose input range looks misread, or one that scores far from its --val-miou, unless --force."""
@@ -167,16 +170,18 @@ def _judge(
         )
     if quality is None:
         return quality, note
-    problem = quality.problem(class_names, request.normalisation)
+    problem = quality.problem(class_names, request.normalisation, batchnorm)
     if problem:
         problem = f"refusing this member: {problem}"
     claimed = request.val_miou
     if not problem and claimed is not None and abs(claimed - quality.val_miou) > CLAIM_TOLERANCE:
         problem = (
             f"--val-miou {claimed:.4f} differs from the {quality.val_miou:.4f} this member scores on "
-            f"{quality.scored_on}; {CAUSE} (net input = {request.normalisation.formula()}; check "
-            "--input-range/--mean/--std), else another split (pass the --split-seed, --val-fraction or "
-            "--val-ids used in training)"
+            f"{quality.scored_on}; "
+            + likely_causes(
+                f"net input = {request.normalisation.formula()}; check --input-range/--mean/--std", batchnorm
+            )
+            + "; else another split (pass the --split-seed, --val-fraction or --val-ids used in training)"
         )
     if problem and not request.force:
         raise EnsError(f"{problem}; --force writes it anyway, recording the measured val mIoU")

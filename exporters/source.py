@@ -36,6 +36,19 @@ class LoadedSource:
     fixed_hw: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
     channels: int | None = None  # what the model's input declares, when it does
+    batchnorm: bool = False  # the net holds BatchNorm layers (a likely cause of a poor member)
+
+
+def has_batchnorm(net) -> bool:
+    """Whether a torch module or a Keras model holds a BatchNorm layer, found by class name so that
+    neither framework is imported here."""
+    modules = getattr(net, "modules", None)
+    if callable(modules):
+        return any("BatchNorm" in getattr(m, "original_name", type(m).__name__) for m in modules())
+    layers = getattr(net, "_flatten_layers", None)
+    if callable(layers):
+        return any("BatchNormalization" in type(layer).__name__ for layer in layers(include_self=False))
+    return False
 
 
 def pick_output(raw: Any) -> tuple[np.ndarray, Any, str]:

@@ -26,7 +26,7 @@ from ensemble.errors import EnsError, first_line
 from exporters.factory import build_network
 from exporters.pickles import code_imports, file_imports
 from exporters.request import ExportRequest
-from exporters.source import LoadedSource
+from exporters.source import LoadedSource, has_batchnorm
 from exporters.trust import FORMAT_RISKS, untrusted
 
 OPSET = 18
@@ -67,6 +67,7 @@ def load_torch(request: ExportRequest, source_format: str) -> LoadedSource:
         run=run,
         to_onnx=to_onnx,
         versions={"torch": torch.__version__.split("+")[0]},
+        batchnorm=has_batchnorm(module),
     )
     return source
 

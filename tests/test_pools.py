@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import ens
 from onnx_members import make_member
@@ -87,3 +88,142 @@ def test_fit_leaves_out_a_member_it_gives_weight_0(tmp_path, demo, store, monkey
     assert "left out at weight 0" in result.output
     raw = json.loads((store / "ensemble.json").read_text())
     assert raw["members"] == ["a", "c"] and raw["dropped"] == ["b"] and len(raw["weights"]) == 2
+
+
+def common(demo, store, tmp_path):
+    return ["--data", demo, "--models-dir", store, "--cache-dir", tmp_path / "cache", "--val-fraction", "0.5"]
+
+
+def test_fit_reports_each_fit_with_the_total_so_an_eta_can_be_shown(tmp_path, demo, store):
+    from ensemble.data.datasets import open_dataset
+    from ensemble.data.split import SplitSpec
+    from ensemble.fitting.fit import FitSettings
+    from ensemble.fitting.job import FitRequest, fit
+
+    steps = []
+    request = FitRequest(
+        data=open_dataset(demo),
+        store=store,
+        split_spec=SplitSpec(val_fraction=0.5),
+        settings=FitSettings(folds=2),
+        cache_dir=tmp_path / "cache",
+    )
+    fit(request, on_step=lambda what, done, total: steps.append((what, done, total)))
+    # selection CV (2 weightings x 2 folds) + final fit, then per outer fold: its own CV + its fit
+    assert [done for _, done, _ in steps] == list(range(15))
+    assert {total for _, _, total in steps} == {15}
+    assert steps[4][0] == "final fit on all images"
+    assert steps[-1][0] == "outer fold 2/2: fit on the other folds"
+    assert sum("outer fold 1/2: fold" in what for what, _, _ in steps) == 4
+
+
+def test_the_cv_estimate_is_nested_no_fold_sees_its_held_out_images():
+    from fit_fixtures import member, random_truth
+
+    import ensemble.fitting.fit as fitting
+
+    rng = np.random.default_rng(5)
+    truth = random_truth(rng, n=12)
+    probs = [member(rng, truth, confidence=2.0, noise=1.0), member(rng, truth, confidence=1.0, noise=1.5)]
+    current, seen = ["start"], []
+    real_fit, real_choose = fitting._fit_once, fitting._choose
+
+    def spy_fit(pool, index, per, use=(True, True, True)):
+        seen.append((current[0], set(index.tolist())))
+        return real_fit(pool, index, per, use)
+
+    def spy_choose(pool, index, steps, where):
+        seen.append((f"choose {where}", set(index.tolist())))
+        return real_choose(pool, index, steps, where)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fitting, "_fit_once", spy_fit)
+        patch.setattr(fitting, "_choose", spy_choose)
+        result = fitting.fit_ensemble(
+            probs, truth, fitting.FitSettings(folds=3), lambda w, d, t: current.__setitem__(0, w)
+        )
+    outer = fitting._fold_of(np.arange(12), 3, 0)
+    for k in range(3):
+        held = set(np.flatnonzero(outer == k).tolist())
+        inside = [images for what, images in seen if f"outer fold {k + 1}/3" in what]
+        assert len(inside) == 2 * 3 + 2  # its own choice, 2 weightings x 3 inner folds, its fit
+        assert all(images and not images & held for images in inside)
+    assert result.cv is not None and result.selection is not None
+
+
+def test_score_val_shows_the_nested_cv_estimate_beside_in_sample(tmp_path, demo, store):
+    assert ens("fit", *common(demo, store, tmp_path), "--folds", "2").exit_code == 0
+    fit = json.loads((store / "ensemble.json").read_text())["fit"]
+    report = tmp_path / "ablation.json"
+    result = ens("score", "--val", *common(demo, store, tmp_path), "--json", report)
+    assert result.exit_code == 0, result.output
+    assert "nested 2-fold CV" in result.output and "CV − in-sample" in result.output
+    rows = json.loads(report.read_text())["fit_estimate"]
+    stages = ["equal weights", "learned weights", "+ class gains", "+ cleanup"]
+    assert [row["stage"] for row in rows] == stages
+    assert rows[-1]["in_sample"] == fit["in_sample"]["learned+gains+cleanup"]
+    assert rows[-1]["cv"] == fit["cv"]["learned+gains+cleanup"]
+    assert f"{fit['cv']['learned+gains+cleanup']:.4f}" in result.output
+
+
+def _intensity_member(path, centres):
+    """A real ONNX member whose class c scores -(x - centres[c])^2 up to a constant, x = pixel/255
+    (classes without a centre never win): it predicts the class whose centre is nearest."""
+    import onnx
+    from onnx import numpy_helper
+
+    make_member(path)
+    model = onnx.load(str(path))
+    weight, bias = np.zeros((5, 1, 3, 3), np.float32), np.full(5, -100.0, np.float32)
+    for c, centre in centres.items():
+        weight[c, 0, 1, 1], bias[c] = 40 * centre, -20 * centre**2
+    for init in model.graph.initializer:
+        if init.name in ("weight", "bias"):
+            init.CopyFrom(numpy_helper.from_array(weight if init.name == "weight" else bias, init.name))
+    onnx.save(model, str(path))
+    return path
+
+
+def _quality_of(tmp_path, centres, batchnorm=False):
+    from conftest import write_npz
+
+    from ensemble.data.split import SplitSpec
+    from ensemble.members.session import build_session
+    from exporters.preprocessing import Normalisation
+    from exporters.quality import measure_quality
+
+    rng = np.random.default_rng(0)
+    masks = rng.integers(1, 5, (24, 8, 12)).astype(np.uint8)  # four classes, about a quarter each
+    images = (masks * 50).astype(np.float64)
+    write_npz(tmp_path / "d.npz", images, masks, images[:4])
+    member = get_member(str(_intensity_member(tmp_path / "m.onnx", centres)))
+    quality, _ = measure_quality(
+        build_session(member, "cpu"), tmp_path / "d.npz", SplitSpec(val_fraction=0.5), 5
+    )
+    return quality, quality.problem(member.info.class_names, Normalisation("0-255"), batchnorm)
+
+
+def test_quality_guard_refuses_a_member_whose_predictions_collapse_onto_two_classes(tmp_path):
+    # like the issue's member: 'sand' and 'soil' only, while the labels spread over four classes
+    quality, problem = _quality_of(tmp_path, {1: 50 / 255, 3: 150 / 255})
+    assert quality.val_miou > quality.baseline_miou and quality.top_share < 0.95  # the old checks pass it
+    assert "2 classes cover over 95% of its predictions" in problem and "spread over 4" in problem
+    assert problem.index("preprocessing") < problem.index("BatchNorm statistics")
+    _, with_batchnorm = _quality_of(tmp_path, {1: 50 / 255, 3: 150 / 255}, batchnorm=True)
+    assert with_batchnorm.index("BatchNorm statistics") < with_batchnorm.index("preprocessing")
+
+
+def test_quality_guard_passes_a_member_that_predicts_every_labelled_class(tmp_path):
+    quality, problem = _quality_of(tmp_path, {c: c * 50 / 255 for c in range(1, 5)})
+    assert problem is None and quality.val_miou > 0.99
+
+
+def test_batchnorm_is_found_in_torch_nets_also_when_scripted():
+    import torch
+
+    from exporters.source import has_batchnorm
+
+    plain = torch.nn.Sequential(torch.nn.Conv2d(1, 5, 3))
+    normed = torch.nn.Sequential(torch.nn.Conv2d(1, 5, 3), torch.nn.BatchNorm2d(5))
+    assert not has_batchnorm(plain) and has_batchnorm(normed)
+    assert has_batchnorm(torch.jit.script(normed)) and not has_batchnorm(torch.jit.script(plain))

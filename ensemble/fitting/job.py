@@ -112,6 +112,7 @@ def build_spec(
             "folds": result.folds,
             "in_sample": result.in_sample.to_dict(),
             "cv": None if result.cv is None else result.cv.to_dict(),
+            "selection_cv": None if result.selection is None else result.selection.to_dict(),
             "stages_used": dict(zip(("weights", "class_gain", "cleanup"), result.use, strict=True)),
             "notes": result.notes,
         },
