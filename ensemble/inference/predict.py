@@ -234,7 +234,11 @@ def _manifest(request, out, written, ensemble, source, result, spec_path, spec) 
     manifest["dropped_members"] = [] if spec is None else list(spec.dropped)
     manifest["graph"] = engine_manifest(ensemble)
     if spec is not None:
-        manifest["ensemble_evidence"] = {"metric": spec.metric, "dropped": list(spec.dropped), "fit": spec.fit}
+        manifest["ensemble_evidence"] = {
+            "metric": spec.metric,
+            "dropped": list(spec.dropped),
+            "fit": spec.fit,
+        }
     if result.confusion is not None:
         manifest["val_confusion"] = np.asarray(result.confusion).tolist()
     return manifest
