@@ -334,7 +334,6 @@ FIELD_CHANGES = {
     "class_gain": (lambda raw, store: dict(raw, class_gain=[1.0, 1.0, 1.0, 1.0, 50.0]), "csv"),
     "connectivity": (lambda raw, store: dict(raw, connectivity=8), "csv"),
     "metric": (lambda raw, store: dict(raw, metric="miou"), "manifest"),
-    "dropped": (lambda raw, store: dict(raw, dropped=["z"]), "manifest"),
     "fit": (lambda raw, store: dict(raw, fit={"folds": 3}), "manifest"),
 }
 

@@ -18,9 +18,10 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.fitting.grid import fit_gains, fit_min_area
+from ensemble.fitting.kernels import fused_labels_of
 from ensemble.fitting.weights import PixelSet, fit_weights, gain_scorer, parts_pixel_set
 from ensemble.inference.cleanup import remove_small_regions
-from ensemble.inference.fusion import decode, fuse, normalise_weights
+from ensemble.inference.fusion import normalise_weights, scaled_weights
 from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 DEFAULT_FOLDS = 5
@@ -111,8 +112,12 @@ class FitResult:
 
 
 def fused_labels(probs: list[np.ndarray], weights: np.ndarray, gains: np.ndarray, index) -> np.ndarray:
-    """Decoded labels of images `index`, fused exactly as `ens predict` fuses them."""
-    return decode(fuse([np.asarray(member[index], np.float32) for member in probs], weights, gains))
+    """Decoded labels of images `index`, fused as `ens predict` fuses them (weights times gains,
+    member by member in float32, argmax over classes 1..C-1)."""
+    n_members, n_classes = len(probs), probs[0].shape[1]
+    matrix = scaled_weights(normalise_weights(weights, n_members, n_classes), gains)
+    members = tuple(np.ascontiguousarray(member, np.float32) for member in probs)
+    return fused_labels_of(members, matrix, np.asarray(index, np.int64), 1)
 
 
 Part = tuple[list[np.ndarray], np.ndarray]
@@ -139,6 +144,7 @@ class _Pool:
     labelled pixels every weight and gain search samples from (each fold takes its images' share)."""
 
     def __init__(self, parts: list[Part], settings: FitSettings) -> None:
+        parts = [([np.ascontiguousarray(m, np.float32) for m in probs], truth) for probs, truth in parts]
         self.parts, self.settings = parts, settings
         self.n_images = sum(len(truth) for _, truth in parts)
         self.n_members, self.n_classes = len(parts[0][0]), parts[0][0][0].shape[1]

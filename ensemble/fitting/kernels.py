@@ -53,3 +53,26 @@ def mixture_step(true_probs, weights):  # pragma: no cover - compiled
         for m in range(n_members):
             total[m] += true_probs[p, m] * inverse
     return weights * total / n_pixels
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def fused_labels_of(members, weights, index, first):  # pragma: no cover - compiled
+    """uint8 (len(index), H, W) labels of images `index` of the (N, C, H, W) `members`: the argmax
+    over classes from `first` of sum_m weights[m, c] * members[m][image, c], summed member by member
+    in float32 as `ens predict` fuses (ties to the lower class), without fused temporaries."""
+    n_members = len(members)
+    n_classes, height, width = members[0].shape[1], members[0].shape[2], members[0].shape[3]
+    out = np.empty((len(index), height, width), np.uint8)
+    for i in numba.prange(len(index)):
+        image = index[i]
+        for y in range(height):
+            for x in range(width):
+                best, label = -np.inf, first
+                for c in range(first, n_classes):
+                    total = members[0][image, c, y, x] * weights[0, c]
+                    for m in range(1, n_members):
+                        total += members[m][image, c, y, x] * weights[m, c]
+                    if total > best:
+                        best, label = total, c
+                out[i, y, x] = label
+    return out

@@ -77,7 +77,12 @@ class EnsembleSpec:
                 )
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, **asdict(self)}, indent=2) + "\n"
+        """The file's text; `dropped` only when members were left out, so readers that predate it
+        still read every other file."""
+        content = {"format": FORMAT, **asdict(self)}
+        if not self.dropped:
+            del content["dropped"]
+        return json.dumps(content, indent=2) + "\n"
 
 
 def default_path(store: Path) -> Path:
