@@ -1,12 +1,12 @@
 # The two set-up commands of the README:
 #   make demo   set up the runtime (with OpenVINO) and run the main job on the demo data and members
-#   make test   set up everything (torch, keras, tensorflow, OpenVINO, Ray, dev tools) and run the tests
+#   make test   set up everything (torch, keras, tensorflow, transformers, OpenVINO, Ray, dev tools) and run the tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 
-.PHONY: demo test setup setup-dev lint bench clean
+.PHONY: demo test setup setup-dev libraries lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,14 @@ setup: $(BIN)/python
 
 setup-dev: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[torch,keras,tensorflow,openvino,ray,dev]'
+	$(BIN)/pip install -q -e '.[torch,keras,tensorflow,transformers,openvino,ray,dev]'
+
+# Nets from segmentation_models_pytorch and torchvision for tests/test_export_libraries.py (skipped
+# without them). torch is pinned in the same command, else pip swaps it for the newest (CUDA) build to
+# get the newest torchvision. Not part of setup-dev: PyPI's Linux x86_64 torchvision is built against
+# CUDA torch, and beside a CPU-only torch it fails to import, which breaks transformers' imports too.
+libraries: setup-dev
+	$(BIN)/pip install -q $(TORCH) -e '.[libraries]'
 
 demo: setup
 	$(BIN)/ens data demo

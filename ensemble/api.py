@@ -21,14 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.data.datafile import as_labels, as_pixels
+from ensemble.apiargs import (
+    batch_size_arg,
+    device_arg,
+    flag,
+    fusion_args,
+    member_args,
+    path_or_none,
+    predict_options,
+    tta_arg,
+)
+from ensemble.data.datafile import as_array, as_labels, as_pixels
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.outputs import refuse_overwrite, run_inputs
-from ensemble.fitting.fit import FitSettings, fit_ensemble
+from ensemble.fitting.fit import FitSettings, check_labelled, check_settings, fit_ensemble
 from ensemble.fitting.job import build_spec
 from ensemble.inference.batchpool import ordered_batches
-from ensemble.inference.options import DEFAULT_BATCH, PredictOptions, resolve_options
+from ensemble.inference.options import DEFAULT_BATCH, resolve_options
 from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import member_probs, to_pixels
 from ensemble.inference.tta import get_views
@@ -37,6 +47,7 @@ from ensemble.members.ensemblefile import EnsembleSpec, read_spec, resolve_ensem
 from ensemble.members.member import DEFAULT_STORE, Member, load_member
 from ensemble.members.session import build_session
 from ensemble.members.store import check_compatible, check_distinct, resolve_members
+from ensemble.optionvalues import check_n_classes, check_path
 from ensemble.scoring.metrics import confusion_matrix, get_metric, iou_per_class
 
 MemberList = Sequence[Member | str | os.PathLike] | str | None
@@ -44,9 +55,10 @@ MemberList = Sequence[Member | str | os.PathLike] | str | None
 
 def load_members(members: MemberList = None, store: str | os.PathLike = DEFAULT_STORE) -> list[Member]:
     """Members by store name, .onnx path or Member, checked to fuse together; None: the whole store."""
+    members, store = member_args(members), check_path(store, "store")
     if members is None or isinstance(members, str):
-        return resolve_members(members, Path(store))
-    loaded = [m if isinstance(m, Member) else _load_one(m, Path(store)) for m in members]
+        return resolve_members(members, store)
+    loaded = [m if isinstance(m, Member) else _load_one(m, store) for m in members]
     check_distinct(loaded)
     check_compatible(loaded)
     return loaded
@@ -73,36 +85,20 @@ def load_ensemble(
     Like `ens predict`: an explicit setting wins, then the ensemble file (`ensemble_file`, or
     `<store>/ensemble.json` when `members` is None), then the defaults.
     """
-    store = Path(store)
+    members, store = member_args(members), check_path(store, "store")
+    ensemble_file = path_or_none(ensemble_file, "ensemble_file")
+    base = predict_options(allow_background, batch_size, device, threads, gray_to_rgb)
+    tta = tta_arg(tta)
     if members is None or isinstance(members, str):
-        found, spec, _ = resolve_ensemble(
-            members, None if ensemble_file is None else Path(ensemble_file), store
-        )
+        found, spec, _ = resolve_ensemble(members, ensemble_file, store)
     else:
         found = load_members(members, store)
         spec = None
         if ensemble_file is not None:
-            spec = read_spec(Path(ensemble_file))
-            spec.check_members(found, Path(ensemble_file))
-    base = PredictOptions(
-        allow_background=allow_background,
-        batch_size=batch_size,
-        device=device,
-        threads=threads,
-        gray_to_rgb=gray_to_rgb,
-    )
-    area = None if min_area is None else np.broadcast_to(np.asarray(min_area), (found[0].n_classes,))
-    options = resolve_options(
-        found,
-        spec,
-        base,
-        tta=tta,
-        weights=None if weights is None else np.asarray(weights, np.float64),
-        class_gain=None if class_gain is None else np.asarray(class_gain, np.float64),
-        min_area=area,
-        connectivity=connectivity,
-    )
-    return Ensemble(found, options)
+            spec = read_spec(ensemble_file)
+            spec.check_members(found, ensemble_file)
+    fusion = fusion_args(found, weights, class_gain, min_area, connectivity)
+    return Ensemble(found, resolve_options(found, spec, base, tta=tta, **fusion))
 
 
 def predict(
@@ -114,6 +110,12 @@ def predict(
 
     With `probabilities`, also the fused float32 (N, C, H, W) probabilities (class gains divided out).
     """
+    if not isinstance(ensemble, Ensemble):
+        raise EnsError(
+            f"predict takes the Ensemble of load_ensemble(...), not {type(ensemble).__name__}; "
+            "e.g. predict(load_ensemble(store='models'), images)"
+        )
+    probabilities = flag(probabilities, "probabilities")
     pixels = as_images(images)
     check_channels(ensemble.channels, {1 if pixels.ndim == 3 else 3}, ensemble.options.gray_to_rgb)
     ensemble.check_image_shape(pixels.shape[1:3])
@@ -148,14 +150,19 @@ def fit(
 
     Returns the ensemble spec (and writes it to `out` when given) for `load_ensemble(ensemble_file=...)`.
     """
+    settings = FitSettings() if settings is None else settings
+    out, device, batch_size = path_or_none(out, "out"), device_arg(device), batch_size_arg(batch_size)
+    tta = tta_arg(tta, "flip")
+    views = get_views(tta)
     found = load_members(members, store)
     refuse_overwrite({"out=": out}, run_inputs(None, found))
     pixels = as_images(images)
-    check_channels(found[0].channels, {1 if pixels.ndim == 3 else 3}, gray_to_rgb)
-    truth = as_labels(np.asarray(masks), "masks", found[0].n_classes)
+    check_channels(found[0].channels, {1 if pixels.ndim == 3 else 3}, flag(gray_to_rgb, "gray_to_rgb"))
+    truth = as_labels(as_array(masks, "masks"), "masks", found[0].n_classes)
     if truth.shape != pixels.shape[:3]:
         raise EnsError(f"masks have shape {truth.shape} but images {pixels.shape}; give one mask per image")
-    views = get_views(tta)
+    check_settings(settings, len(pixels))
+    check_labelled([truth])
     probs = []
     for member in found:
         runner = build_session(member, device)
@@ -164,7 +171,6 @@ def fit(
             for start in range(0, len(pixels), batch_size)
         ]
         probs.append(np.concatenate(parts))
-    settings = settings or FitSettings()
     result = fit_ensemble(probs, truth, settings)
     spec = build_spec(found, tta, settings, result, {"n_images": len(pixels), "source": "arrays"})
     if out is not None:
@@ -177,8 +183,11 @@ def score(labels: np.ndarray, masks: np.ndarray, n_classes: int, metric: str = "
     iou, true and predicted pixels); `frame.attrs["score"]` holds the metric (course mIoU by default)."""
     import pandas as pd
 
-    truth = as_labels(np.asarray(masks), "masks", n_classes)
-    pred = as_labels(np.asarray(labels), "labels", n_classes)
+    n_classes, metric = check_n_classes(n_classes, "n_classes"), get_metric(metric).name
+    truth = as_labels(as_array(masks, "masks"), "masks", n_classes)
+    pred = as_labels(as_array(labels, "labels"), "labels", n_classes)
+    if truth.shape != pred.shape:
+        raise EnsError(f"labels have shape {pred.shape} but masks {truth.shape}; give one label map per mask")
     matrix = confusion_matrix(truth, pred, n_classes)
     frame = pd.DataFrame(
         {"iou": iou_per_class(matrix), "true_pixels": matrix.sum(1), "predicted_pixels": matrix.sum(0)},
@@ -192,7 +201,7 @@ def score(labels: np.ndarray, masks: np.ndarray, n_classes: int, metric: str = "
 def as_images(images) -> np.ndarray:
     """Checked uint8 images: grayscale (N, H, W), or RGB (N, H, W, 3) from (N, H, W, 3) or (N, 3, H, W)
     (a 4-D array is channels last when its last axis is 1 or 3, else channels first)."""
-    array = np.asarray(images)
+    array = as_array(images, "images")
     if array.ndim == 4 and array.shape[3] not in (1, 3) and array.shape[1] in (1, 3):
         array = array.transpose(0, 2, 3, 1)
     if array.ndim == 4 and array.shape[3] == 1:

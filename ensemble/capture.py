@@ -57,3 +57,44 @@ def quiet() -> Iterator[Captured]:
             sink.seek(0)
             native = sink.read().decode("utf-8", "replace")
             captured.text = native + python_sink.getvalue()
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[Captured]:
+    """Keep what native code writes to file descriptor 2 (log lines of a C++ core, say) off the
+    terminal, while Python's `sys.stderr` (error lines, the progress bar) still reaches it."""
+    captured = Captured()
+    sys.stderr.flush()
+    python_stderr = sys.stderr
+    saved = os.dup(2)
+    swapped = None
+    if _writes_to_fd(python_stderr, 2):
+        swapped = io.TextIOWrapper(
+            io.FileIO(saved, "w", closefd=False),
+            encoding=python_stderr.encoding,
+            errors=python_stderr.errors,
+            line_buffering=True,
+        )
+        sys.stderr = swapped
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield captured
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            sys.stderr = python_stderr
+            if swapped is not None:
+                swapped.close()  # the wrapper only (closefd=False): `saved` is closed next
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", "replace")
+
+
+def _writes_to_fd(stream: object, fd: int) -> bool:
+    """The stream writes to descriptor `fd` (False for an in-memory stream, as under a test runner)."""
+    try:
+        return stream.fileno() == fd  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -10,13 +10,17 @@ is taken only in plain ASCII decimal form, so nothing is silently read as someth
 from __future__ import annotations
 
 import math
+import operator
+import os
 import re
+from pathlib import Path
 
 from ensemble.errors import EnsError
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 MAX_SEED = 2**32 - 1
+MAX_CLASSES = 256  # labels are uint8: class 256 would wrap to 0
 
 
 def parse_int(text: str, what: str, low: int, high: int, hint: str) -> int:
@@ -79,3 +83,48 @@ def check_seed(seed: int, option: str) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise EnsError(f"{option} {seed} is outside 0..{MAX_SEED}; use a non-negative seed such as 0")
     return seed
+
+
+def check_int(value, what: str, low: int, high: int | None, hint: str) -> int:
+    """`value` as an int in low..high (None: no upper bound): a Python or numpy integer, not a bool,
+    a float or a string (the Python API's counterpart of `parse_int`); EnsError naming `what` otherwise."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None:
+        raise EnsError(f"{what} {short_repr(value)} is not a whole number (a {type(value).__name__}); {hint}")
+    if high is None and number < low:
+        raise EnsError(f"{what} {short_repr(value)} must be >= {low}; {hint}")
+    if high is not None and not low <= number <= high:
+        raise EnsError(f"{what} {short_repr(value)} is outside {low}..{high}; {hint}")
+    return number
+
+
+def check_n_classes(value, what: str = "--n-classes") -> int:
+    """A class count of 2..MAX_CLASSES: labels are uint8, so more classes would wrap around."""
+    return check_int(
+        value, what, 2, MAX_CLASSES, f"labels are uint8, so 2..{MAX_CLASSES} classes; the course data has 5"
+    )
+
+
+def check_path(value, what: str) -> Path:
+    """A path given as str or os.PathLike (not bytes, a number or None), without NUL characters."""
+    if isinstance(value, str | os.PathLike):
+        text = os.fspath(value)
+        if isinstance(text, str) and "\0" in text:
+            raise EnsError(
+                f"{what} {short_repr(text)} holds a NUL character, which no file name can; fix the path"
+            )
+        if isinstance(text, str) and text:
+            return Path(text)
+    raise EnsError(f"{what} {short_repr(value)} is not a file path; give a str or pathlib.Path")
+
+
+def short_repr(value, limit: int = 60) -> str:
+    """repr of a value on one line, cut to `limit` characters (a 2-D array or a 10**6-digit int too),
+    for messages that quote what they were given."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:  # repr of 4300+ digits fails
+        return f"(an int of about {int(value.bit_length() * math.log10(2)) + 1} digits)"
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,10 +1,12 @@
 """Fold a framework's conventions into an ONNX graph so it obeys the member contract.
 
 One wrapper serves every framework: the raw graph's single input is fed from `pixels`
-(float32 (N, C_in, H, W), raw 0..255, RGB when C_in is 3) through a channel reversal for BGR nets,
-the normalisation (per channel when given so) and an NCHW->NHWC transpose when the net is
-channels-last; its chosen output goes through NHWC->NCHW and a softmax over classes when
-the net emits logits, into `probs`. Unused outputs and the nodes feeding only them are dropped.
+(float32 (N, C_in, H, W), raw 0..255, RGB when C_in is 3) through a copy of a gray channel into
+R, G and B for an RGB net that joins grayscale members (`--gray-to-rgb`), a channel reversal for
+BGR nets, the normalisation (per channel when given so) and an NCHW->NHWC transpose when the net is
+channels-last; its chosen output goes through NHWC->NCHW, a bilinear resize to the input size when
+it is smaller by an integer factor, and a softmax over classes when the net emits logits, into `probs`.
+Unused outputs and the nodes feeding only them are dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ensemble.errors import EnsError
 from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
 from exporters.preprocessing import Normalisation
+from exporters.upsample import resize_nodes
 
 MIN_OPSET = 13  # Softmax over one axis (earlier opsets flatten the trailing dimensions)
 SUM_TOLERANCE = 1e-3
@@ -51,8 +54,11 @@ def wrap_to_contract(
     hw: tuple[int, int],
     dynamic_hw: bool,
     channels: int = 1,
+    upsample: int = 1,
+    gray_to_rgb: bool = False,
 ) -> onnx.ModelProto:
-    """Return a copy of `raw` with contract input/output names, layout, scaling and softmax."""
+    """Return a copy of `raw` with contract input/output names, layout, scaling, the resize of an
+    output `upsample` times smaller than the input, and softmax."""
     if opset_of(raw) < MIN_OPSET:
         raise EnsError(
             f"the exported graph uses opset {opset_of(raw)}; members need opset >= {MIN_OPSET} "
@@ -86,12 +92,12 @@ def wrap_to_contract(
     graph.input.remove(inputs[0])
 
     fresh = _Namer(taken)
-    pre, consts = _pre_nodes(source_in, normalisation, channels_last, fresh)
-    post = _post_nodes(source_out, channels_last, add_softmax, fresh)
+    pre, consts = _pre_nodes(source_in, normalisation, channels_last, fresh, gray_to_rgb)
+    post, post_consts = _post_nodes(source_out, channels_last, add_softmax, upsample, fresh)
     nodes = pre + list(graph.node) + post
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.initializer.extend(consts)
+    graph.initializer.extend(consts + post_consts)
     del graph.value_info[:]
     height, width = ("H", "W") if dynamic_hw else hw
     del graph.output[:]
@@ -111,9 +117,12 @@ def attach_metadata(model: onnx.ModelProto, info: MemberInfo, extra: dict[str, s
     helper.set_model_props(model, props)
 
 
-def _pre_nodes(source_in, norm: Normalisation, channels_last: bool, fresh) -> tuple[list, list]:
+def _pre_nodes(source_in, norm: Normalisation, channels_last: bool, fresh, gray_to_rgb=False) -> tuple:
     nodes, consts = [], []
     current = INPUT_NAME
+    if gray_to_rgb:
+        nodes.append(helper.make_node("Concat", [current] * 3, [fresh("ens_rgb")], axis=1))
+        current = nodes[-1].output[0]
     if norm.channel_order == "bgr":
         const = fresh("ens_bgr")
         consts.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), const))
@@ -133,18 +142,24 @@ def _pre_nodes(source_in, norm: Normalisation, channels_last: bool, fresh) -> tu
     return nodes, consts
 
 
-def _post_nodes(source_out, channels_last: bool, add_softmax: bool, fresh) -> list:
-    nodes = []
+def _post_nodes(
+    source_out, channels_last: bool, add_softmax: bool, upsample: int, fresh
+) -> tuple[list, list]:
+    nodes, consts = [], []
     current = source_out
     if channels_last:
         nodes.append(helper.make_node("Transpose", [current], [fresh("ens_nchw")], perm=[0, 3, 1, 2]))
+        current = nodes[-1].output[0]
+    if upsample > 1:  # logits are resized before the softmax, as the libraries' post-processing does
+        resize, consts = resize_nodes(current, fresh("ens_upsampled"), upsample, fresh)
+        nodes.extend(resize)
         current = nodes[-1].output[0]
     if add_softmax:
         nodes.append(helper.make_node("Softmax", [current], [fresh("ens_probs")], axis=1))
     if not nodes:
         nodes.append(helper.make_node("Identity", [current], [OUTPUT_NAME]))
     nodes[-1].output[0] = OUTPUT_NAME
-    return nodes
+    return nodes, consts
 
 
 class _Namer:

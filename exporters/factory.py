@@ -1,12 +1,14 @@
 """`--factory module:callable`: import the function or class that builds a network from a state_dict.
 
 The module is imported as Python would from the current directory (so a local `mynets.py` works,
-with --trust); a path to a .py file is accepted too (with --trust). Every failure names the spec and
-says what to fix.
+with --trust); a path to a .py file is accepted too (with --trust). A Hugging Face model class
+(`transformers:SegformerForSemanticSegmentation`) takes a config object, so its --factory-kwargs build
+its config class first. Every failure names the spec and says what to fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -44,16 +46,52 @@ def import_factory(spec: str, trust: bool = False) -> Callable[..., Any]:
 
 
 def build_network(spec: str, kwargs: dict, trust: bool = False) -> Any:
-    """Call the factory with the keyword arguments and return what it builds."""
+    """Call the factory with the keyword arguments (or with the config they make, for a transformers
+    model class) and return what it builds."""
     factory = import_factory(spec, trust)
+    config_class = _config_class(factory)
     try:
-        return factory(**kwargs)
+        return factory(_config(config_class, kwargs, spec)) if config_class else factory(**kwargs)
+    except EnsError:
+        raise
     except Exception as exc:  # arbitrary user code: report the first line
         shown = ", ".join(sorted(kwargs))[:120]
         raise EnsError(
             f"--factory {spec!r} with --factory-kwargs keys [{shown}] raised "
             f"{type(exc).__name__}: {first_line(exc)}; check the keyword arguments"
         ) from exc
+
+
+def _config_class(factory: Any) -> type | None:
+    """The config class of a transformers model class (a PreTrainedModel has `config_class` and
+    `from_pretrained`), else None."""
+    config_class = getattr(factory, "config_class", None)
+    if isinstance(factory, type) and hasattr(factory, "from_pretrained") and isinstance(config_class, type):
+        return config_class if hasattr(config_class, "to_dict") else None
+    return None
+
+
+def _config(config_class: type, kwargs: dict, spec: str) -> Any:
+    """The config the kwargs describe; a key the config class does not know is refused (transformers
+    configs would keep it silently)."""
+    defaults = config_class()
+    unknown = [key for key in kwargs if not hasattr(defaults, key)]
+    if unknown:
+        known = ", ".join(_own_fields(config_class, defaults)[:12])
+        raise EnsError(
+            f"--factory {spec!r} builds its model from a {config_class.__name__}, which has no field "
+            f"{', '.join(map(repr, unknown[:4]))}; --factory-kwargs are its fields (e.g. num_labels, "
+            f"num_channels; it has {known}, …)"
+        )
+    return config_class(**kwargs)
+
+
+def _own_fields(config_class: type, defaults: Any) -> list[str]:
+    """The fields a config class adds to its base (the base's are common to every model)."""
+    fields = set(defaults.to_dict())
+    with contextlib.suppress(Exception):  # a base that needs arguments: list every field
+        fields -= set(config_class.__base__().to_dict())
+    return sorted(field for field in fields if not field.startswith("_"))
 
 
 def _import(module_name: str, spec: str, trust: bool):

@@ -2,11 +2,13 @@
 
 A file's suffix says what its author meant; its content says what loading it will do. A zip
 named `.pt` that holds a torch.export program is loaded like a `.pt2`, and so needs `--trust`
-like one. The suffix is only used to word the error for content no loader recognises.
+like one. The suffix is only used to word the error for content no loader recognises. A folder is a
+TensorFlow SavedModel (saved_model.pb) or a Hugging Face `save_pretrained` folder (config.json).
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -25,10 +27,15 @@ FORMATS = {
     "keras": "Keras .keras archive",
     "keras.h5": "Keras HDF5 file",
     "savedmodel": "TensorFlow SavedModel folder",
+    "safetensors": "safetensors state_dict",
+    "transformers": "Hugging Face transformers folder",
 }
 """Format -> how messages name it."""
 
-ALLOWED = f"a .keras/.h5 (Keras) or {'/'.join(TORCH_SUFFIXES)}/{TORCH_EXPORT_SUFFIX} (PyTorch) file"
+ALLOWED = (
+    f"a .keras/.h5 (Keras) or {'/'.join(TORCH_SUFFIXES)}/{TORCH_EXPORT_SUFFIX}/.safetensors (PyTorch) file"
+)
+FOLDERS = "a save_pretrained folder (config.json + model.safetensors) or a SavedModel folder"
 
 
 def detect_format(path: Path) -> str:
@@ -36,7 +43,11 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "savedmodel"
-        raise EnsError(f"source {str(path)!r} is a folder, not a model file; pass {ALLOWED}")
+        if (path / "config.json").is_file():
+            return "transformers"
+        raise EnsError(
+            f"source {str(path)!r} is a folder but not a model folder; pass {ALLOWED}, or {FOLDERS}"
+        )
     if not path.is_file():
         raise EnsError(f"source file {str(path)!r} does not exist; pass {ALLOWED}")
     found = _by_content(path)
@@ -50,6 +61,8 @@ def detect_format(path: Path) -> str:
         )
     if suffix in (".keras", TORCH_EXPORT_SUFFIX):  # their loaders explain what is wrong with the file
         return "keras" if suffix == ".keras" else "torch.export"
+    if suffix == ".safetensors":
+        return "safetensors"  # its reader says what is wrong with the file
     if suffix in TORCH_SUFFIXES:
         return "torch"  # torch.load(weights_only=True) reads it, or says why not
     if suffix in KERAS_SUFFIXES:
@@ -62,7 +75,9 @@ def detect_format(path: Path) -> str:
 
 def _by_content(path: Path) -> str | None:
     with open(path, "rb") as handle:
-        head = handle.read(8)
+        head = handle.read(9)
+    if _is_safetensors(path, head):
+        return "safetensors"
     if head.startswith(HDF5_MAGIC):
         return "keras.h5"
     if zipfile.is_zipfile(path):
@@ -75,6 +90,21 @@ def _by_content(path: Path) -> str | None:
     if head.startswith(PICKLE_PROTO):
         return "torch"
     return None
+
+
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that many bytes of JSON."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    length = int.from_bytes(head[:8], "little")
+    if not 2 <= length <= min(path.stat().st_size - 8, 100_000_000):
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(8)
+        try:
+            return isinstance(json.loads(handle.read(length)), dict)
+        except (ValueError, UnicodeDecodeError):
+            return False
 
 
 def _zip_format(names: list[str]) -> str | None:

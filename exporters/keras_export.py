@@ -3,7 +3,9 @@
 Keras picks its backend at import, so the torch backend is selected here before keras is
 imported. The model is loaded and run on a sample batch; when that fails inside a custom layer
 (layers written with `tf.*` ops run only on the TensorFlow backend), the export moves to
-`exporters.keras_tf`, a subprocess on the TensorFlow backend. Files written by Keras 2 (tf.keras)
+`exporters.keras_tf`, a subprocess on the TensorFlow backend; when torch's ONNX exporter fails, the
+graph comes from that subprocess, verified against the torch backend's outputs. `--keras-backend`
+forces one backend (no move). Files written by Keras 2 (tf.keras)
 are refused with a rebuild hint: Keras 3 may load them differently, and parity against such a
 reload would not prove the member matches the model that was trained.
 """
@@ -36,6 +38,7 @@ from exporters.keras_model import (
     load_model,
     missing_tensorflow,
     output_index,
+    output_names,
     run_model,
     tensorflow_missing_hint,
 )
@@ -43,12 +46,17 @@ from exporters.request import ExportRequest
 from exporters.samples import FALLBACK_HW, data_hw, load_samples
 from exporters.source import LoadedSource, has_batchnorm
 
+FORCED_TENSORFLOW = "--keras-backend tensorflow"
+
 
 def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
     """Load a Keras 3 model (with --custom-objects) on the torch backend and run a sample batch;
-    when that fails inside a custom layer, export on the TensorFlow backend in a subprocess."""
+    when that fails inside a custom layer, export on the TensorFlow backend in a subprocess, and when
+    torch's ONNX exporter fails, convert there (unless --keras-backend chose one backend)."""
     path = request.source
     refuse_keras2(path)
+    if request.keras_backend == "tensorflow":
+        return _on_tensorflow(request, f"Keras' torch backend was skipped ({FORCED_TENSORFLOW})")
     keras = import_keras()
     custom = load_custom_objects(request.custom_objects)
     try:
@@ -73,7 +81,11 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         out, dict_keys[:] = run_model(keras, model, batch)
         return out
 
+    converter: list[LoadedSource] = []  # the TensorFlow-backend worker, once torch's exporter failed
+
     def to_onnx(example: np.ndarray, dynamic_hw: bool, key: Any) -> tuple[onnx.ModelProto, int]:
+        if converter:
+            return converter[0].to_onnx(example, dynamic_hw, None)[0], output_index(key, dict_keys)
         failure = None
         with tempfile.TemporaryDirectory() as tmp, quiet() as log:
             target = Path(tmp) / "raw.onnx"
@@ -84,9 +96,15 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
                 failure = exc
         if failure is not None:
             reason = first_line(failure, 160) if str(failure).strip() else log.last_line()
-            raise EnsError(
-                f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: {reason})"
-            ) from failure
+            what = f"keras could not export {path.name!r} to ONNX ({type(failure).__name__}: {reason})"
+            converter.append(_convert_on_tensorflow(request, what, failure))
+            # the pipeline reads the notes and versions after its builds, so they tell what happened
+            source.notes[:] = [
+                f"torch's ONNX exporter failed ({type(failure).__name__}): graph exported on the TensorFlow "
+                "backend in a subprocess, checked against the torch backend's outputs"
+            ]
+            source.versions.update(converter[0].versions)
+            return to_onnx(example, dynamic_hw, key)
         return raw, output_index(key, dict_keys)
 
     versions = {"keras": keras.__version__, "keras_backend": keras.backend.backend()}
@@ -94,7 +112,8 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         import torch
 
         versions["torch"] = torch.__version__.split("+")[0]
-    return LoadedSource(
+    forced = " (--keras-backend torch)" if request.keras_backend == "torch" else ""
+    source = LoadedSource(
         framework="keras",
         kind=f"Keras {path.suffix} model",
         channels_last=True,
@@ -104,8 +123,11 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         builtin_preprocessing=builtin_preprocessing(model),
         fixed_hw=fixed_hw,
         channels=channels,
+        output_names=output_names(model),
+        notes=[f"exported on Keras' torch backend{forced}"],
         batchnorm=has_batchnorm(model),
     )
+    return source
 
 
 def _probe_batch(request: ExportRequest, fixed_hw: tuple[int, int] | None, channels: int) -> np.ndarray:
@@ -118,6 +140,8 @@ def _probe_batch(request: ExportRequest, fixed_hw: tuple[int, int] | None, chann
 def _retry_on_tensorflow(keras, request: ExportRequest, custom: dict, exc: Exception) -> LoadedSource | None:
     """The model on the TensorFlow backend (in a subprocess) when `exc` happened inside a custom
     layer, a hint to install TensorFlow when it is absent, and None for any other failure."""
+    if request.keras_backend == "torch":
+        return None
     failure = exc.__cause__ if isinstance(exc, EnsError) and exc.__cause__ is not None else exc
     names = {key.split(">")[-1] for key in keras.saving.get_custom_objects()}
     names |= {getattr(value, "__name__", key) for key, value in custom.items()}
@@ -136,6 +160,38 @@ def _retry_on_tensorflow(keras, request: ExportRequest, custom: dict, exc: Excep
     return load_on_tensorflow(
         request, f"custom layer {layer} failed on the torch backend ({type(failure).__name__})"
     )
+
+
+def _on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
+    """The model on Keras' TensorFlow backend as asked by --keras-backend, or why that cannot be."""
+    missing = missing_tensorflow()
+    if missing:
+        raise EnsError(
+            f"{FORCED_TENSORFLOW} needs {' and '.join(missing)}, which {'are' if len(missing) > 1 else 'is'} "
+            "not installed; pip install 'ens[tensorflow]' (tensorflow-cpu, tf2onnx), or drop --keras-backend "
+            "to export on torch"
+        )
+    from exporters.keras_tf import load_on_tensorflow
+
+    return load_on_tensorflow(request, why)
+
+
+def _convert_on_tensorflow(request: ExportRequest, what: str, failure: Exception) -> LoadedSource:
+    """The TensorFlow-backend worker that converts the model torch's exporter could not (`what`), or
+    `what` with the way out when --keras-backend torch was given or TensorFlow is absent."""
+    if request.keras_backend == "torch":
+        raise EnsError(
+            f"{what}; --keras-backend tensorflow converts it on TensorFlow's backend instead"
+        ) from failure
+    missing = missing_tensorflow()
+    if missing:
+        raise EnsError(
+            f"{what}; pip install 'ens[tensorflow]' ({' and '.join(missing)}) to convert it on Keras' "
+            "TensorFlow backend in a subprocess"
+        ) from failure
+    from exporters.keras_tf import load_on_tensorflow
+
+    return load_on_tensorflow(request, what)
 
 
 def failing_custom_layer(exc: BaseException, custom_file: Path | None, names: set[str]) -> str | None:

@@ -15,9 +15,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from ensemble.capture import quiet
 from ensemble.errors import EnsError, first_line
 from exporters.formats import KERAS_SUFFIXES
+from exporters.keras_onnx import replace_erfc, static_layer_norm
 from exporters.trust import untrusted
 
 OPSET = 18
@@ -189,8 +192,23 @@ def input_channels(model) -> int:
     return int(model.input_shape[-1])
 
 
+def output_names(model) -> tuple[str, ...]:
+    """The names Keras gives the model's outputs: its output layers' names (`--output` takes them)."""
+    try:
+        names = model.output_names
+    except (AttributeError, TypeError, ValueError):  # e.g. a subclassed model that was never built
+        return ()
+    return tuple(str(name) for name in names or ())
+
+
 def builtin_preprocessing(model) -> str:
-    """Describe Rescaling/Normalization layers inside the model (they already handle raw pixels)."""
+    """Describe Rescaling/Normalization layers inside the model (they already handle raw pixels);
+    quietly, as reading a layer may import TensorFlow, whose start-up logs would reach the terminal."""
+    with quiet():
+        return _preprocessing_layers(model)
+
+
+def _preprocessing_layers(model) -> str:
     found = []
     layers, stack = [], list(getattr(model, "layers", []))
     while stack:
@@ -199,10 +217,9 @@ def builtin_preprocessing(model) -> str:
         stack[:0] = list(getattr(layer, "layers", []))
     for layer in layers:
         kind = type(layer).__name__
-        if kind == "Rescaling":
-            config = layer.get_config()
-            with contextlib.suppress(TypeError, ValueError):
-                found.append(f"Rescaling(x*{float(config['scale']):.6g}+{float(config['offset']):g})")
+        if kind == "Rescaling":  # its attributes, not get_config(), which imports TensorFlow when installed
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
+                found.append(f"Rescaling(x*{float(layer.scale):.6g}+{float(layer.offset):g})")
                 continue
             found.append("Rescaling")
         elif kind in PREPROCESSING_LAYERS:
@@ -219,9 +236,16 @@ def run_model(keras, model, batch) -> tuple[Any, list]:
 
 
 def export_onnx(keras, model, target: Path, hw: tuple[int, int] | None, channels: int = 1) -> None:
-    """model.export to ONNX for a float32 (N, H, W, channels) input; hw None leaves H and W dynamic."""
+    """model.export to ONNX for a float32 (N, H, W, channels) input; hw None leaves H and W dynamic.
+    The backend's known conversion gaps are repaired (`exporters.keras_onnx`)."""
     spec = keras.InputSpec(shape=(None, *(hw or (None, None)), channels), dtype="float32")
-    model.export(str(target), format="onnx", input_signature=[spec], verbose=False, opset_version=OPSET)
+    on_torch = keras.backend.backend() == "torch"
+    with static_layer_norm() if on_torch else contextlib.nullcontext():
+        model.export(str(target), format="onnx", input_signature=[spec], verbose=False, opset_version=OPSET)
+    if not on_torch:
+        graph = onnx.load(str(target))
+        if replace_erfc(graph):
+            onnx.save(graph, str(target))
 
 
 def output_index(key: Any, dict_keys: list) -> int:

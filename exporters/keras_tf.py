@@ -33,6 +33,7 @@ from exporters.keras_model import (
     load_custom_objects,
     load_model,
     output_index,
+    output_names,
     run_model,
 )
 from exporters.request import ExportRequest
@@ -68,6 +69,7 @@ def load_on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
         builtin_preprocessing=facts["builtin"],
         fixed_hw=tuple(fixed) if fixed else None,
         channels=facts["channels"],
+        output_names=tuple(facts["output_names"]),
         notes=[f"{why}: exported on the TensorFlow backend in a subprocess"],
     )
     weakref.finalize(source, worker.close)
@@ -172,6 +174,7 @@ class _Model:
             "channels": input_channels(self.model),
             "versions": versions,
             "builtin": builtin_preprocessing(self.model),
+            "output_names": list(output_names(self.model)),
         }
 
     def run(self) -> dict:

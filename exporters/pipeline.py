@@ -8,6 +8,7 @@ atomically only after the checker, the contract checks and the parity check have
 from __future__ import annotations
 
 import importlib
+import math
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -25,11 +26,14 @@ from ensemble.members.session import build_session
 from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract
 from exporters.formats import FORMATS, detect_format
+from exporters.inputs import channel_mismatch, net_channels, padding_multiple
+from exporters.outputs import choose_output, take_output
 from exporters.quality import CLAIM_TOLERANCE, Quality, likely_causes, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
-from exporters.source import LoadedSource, check_source_output, pick_output
+from exporters.source import LoadedSource, check_source_output
 from exporters.trust import check_trust
+from exporters.upsample import upsample_bilinear
 from exporters.verify import check_graph, parity_error, probe_size
 
 LOADERS = {
@@ -39,6 +43,8 @@ LOADERS = {
     "keras": ("exporters.keras_export", "load_keras", "keras,torch"),
     "keras.h5": ("exporters.keras_export", "load_keras", "keras,torch"),
     "savedmodel": ("exporters.keras_export", "load_keras", "keras,torch"),
+    "safetensors": ("exporters.torch_export", "load_torch", "torch,transformers"),
+    "transformers": ("exporters.transformers_export", "load_transformers", "torch,transformers"),
 }
 
 
@@ -67,8 +73,9 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     sha256 = path_sha256(request.source)
     replacing = _check_target(request, sha256)
     source = _load(source_format, request)
-    channels = _export_channels(request, source)
-    request.normalisation.check_channels(channels)
+    takes = net_channels(request, source)
+    request.normalisation.check_channels(takes)
+    channels = 1 if request.gray_to_rgb else takes
     samples = load_samples(data, request.data is None, _export_hw(request, source, data), channels)
     if source.builtin_preprocessing and not request.normalisation.is_identity:
         raise EnsError(
@@ -79,13 +86,18 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
     check = _Checker(request, source, samples)
     class_names = class_names_for(check.reference.shape[1], request.class_names)
     _check_store(request, class_names)
-    info_args = (request, source, class_names, sha256, samples)
+    info_args = (request, source, class_names, sha256, samples, check.factor)
     fixed_reason = "the model declares its input size" if source.fixed_hw else None
+    multiple, size_note = request.size_multiple or 1, ""
     if fixed_reason is None:
-        model, error, fixed_reason = check.build(True, _info(*info_args, dynamic_hw=True))
+        model, error, fixed_reason, session = check.build(True, _info(*info_args, dynamic_hw=True))
     dynamic_hw = fixed_reason is None
-    if not dynamic_hw:
-        model, error, _ = check.build(False, _info(*info_args, dynamic_hw=False))
+    if dynamic_hw:
+        multiple, size_note = padding_multiple(check, session, request.size_multiple)
+        measured = _info(*info_args, dynamic_hw=True, opset=opset_of(model), size_multiple=multiple)
+        attach_metadata(model, measured, {})
+    else:
+        model, error, _, _ = check.build(False, _info(*info_args, dynamic_hw=False))
     quality, quality_note = _judge(
         model, request, data, class_names, source.builtin_preprocessing, channels, source.batchnorm
     )
@@ -93,14 +105,23 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
         source.kind,
         check.output_note,
         "softmax appended (the source emits logits)" if check.logits else "the source emits probabilities",
+        check.resize_note(),
         *source.notes,
-        f"H, W fixed: {fixed_reason}" if fixed_reason else "H, W dynamic",
+        f"H, W fixed: {fixed_reason}" if fixed_reason else f"H, W dynamic{size_note}",
         replacing,
     ]
     notes = [note for note in notes if note]
     val_miou = quality.val_miou if quality else request.val_miou
-    info = _info(*info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model), val_miou=val_miou)
-    extra = {"parity_inputs": samples.origin, "export_notes": "; ".join(notes), "val_miou_from": quality_note}
+    info = _info(
+        *info_args, dynamic_hw=dynamic_hw, error=error, opset=opset_of(model), val_miou=val_miou,
+        size_multiple=multiple,
+    )  # fmt: skip
+    extra = {
+        "parity_inputs": samples.origin,
+        "export_notes": "; ".join(notes),
+        "val_miou_from": quality_note,
+        "source_output": f"{check.choice.label} of {check.choice.count}" if check.choice.count > 1 else "",
+    }
     if quality is None and request.val_miou is not None:
         extra["val_miou_from"] = "--val-miou, given at export; " + quality_note
     attach_metadata(model, info, extra)
@@ -194,15 +215,25 @@ class _Checker:
     def __init__(self, request: ExportRequest, source: LoadedSource, samples: Samples) -> None:
         self.request, self.source, self.samples = request, source, samples
         self.pixels = samples.pixels()
-        scores, self.key, self.output_note = self.scores(self.pixels)
+        try:
+            raw = self.run(self.pixels)
+        except EnsError as exc:
+            raise channel_mismatch(self) or exc from exc
+        self.choice = choose_output(
+            raw, channels_last=source.channels_last, n=len(self.pixels), hw=self.pixels.shape[2:],
+            requested=request.output, names=source.output_names,
+        )  # fmt: skip
+        self.key, self.output_note = self.choice.key, self.choice.note
+        self.factor = 0  # how many times the output is smaller than the input, set by the first run
+        scores = self.scores(self.pixels, raw)
         self.logits = not is_probabilities(scores)
         self.reference = softmax(scores) if self.logits else scores
 
-    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, object, str]:
-        """The source's chosen output as (N, C, H, W) for raw pixels."""
-        batch = _layout(self.source, self.request.normalisation.apply(pixels))
+    def run(self, pixels: np.ndarray):
+        """The source's raw output (tensor, list or dict) for raw pixels."""
+        batch = self.net_batch(pixels)
         try:
-            raw = self.source.run(np.ascontiguousarray(batch))
+            return self.source.run(np.ascontiguousarray(batch))
         except EnsError:
             raise
         except Exception as exc:  # any framework error while running the user's model
@@ -210,32 +241,62 @@ class _Checker:
                 f"running the {self.source.framework} model on {len(batch)} images of shape "
                 f"{batch.shape[1:]} failed ({type(exc).__name__}: {first_line(exc)})"
             ) from exc
-        out, key, note = pick_output(raw)
-        return check_source_output(out, self.source.channels_last, len(pixels), pixels.shape[2:]), key, note
+
+    def net_batch(self, pixels: np.ndarray) -> np.ndarray:
+        """What the net is fed for raw member pixels: gray copied to R, G, B with --gray-to-rgb, then
+        normalised, in the net's layout."""
+        if self.request.gray_to_rgb:
+            pixels = np.repeat(pixels, 3, axis=1)
+        return _layout(self.source, self.request.normalisation.apply(pixels))
+
+    def scores(self, pixels: np.ndarray, raw=None) -> np.ndarray:
+        """The source's chosen output as (N, C, H, W) for raw pixels (or for their raw output),
+        resized bilinearly to the input size when it is smaller, as the member will resize it."""
+        out = take_output(self.run(pixels) if raw is None else raw, self.key)
+        choice = self.choice
+        nchw = check_source_output(
+            out, self.source.channels_last, len(pixels), pixels.shape[2:], choice.what, choice.count
+        )
+        factor = pixels.shape[2] // nchw.shape[2]
+        if self.factor and factor != self.factor:
+            raise EnsError(
+                f"{choice.what} is 1/{factor} of the input size at {pixels.shape[2]}x{pixels.shape[3]} "
+                f"but 1/{self.factor} at {self.pixels.shape[2]}x{self.pixels.shape[3]}"
+            )
+        self.factor = factor
+        return upsample_bilinear(nchw, factor)
+
+    def resize_note(self) -> str:
+        """The export note for an output smaller than the input, empty when it is at the input size."""
+        if self.factor == 1:
+            return ""
+        return (
+            f"the source's output is 1/{self.factor} of the input size: a bilinear resize x{self.factor} "
+            f"(align_corners=False) is folded in{' before the softmax' if self.logits else ''}"
+        )
 
     def net_inputs(self) -> str:
         """What the net saw in the parity run: value range and the formula that made it."""
-        seen = self.request.normalisation.apply(self.pixels)
+        seen = self.net_batch(self.pixels)
         return (
             f"the net saw inputs in [{seen.min():.4g}, {seen.max():.4g}], made by "
             f"{self.request.normalisation.formula()} from raw pixels x"
         )
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        scores = self.scores(pixels)[0]
+        scores = self.scores(pixels)
         return softmax(scores) if self.logits else scores
 
-    def build(self, dynamic_hw: bool, info: MemberInfo) -> tuple[onnx.ModelProto, float, str | None]:
-        """Export, wrap, check and verify one candidate; return it, its parity error and, when H/W
-        were asked dynamic but are not, why."""
-        example = np.ascontiguousarray(
-            _layout(self.source, self.request.normalisation.apply(self.pixels[:2]))
-        )
+    def build(self, dynamic_hw: bool, info: MemberInfo) -> tuple[onnx.ModelProto, float, str | None, object]:
+        """Export, wrap, check and verify one candidate; return it, its parity error, why H/W are not
+        dynamic when they were asked so, and its ONNX Runtime session."""
+        example = np.ascontiguousarray(self.net_batch(self.pixels[:2]))
         raw, index = self.source.to_onnx(example, dynamic_hw, self.key)
         model = wrap_to_contract(
             raw, channels_last=self.source.channels_last, normalisation=self.request.normalisation,
             add_softmax=self.logits, output_key=index, n_classes=self.reference.shape[1],
-            hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels,
+            hw=self.samples.hw, dynamic_hw=dynamic_hw, channels=self.samples.channels, upsample=self.factor,
+            gray_to_rgb=self.request.gray_to_rgb,
         )  # fmt: skip
         check_graph(model)
         attach_metadata(model, replace(info, opset=opset_of(model)), {})
@@ -248,11 +309,16 @@ class _Checker:
                 session, self.pixels, self.reference, tolerance, self.source.framework, self.net_inputs()
             )
             reason = probe_size(session, self.pixels, self.probabilities, tolerance) if dynamic_hw else None
-        return model, error, reason
+        return model, error, reason, session
 
 
 def _load(source_format: str, request: ExportRequest) -> LoadedSource:
     module_name, function, extra = LOADERS[source_format]
+    if request.keras_backend != "auto" and function != "load_keras":
+        raise EnsError(
+            f"--keras-backend {request.keras_backend} applies to Keras models, and "
+            f"{request.source.name!r} is a {FORMATS[source_format]}; drop --keras-backend"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -272,16 +338,6 @@ def _export_hw(request: ExportRequest, source: LoadedSource, data: Path) -> tupl
             f"{source.fixed_hw[0]}x{source.fixed_hw[1]}; drop them or pass the model's size"
         )
     return given or source.fixed_hw or data_hw(data) or FALLBACK_HW
-
-
-def _export_channels(request: ExportRequest, source: LoadedSource) -> int:
-    """--channels, else what the model's input declares (Keras), else 1 (grayscale)."""
-    if request.channels is not None and source.channels is not None and request.channels != source.channels:
-        raise EnsError(
-            f"--channels {request.channels} differs from the model's input, which takes {source.channels} "
-            "channel(s); drop --channels or pass the model's"
-        )
-    return request.channels or source.channels or 1
 
 
 def _layout(source: LoadedSource, batch: np.ndarray) -> np.ndarray:
@@ -308,12 +364,14 @@ def _check_store(request: ExportRequest, class_names: tuple[str, ...]) -> None:
 
 
 def _info(
-    request, source, class_names, sha256, samples: Samples, *, dynamic_hw, error=0.0, opset=0, val_miou=None
+    request, source, class_names, sha256, samples: Samples, factor: int = 1, *, dynamic_hw, **measured
 ) -> MemberInfo:
     import onnxruntime
 
     versions = {**source.versions, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
     preprocessing = request.normalisation.describe()
+    if request.gray_to_rgb:
+        preprocessing = f"gray copied to R, G, B; {preprocessing}"
     if source.builtin_preprocessing:
         preprocessing += f", then inside the model: {source.builtin_preprocessing}"
     return MemberInfo(
@@ -323,11 +381,13 @@ def _info(
         source_file=request.source.name,
         source_sha256=sha256,
         exporter_versions=tuple(sorted(versions.items())),
-        parity_max_abs_err=float(error),
-        opset=opset,
+        parity_max_abs_err=float(measured.get("error", 0.0)),
+        opset=measured.get("opset", 0),
         preprocessing=preprocessing,
         input_hw=(None, None) if dynamic_hw else samples.hw,
-        val_miou=val_miou,
+        val_miou=measured.get("val_miou"),
         input_channels=samples.channels,
-        size_multiple=request.size_multiple,
+        # an output 1/factor of the input is resized back to H, W only at multiples of the factor
+        size_multiple=math.lcm(measured.get("size_multiple") or request.size_multiple or 1, factor),
+        upsample_factor=factor,
     )

@@ -118,9 +118,10 @@ class Normalisation:
         """Refuse per-channel statistics or a channel order that do not fit a net of `channels`."""
         for flag, value in (("--mean", self.mean), ("--std", self.std)):
             if isinstance(value, tuple) and len(value) != channels:
+                rgb = " (--channels 3 for an RGB net, plus --gray-to-rgb to feed it grayscale images)"
                 raise EnsError(
                     f"{flag} lists {len(value)} values but the net takes {channels} channel(s); give one "
-                    "value, or one per channel in the net's channel order"
+                    f"value, or one per channel in the net's channel order{rgb if len(value) == 3 else ''}"
                 )
         if self.channel_order != "rgb" and channels != 3:
             raise EnsError(

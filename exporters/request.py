@@ -13,10 +13,11 @@ from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
 from ensemble.files.jsonfile import unique_keys
 from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
-from ensemble.optionvalues import name_list
+from ensemble.optionvalues import MAX_CLASSES, name_list
 from exporters.preprocessing import Normalisation
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+KERAS_BACKENDS = ("auto", "torch", "tensorflow")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,10 @@ class ExportRequest:
     split: SplitSpec = SplitSpec()
     channels: int | None = None
     masks: Path | None = None
-    size_multiple: int = 1
+    size_multiple: int | None = None
+    output: str | None = None
+    gray_to_rgb: bool = False
+    keras_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if not NAME_PATTERN.fullmatch(self.name):
@@ -57,10 +61,24 @@ class ExportRequest:
             )
         if self.channels not in (None, *CHANNELS):
             raise EnsError(f"--channels {self.channels} is not 1 (grayscale) or 3 (RGB)")
-        if not 1 <= self.size_multiple <= MAX_SIZE_MULTIPLE:
+        if self.gray_to_rgb and self.channels == 1:
+            raise EnsError(
+                "--gray-to-rgb copies a grayscale image into the R, G and B inputs of an RGB net, but "
+                "--channels 1 says the net takes one channel; pass --channels 3, or drop --gray-to-rgb"
+            )
+        if self.size_multiple is not None and not 1 <= self.size_multiple <= MAX_SIZE_MULTIPLE:
             raise EnsError(
                 f"--size-multiple {self.size_multiple} is outside 1..{MAX_SIZE_MULTIPLE}; give the number H "
                 "and W must be divisible by (e.g. 32 for a net with five 2x poolings)"
+            )
+        if self.output is not None and not self.output.strip():
+            raise EnsError(
+                "--output is empty; give the output's name (a dict key or Keras output layer) or its index"
+            )
+        if self.keras_backend not in KERAS_BACKENDS:
+            raise EnsError(
+                f"--keras-backend {self.keras_backend!r} is not one of {', '.join(KERAS_BACKENDS)}; "
+                "auto uses torch and moves to tensorflow when torch fails"
             )
         if not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise EnsError(f"--tolerance {self.tolerance!r} is not allowed; give a number >= 0 like 1e-4")
@@ -110,7 +128,13 @@ def parse_class_names(text: str | None) -> tuple[str, ...] | None:
 
 
 def class_names_for(n_classes: int, given: tuple[str, ...] | None) -> tuple[str, ...]:
-    """The given names (checked against the net's channel count) or the defaults for C classes."""
+    """The given names (checked against the net's channel count) or the defaults for C classes;
+    at most MAX_CLASSES, since labels are uint8."""
+    if n_classes > MAX_CLASSES:
+        raise EnsError(
+            f"the model outputs {n_classes} class channels; a member has at most {MAX_CLASSES} classes "
+            f"(labels are uint8, 0..{MAX_CLASSES - 1}); export a model with fewer classes"
+        )
     if given is not None:
         if len(given) != n_classes:
             raise EnsError(

@@ -7,7 +7,7 @@ which `exporters.contract` then wraps into a member.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError
+from exporters.upsample import reduction_factor
 
 
 @dataclass
@@ -36,6 +37,7 @@ class LoadedSource:
     fixed_hw: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
     channels: int | None = None  # what the model's input declares, when it does
+    output_names: tuple[str, ...] = ()  # the model's names for the items of a list output (Keras)
     batchnorm: bool = False  # the net holds BatchNorm layers (a likely cause of a poor member)
 
 
@@ -51,54 +53,29 @@ def has_batchnorm(net) -> bool:
     return False
 
 
-def pick_output(raw: Any) -> tuple[np.ndarray, Any, str]:
-    """The tensor a member is built from, its key (index or dict key) and a note on the choice.
-
-    A single tensor is used as is; a tuple/list gives its first item; a dict its "out" entry,
-    else its first entry. Extra outputs (deep supervision, aux heads) are dropped and recorded.
-    """
-    if isinstance(raw, Mapping):
-        keys = list(raw)
-        if not keys:
-            raise EnsError("the model returned an empty dict; a member needs one (N, C, H, W) output")
-        key = "out" if "out" in raw else keys[0]
-        return _array(raw[key]), key, f"kept output {key!r} of a dict with keys {keys}"
-    if isinstance(raw, Sequence) and not isinstance(raw, (str, bytes)):
-        if not raw:
-            raise EnsError("the model returned an empty sequence; a member needs one (N, C, H, W) output")
-        if len(raw) == 1:
-            return _array(raw[0]), 0, ""
-        return _array(raw[0]), 0, f"kept the first of {len(raw)} outputs"
-    return _array(raw), None, ""
-
-
-def _array(value: Any) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype.kind != "f":
-        raise EnsError(
-            f"the model's output has dtype {array.dtype}; a member needs float scores (logits or "
-            "probabilities), not labels"
-        )
-    return array.astype(np.float32, copy=False)
-
-
-def check_source_output(out: np.ndarray, channels_last: bool, n: int, hw: tuple[int, int]) -> np.ndarray:
-    """Return the output as (N, C, H, W) after checking it holds per-pixel scores at input size."""
+def check_source_output(
+    out: np.ndarray, channels_last: bool, n: int, hw: tuple[int, int], what: str = "the model", count: int = 1
+) -> np.ndarray:
+    """Return the output as (N, C, h, w) after checking it holds per-pixel scores at the input size
+    or smaller by one integer factor on both axes (resized at export); `what` names it in messages
+    ("the model's output 'aux'"), one of `count` outputs."""
     layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
     if out.ndim != 4:
         raise EnsError(
-            f"the model returns shape {out.shape} for input size {hw}; a member needs per-pixel class "
+            f"{what} returns shape {out.shape} for input size {hw}; a member needs per-pixel class "
             f"scores shaped {layout}"
         )
     nchw = np.transpose(out, (0, 3, 1, 2)) if channels_last else out
-    if nchw.shape[0] != n or nchw.shape[2:] != tuple(hw):
+    if nchw.shape[0] != n or reduction_factor(nchw.shape[2:], hw) is None:
+        fix = "choose the full-size head with --output, or add" if count > 1 else "add"
         raise EnsError(
-            f"the model returns {layout} = {out.shape} for {n} images of {hw[0]}x{hw[1]}; a member must "
-            "return one score map per image at the input size (add the final upsampling to the net)"
+            f"{what} returns {layout} = {out.shape} for {n} images of {hw[0]}x{hw[1]}; a member must "
+            "return one score map per image at the input size, or smaller by one integer factor on both "
+            f"axes, which is resized ({fix} the final upsampling to the net)"
         )
     if nchw.shape[1] < 2:
         raise EnsError(
-            f"the model returns {nchw.shape[1]} channel(s); a member needs C >= 2 class channels "
+            f"{what} returns {nchw.shape[1]} channel(s); a member needs C >= 2 class channels "
             "(a single sigmoid channel is not a softmax over classes)"
         )
     return np.ascontiguousarray(nchw)

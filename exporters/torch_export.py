@@ -1,9 +1,9 @@
 """PyTorch sources: a state_dict + `--factory`, TorchScript, a torch.export `.pt2`, or a pickled model.
 
 The loader follows the file's content (`exporters.formats`). A state_dict is loaded with
-`torch.load(weights_only=True)`, which cannot run code; a pickled nn.Module, a TorchScript program
-and a torch.export archive (whose loader unpickles with weights_only=False) can, so they are only
-loaded with `--trust`. The graph is traced by the TorchScript
+`torch.load(weights_only=True)` or from a `.safetensors` file, neither of which can run code; a
+pickled nn.Module, a TorchScript program and a torch.export archive (whose loader unpickles with
+weights_only=False) can, so they are only loaded with `--trust`. The graph is traced by the TorchScript
 ONNX exporter (fast, single file, takes TorchScript too); the dynamo exporter is the fallback.
 """
 
@@ -40,6 +40,8 @@ def load_torch(request: ExportRequest, source_format: str) -> LoadedSource:
         module, kind = _load_program(path, request), "torch.export program"
     elif source_format == "torchscript":
         module, kind = _load_script(path, request), "TorchScript module"
+    elif source_format == "safetensors":
+        module, kind = _with_factory(_read_safetensors(path), "", path, request)
     else:
         module, kind = _load_checkpoint(path, request)
     if request.factory and not kind.startswith("state_dict"):
@@ -47,6 +49,12 @@ def load_torch(request: ExportRequest, source_format: str) -> LoadedSource:
             f"--factory is only used with a state_dict checkpoint, but {str(path)!r} is a {kind} "
             "that already holds its network; drop --factory"
         )
+    return module_source(module, kind)
+
+
+def module_source(module: torch.nn.Module, kind: str, versions: dict[str, str] | None = None) -> LoadedSource:
+    """Describe how to run and convert a loaded torch module (`versions`: other libraries it came from);
+    a Hugging Face model's config says how many channels it takes."""
     with contextlib.suppress(NotImplementedError):  # torch.export modules refuse eval()
         module.eval()
 
@@ -66,10 +74,17 @@ def load_torch(request: ExportRequest, source_format: str) -> LoadedSource:
         channels_last=False,
         run=run,
         to_onnx=to_onnx,
-        versions={"torch": torch.__version__.split("+")[0]},
+        versions={"torch": torch.__version__.split("+")[0], **(versions or {})},
+        channels=_config_channels(module),
         batchnorm=has_batchnorm(module),
     )
     return source
+
+
+def _config_channels(module: torch.nn.Module) -> int | None:
+    """The input channels a transformers model's config declares (`num_channels`), else None."""
+    channels = getattr(getattr(module, "config", None), "num_channels", None)
+    return channels if isinstance(channels, int) and not isinstance(channels, bool) else None
 
 
 def _load_program(path: Path, request: ExportRequest) -> torch.nn.Module:
@@ -117,7 +132,11 @@ def _load_checkpoint(path: Path, request: ExportRequest) -> tuple[torch.nn.Modul
         raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from exc
     if isinstance(obj, torch.nn.Module):
         return obj.float(), "pickled nn.Module"
-    state_dict, where = _find_state_dict(obj, path)
+    return _with_factory(*_find_state_dict(obj, path), path, request)
+
+
+def _with_factory(state_dict: dict, where: str, path: Path, request: ExportRequest) -> tuple:
+    """The network --factory builds, with the state_dict's weights loaded into it, and its kind."""
     if not request.factory:
         raise EnsError(
             f"{str(path)!r} is a state_dict of {len(state_dict)} tensors{where}; pass --factory "
@@ -129,8 +148,27 @@ def _load_checkpoint(path: Path, request: ExportRequest) -> tuple[torch.nn.Modul
             f"--factory {request.factory!r} returned a {type(net).__name__}, not a torch.nn.Module; "
             "point it at the network class or a function returning one"
         )
-    _load_weights(net, state_dict, path, request.factory)
-    return net.float(), f"state_dict{where} + {request.factory}"
+    note = load_weights(net, state_dict, path, request.factory)
+    return net.float(), f"state_dict{where}{note} + {request.factory}"
+
+
+def _read_safetensors(path: Path) -> dict:
+    """The tensors of a .safetensors file (a format that holds no code)."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError as exc:
+        raise EnsError(
+            f"{str(path)!r} is a safetensors file, which needs the safetensors package; "
+            "pip install 'ens[transformers]'"
+        ) from exc
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from exc
+    if not state:
+        raise EnsError(f"{str(path)!r} holds no tensors; save the model's state_dict with safetensors")
+    return state
 
 
 def _load_trusted(path: Path) -> Any:
@@ -157,17 +195,14 @@ def _find_state_dict(obj: Any, path: Path) -> tuple[dict, str]:
             f"{str(path)!r} holds a {type(obj).__name__}{f' with keys {keys}' if keys else ''}, not a "
             f"state_dict; expected a dict of tensors, or one under {' or '.join(map(repr, STATE_DICT_KEYS))}"
         )
-    if state and all(k.startswith("module.") for k in state):
-        state, where = (
-            {k[len("module.") :]: v for k, v in state.items()},
-            where + " (DataParallel prefix removed)",
-        )
     return state, where
 
 
-def _load_weights(net: torch.nn.Module, state: dict, path: Path, factory: str) -> None:
-    """load_state_dict(strict=True), with a one-line report of missing, unexpected and resized keys."""
+def load_weights(net: torch.nn.Module, state: dict, path: Path, factory: str) -> str:
+    """load_state_dict(strict=True), with a one-line report of missing, unexpected and resized keys;
+    keys that all carry a prefix the network's lack are loaded without it; return a note saying so."""
     expected = net.state_dict()
+    state, note = strip_prefix(state, expected)
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     resized = [
@@ -176,7 +211,7 @@ def _load_weights(net: torch.nn.Module, state: dict, path: Path, factory: str) -
         if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
     ]
     parts = [
-        f"{label} {_few(keys)}"
+        f"{label} {few_keys(keys)}"
         for label, keys in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),
@@ -187,12 +222,50 @@ def _load_weights(net: torch.nn.Module, state: dict, path: Path, factory: str) -
     if parts:
         raise EnsError(
             f"the state_dict in {str(path)!r} does not fit the network built by --factory {factory!r}: "
-            f"{'; '.join(parts)}; check --factory and --factory-kwargs"
+            f"{'; '.join(parts)}; {_prefix_hint(state, expected)}check --factory and --factory-kwargs"
         )
     net.load_state_dict(state, strict=True)
+    return note
 
 
-def _few(items: list[str], shown: int = 4) -> str:
+def strip_prefix(state: dict, expected: dict) -> tuple[dict, str]:
+    """`state` without the prefixes all its keys share and the network's keys lack (DataParallel's
+    'module.', Lightning's 'model.', a wrapper's 'net.') when that makes it fit better, and the note.
+
+    >>> strip_prefix({"module.net.w": 1}, {"w": 0})
+    ({'w': 1}, " (prefix 'module.net.' removed)")
+    """
+    stripped, removed = state, ""
+    while set(stripped) != set(expected):
+        prefix = _common_prefix(stripped)
+        if not prefix or _common_prefix(expected) == prefix:
+            break
+        stripped, removed = {k[len(prefix) :]: v for k, v in stripped.items()}, removed + prefix
+    if not removed or len(set(stripped) ^ set(expected)) >= len(set(state) ^ set(expected)):
+        return state, ""
+    return stripped, f" (prefix {removed!r} removed)"
+
+
+def _common_prefix(keys) -> str:
+    """'net.' when every key starts with that one dotted component, else ''."""
+    firsts = {key.partition(".")[0] + "." if "." in key else "" for key in keys}
+    return firsts.pop() if len(firsts) == 1 else ""
+
+
+def _prefix_hint(state: dict, expected: dict) -> str:
+    """Where the keys' prefixes differ, say so: the usual cause of a state_dict that fits nothing."""
+    have, want = _common_prefix(state), _common_prefix(expected)
+    if have == want:
+        return ""
+    have_text = f"all start with {have!r}" if have else f"start like {next(iter(state), '')!r}"
+    return (
+        f"the state_dict's keys {have_text} while the network's "
+        f"{f'all start with {want!r}' if want else 'share no prefix'} (a wrapper's or of another class?); "
+    )
+
+
+def few_keys(items: list[str], shown: int = 4) -> str:
+    """The first few of a list of keys, and how many more there are."""
     more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
     return ", ".join(items[:shown]) + more
 

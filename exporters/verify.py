@@ -119,3 +119,51 @@ def probe_size(
     if probs.shape != expected.shape or not float(np.abs(probs - expected).max()) <= tolerance:
         return f"the graph differs from the source at {large.shape[2]}x{large.shape[3]}"
     return None
+
+
+def size_multiple(
+    session: MemberSession,
+    pixels: np.ndarray,
+    reference: Callable[[np.ndarray], np.ndarray],
+    tolerance: float,
+) -> tuple[int, str]:
+    """The smallest power of two M such that the member runs, and matches the source, on an image whose
+    H and W are odd multiples of M; M = 1 when any size runs. Nets with k 2x poolings and skip
+    connections need M = 2**k; images are padded to it. Returns M and the sizes that failed below it.
+
+    Only powers of two up to the largest one dividing the parity images' H and W are tried, since the
+    member ran at that size; when none runs, that largest one is returned.
+    """
+    height, width = pixels.shape[2:]
+    largest = min(height & -height, width & -width)
+    failed = []
+    multiple = 1
+    while multiple < largest:
+        size = (_odd_multiple(height, multiple), _odd_multiple(width, multiple))
+        if _runs_at(session, pixels[:1], size, reference, tolerance):
+            break
+        failed.append(f"{size[0]}x{size[1]}")
+        multiple *= 2
+    return multiple, ", ".join(failed)
+
+
+def _odd_multiple(value: int, multiple: int) -> int:
+    """The smallest odd multiple of `multiple` that is >= `value` (so not a multiple of 2 * multiple).
+
+    >>> _odd_multiple(64, 8), _odd_multiple(128, 32), _odd_multiple(64, 1)
+    (72, 160, 65)
+    """
+    count = -(-value // multiple)
+    return multiple * (count if count % 2 else count + 1)
+
+
+def _runs_at(session: MemberSession, pixels: np.ndarray, size: tuple[int, int], reference, tolerance) -> bool:
+    """Do the source and the member both run on `pixels` reflect-padded to `size`, and agree?"""
+    extra = ((0, 0), (0, 0), (0, size[0] - pixels.shape[2]), (0, size[1] - pixels.shape[3]))
+    grown = np.ascontiguousarray(np.pad(pixels, extra, mode="symmetric"))
+    try:
+        expected = reference(grown)
+        probs = session.run(grown)
+    except Exception:  # either side refuses the size (framework or onnxruntime errors)
+        return False
+    return probs.shape == expected.shape and float(np.abs(probs - expected).max()) <= tolerance

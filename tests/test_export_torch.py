@@ -139,7 +139,7 @@ def test_torch_export_program_keeps_first_output(tmp_path, data):
     assert_contract(result.member.path, pixels, dynamic_hw=False)  # the program fixed H and W
     expected = softmax(torch_probs(net, pixels, 255.0)[0])
     np.testing.assert_allclose(run_member(result.member.path, pixels), expected, atol=1e-5)
-    assert "kept the first of 2 outputs" in result.notes
+    assert "kept the first of 2 outputs (index 0), the only one at the input size" in result.notes
 
 
 def test_pickled_model_needs_trust_and_dict_output_uses_out(tmp_path, data):

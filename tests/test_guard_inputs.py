@@ -211,7 +211,7 @@ def test_api_fit_out_over_a_member_or_its_external_data(tmp_path):
     ):
         with pytest.raises(EnsError, match=f"out= .* is the same file as {fragment}"):
             api.fit(["a", "ext"], images, masks, tta="none", out=out, store=store)
-    with pytest.raises(EnsError, match="out= .* holds a NUL character"):
+    with pytest.raises(EnsError, match="out=? .* holds a NUL character"):
         api.fit(["a", "ext"], images, masks, tta="none", out=f"{tmp_path}/spec\0.json", store=store)
     assert_unchanged(before, tmp_path)
     api.fit(["a", "ext"], images, masks, tta="none", out=store / "ensemble.json", store=store)

@@ -2,6 +2,7 @@
 
 # Importing a command module registers its commands on the app.
 from ensemble.cli import (  # noqa: F401
+    bundle_cmd,
     cache_cmd,
     compile_cmd,
     data_cmd,

@@ -4,6 +4,7 @@ from typing import Annotated
 
 import typer
 
+from ensemble.cli.usage import OneLineGroup
 from ensemble.entry import set_debug
 
 HELP = (
@@ -13,6 +14,7 @@ HELP = (
 
 app = typer.Typer(
     name="ens",
+    cls=OneLineGroup,
     help=HELP,
     no_args_is_help=True,
     add_completion=False,

@@ -32,6 +32,12 @@ class ChannelOrder(str, Enum):
     bgr = "bgr"
 
 
+class KerasBackend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    tensorflow = "tensorflow"
+
+
 def _exporters():
     """Import the exporters lazily: they are the only part of ens that needs torch or keras."""
     try:
@@ -46,9 +52,9 @@ def _exporters():
 SourceArg = Annotated[
     Path,
     typer.Argument(
-        help="Model file, recognised by its content: a state_dict (.pt/.pth/.ckpt/.bin, with --factory), "
-        "a .keras/.h5 Keras 3 model, or, with --trust, a TorchScript file, a torch.export .pt2 archive "
-        "or a pickled model."
+        help="Model file, recognised by its content: a state_dict (.pt/.pth/.ckpt/.bin/.safetensors, with "
+        "--factory), a Hugging Face save_pretrained folder (config.json + model.safetensors), a .keras/.h5 "
+        "Keras 3 model, or, with --trust, a TorchScript file, a torch.export .pt2 archive or a pickled model."
     ),
 ]
 NameOpt = Annotated[str, typer.Option("--name", help="Member name in the store (letters, digits, _ or -).")]
@@ -56,7 +62,9 @@ FactoryOpt = Annotated[
     str | None,
     typer.Option(
         "--factory",
-        help="module:callable that builds the net of a state_dict, e.g. monai.networks.nets:UNet.",
+        help="module:callable that builds the net of a state_dict, e.g. monai.networks.nets:UNet; a "
+        "transformers model class (transformers:SegformerForSemanticSegmentation) gets its config built "
+        "from --factory-kwargs.",
     ),
 ]
 FactoryKwargsOpt = Annotated[
@@ -100,12 +108,39 @@ ChannelOrderOpt = Annotated[
     ),
 ]
 SizeMultipleOpt = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--size-multiple",
         min=1,
         help="H and W must be multiples of this (e.g. 32 for five 2x poolings); other images are "
-        "reflect-padded to the next multiple and the output cropped back.",
+        "reflect-padded to the next multiple and the output cropped back. Default: measured on the "
+        "exported member (the smallest power of two it runs at).",
+    ),
+]
+GrayToRgbExportOpt = Annotated[
+    bool,
+    typer.Option(
+        "--gray-to-rgb",
+        help="The net is RGB (--channels 3) but the member takes grayscale images: the gray channel is "
+        "copied into R, G and B inside the member, so it joins grayscale members.",
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        help="Which output of a multi-output model (deep supervision, aux heads) the member keeps: a dict "
+        "key or Keras output layer name, or an index into a tuple (default: the one score map at the "
+        "input size).",
+    ),
+]
+KerasBackendOpt = Annotated[
+    KerasBackend,
+    typer.Option(
+        "--keras-backend",
+        help="Keras backend that runs and converts a Keras model: torch, tensorflow (a subprocess; needs "
+        "ens[tensorflow]) or auto (torch, moving to tensorflow when a custom layer or torch's ONNX "
+        "conversion fails).",
     ),
 ]
 ScaleOpt = Annotated[float | None, typer.Option("--scale", hidden=True, help="Refused: use --input-range.")]
@@ -196,7 +231,10 @@ def export(
     channels: ChannelsOpt = None,
     channel_order: ChannelOrderOpt = ChannelOrder.rgb,
     masks: MasksOpt = None,
-    size_multiple: SizeMultipleOpt = 1,
+    size_multiple: SizeMultipleOpt = None,
+    output: OutputOpt = None,
+    gray_to_rgb: GrayToRgbExportOpt = False,
+    keras_backend: KerasBackendOpt = KerasBackend.auto,
 ) -> None:
     """Export a model to models/NAME.onnx with the contract folded in, verified against the source."""
     ex = _exporters()
@@ -207,17 +245,23 @@ def export(
         raise refuse_scale(scale)
     request = ex.ExportRequest(
         source=source, name=name, factory=factory, factory_kwargs=parse_factory_kwargs(factory_kwargs),
-        normalisation=ex.Normalisation.from_options(input_range, mean, std, channel_order.value, channels),
+        normalisation=ex.Normalisation.from_options(
+            input_range, mean, std, channel_order.value, 3 if gray_to_rgb and channels is None else channels
+        ),
         custom_objects=custom_objects,
         data=data, trust=trust, tolerance=tolerance, height=height, width=width,
         class_names=parse_class_names(class_names), val_miou=val_miou, out_dir=out_dir, force=force,
         split=split_spec(split_seed, val_fraction, val_ids, drop_outliers, data),
-        channels=channels, masks=masks, size_multiple=size_multiple,
+        channels=channels, masks=masks, size_multiple=size_multiple, output=output, gray_to_rgb=gray_to_rgb,
+        keras_backend=keras_backend.value,
     )  # fmt: skip
     result = ex.export_member(request, default_data=DEFAULT_DATA)
     member, info = result.member, result.member.info
     size = "dynamic H, W" if result.dynamic_hw else f"{info.input_hw[0]}x{info.input_hw[1]} fixed"
+    if result.dynamic_hw and info.size_multiple > 1:
+        size += f", padded to multiples of {info.size_multiple}"
     size += ", RGB" if info.input_channels == 3 else ""
+    size += ", gray copied to RGB inside" if request.gray_to_rgb else ""
     console.print(
         f"[green]wrote[/] {escape(str(member.path))} ({format_size(member.size_bytes)}, {size}) "
         f"in {result.seconds:.1f} s\n"

@@ -36,8 +36,9 @@ def members(
         Path, typer.Option("--models-dir", file_okay=False, help="Member store folder.")
     ] = DEFAULT_STORE,
 ) -> None:
-    """Show each member's source framework, classes, parity error, size, validation mIoU and whether
-    it emits probabilities (run once on two random images)."""
+    """Show each member's source framework, classes, input (size, multiple, an output resized from
+    1/f of it), parity error, size, validation mIoU and whether it emits probabilities (run once on two
+    random images)."""
     files = [(path.stem, path) for path in paths] if paths else list(store_files(models_dir).items())
     if not files:
         console.print(
@@ -60,7 +61,8 @@ def members(
             str(info.n_classes),
             f"{height or 'H'}x{width or 'W'}"
             + (" RGB" if info.input_channels == 3 else "")
-            + (f" (x{info.size_multiple})" if info.size_multiple > 1 else ""),
+            + (f" (x{info.size_multiple})" if info.size_multiple > 1 else "")
+            + (f", output 1/{info.upsample_factor} resized" if info.upsample_factor > 1 else ""),
             f"{info.parity_max_abs_err:.1e}",
             format_size(member.size_bytes),
             info.preprocessing,

@@ -6,6 +6,7 @@ never sits in memory as float64, and test images can be streamed in batches.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import numpy as np
 from ensemble.data.npz import ArrayHeader, check_budget, iter_rows, read_headers
 from ensemble.errors import EnsError
 from ensemble.files.hashing import cached_file_sha256
+from ensemble.optionvalues import short_repr
 
 TRAIN_KEY = "training_set"
 TEST_KEY = "test_set"
@@ -144,6 +146,21 @@ def _check_numeric(header: ArrayHeader, path: Path) -> None:
             f"array {header.key!r} in {str(path)!r} has dtype {header.dtype}; "
             "expected a numeric dtype (uint8, int, float); booleans are not pixels or labels"
         )
+
+
+def as_array(value, what: str, shape: str = " of shape (N, H, W)") -> np.ndarray:
+    """`value` as a numpy array; a ragged nest of lists, or objects numpy cannot stack, are refused."""
+    if isinstance(value, np.ndarray):
+        return value
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError):
+        raise EnsError(
+            f"{what} {short_repr(value)} are not an array (ragged lists, or objects numpy cannot "
+            f"stack); give a numpy array{shape}"
+        ) from None
 
 
 def as_pixels(array: np.ndarray, what: str = "images") -> np.ndarray:

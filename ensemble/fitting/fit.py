@@ -20,8 +20,9 @@ from ensemble.errors import EnsError
 from ensemble.fitting.grid import fit_gains, fit_min_area
 from ensemble.fitting.kernels import fused_labels_of
 from ensemble.fitting.weights import PixelSet, fit_weights, gain_scorer, parts_pixel_set
-from ensemble.inference.cleanup import remove_small_regions
+from ensemble.inference.cleanup import check_connectivity, remove_small_regions
 from ensemble.inference.fusion import normalise_weights, scaled_weights
+from ensemble.optionvalues import check_int, check_seed, short_repr
 from ensemble.scoring.metrics import confusion_matrix, get_metric
 
 DEFAULT_FOLDS = 5
@@ -225,6 +226,7 @@ def fit_parts(
     images are numbered across the parts for the folds."""
     n_images = sum(len(truth) for _, truth in parts)
     folds = check_settings(settings, n_images)
+    check_labelled([truth for _, truth in parts])
     pool = _Pool(parts, settings)
     everything = np.arange(n_images)
     outer = _fold_of(everything, folds, settings.seed)
@@ -308,18 +310,38 @@ def _choose(pool: _Pool, index: np.ndarray, steps: _Steps, where: str) -> _Choic
 
 def check_settings(settings: FitSettings, n_images: int) -> int:
     """The number of folds to use; refuses settings the fit cannot honour as asked."""
-    if settings.weights_per not in WEIGHTS_PER:
+    if not isinstance(settings, FitSettings):
         raise EnsError(
-            f"--weights-per {settings.weights_per!r} is unknown; choose one of {', '.join(WEIGHTS_PER)}"
+            f"fit settings {type(settings).__name__} are not FitSettings; e.g. FitSettings(folds=5)"
+        )
+    if not isinstance(settings.weights_per, str) or settings.weights_per not in WEIGHTS_PER:
+        raise EnsError(
+            f"--weights-per {short_repr(settings.weights_per)} is unknown; "
+            f"choose one of {', '.join(WEIGHTS_PER)}"
         )
     if n_images < 1:
         raise EnsError("there are no validation images to fit on; check the split options")
+    get_metric(settings.metric)
+    check_connectivity(settings.connectivity)
+    check_seed(check_int(settings.seed, "seed", 0, None, "use a non-negative seed such as 0"), "seed")
+    check_int(settings.folds, "--folds", 0, None, f"use e.g. --folds {DEFAULT_FOLDS}, or 0 for none")
     if not 0 <= settings.folds <= n_images:
         raise EnsError(
             f"--folds {settings.folds} is outside 0..{n_images}: each fold needs at least one of the "
             f"{n_images} validation images; use e.g. --folds {min(DEFAULT_FOLDS, n_images)}, or 0 for none"
         )
     return settings.folds
+
+
+def check_labelled(truths: list[np.ndarray]) -> None:
+    """Refuse masks that are class 0 everywhere: both metrics drop those pixels, so no weight or
+    threshold could be learned (and the fit would divide by zero)."""
+    if not any(np.any(truth) for truth in truths):
+        n_images = sum(len(truth) for truth in truths)
+        raise EnsError(
+            f"the {n_images} validation images hold no labelled pixels (every mask is class 0, which "
+            "the metric ignores), so there is nothing to fit; check --masks and the split options"
+        )
 
 
 def _cross_validate(pool: _Pool, index, fold_of: np.ndarray, per: str, steps: _Steps, where: str) -> Stages:

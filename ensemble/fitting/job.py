@@ -11,7 +11,7 @@ from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.fitting.cache import DEFAULT_CACHE, ProbCache, merged_parts
-from ensemble.fitting.fit import FitResult, FitSettings, check_settings, fit_parts
+from ensemble.fitting.fit import FitResult, FitSettings, check_labelled, check_settings, fit_parts
 from ensemble.inference.tta import get_views
 from ensemble.members.channels import check_channels
 from ensemble.members.ensemblefile import EnsembleSpec, default_path, write_spec
@@ -65,6 +65,7 @@ def fit(
     check_source(members, source, request.gray_to_rgb)
     check_settings(request.settings, source.n_images)
     truth = source.truth_parts(n_classes)
+    check_labelled(truth)
     views = get_views(request.tta)
     cache = ProbCache(
         source, request.cache_dir, request.device, request.threads, request.batch_size, on_warning

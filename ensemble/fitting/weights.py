@@ -156,6 +156,8 @@ def nll_weights(pixels: PixelSet, iterations: int = 200, tol: float = 1e-7) -> n
     >>> bool(w[0] > 0.99)
     True
     """
+    if not len(pixels.truth):  # no labelled pixel (a fold of background-only images): no evidence
+        return np.full(pixels.n_members, 1.0 / pixels.n_members)
     step = -(-len(pixels.truth) // NLL_PIXELS)  # a starting point: evenly spaced pixels will do
     index = np.arange(0, len(pixels.truth), step)
     true_probs = pixels.scores[:, pixels.truth[index], index].T.astype(np.float64)  # (P, M)

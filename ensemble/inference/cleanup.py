@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.optionvalues import key_values, parse_int
+from ensemble.optionvalues import check_n_classes, key_values, parse_int, short_repr
 
 CONNECTIVITIES = (4, 8)  # pixel neighbourhoods of a region: edges only, or edges and corners
 
@@ -54,18 +54,21 @@ def min_area_array(min_area: MinArea, n_classes: int) -> np.ndarray:
         for cls, area in min_area.items():
             index = _whole(cls, min_area, n_classes)
             if not 0 <= index < n_classes:
-                raise EnsError(f"min_area {min_area!r} names class {cls}; classes are 0..{n_classes - 1}")
+                raise EnsError(
+                    f"min_area {short_repr(min_area)} names class {cls}; classes are 0..{n_classes - 1}"
+                )
             areas[index] = _whole(area, min_area, n_classes)
-    elif np.ndim(min_area) == 0:
+    elif not isinstance(min_area, list | tuple) and np.ndim(min_area) == 0:  # one area for all
         areas = np.full(n_classes, _whole(min_area, min_area, n_classes), dtype=np.int64)
         areas[IGNORED_CLASS] = 0
     else:
-        values = np.asarray(min_area)
-        if values.ndim != 1:
-            raise EnsError(f"min_area {min_area!r} must give {n_classes} areas (one per class)")
-        areas = np.array([_whole(v, min_area, n_classes) for v in values.tolist()], dtype=np.int64)
+        if isinstance(min_area, np.ndarray) and min_area.ndim != 1:
+            raise EnsError(f"min_area {short_repr(min_area)} must give {n_classes} areas (one per class)")
+        areas = np.array([_whole(v, min_area, n_classes) for v in min_area], dtype=np.int64)
     if areas.shape != (n_classes,):
-        raise EnsError(f"min_area {min_area!r} must give {n_classes} non-negative areas (one per class)")
+        raise EnsError(
+            f"min_area {short_repr(min_area)} must give {n_classes} non-negative areas (one per class)"
+        )
     return areas
 
 
@@ -75,9 +78,17 @@ def _whole(value, min_area, n_classes: int) -> int:
     if whole and 0 <= int(value) <= MAX_AREA:
         return int(value)
     raise EnsError(
-        f"min_area {min_area!r} holds {value!r}; areas are whole numbers in 0..{MAX_AREA}, "
-        f"one per class or one for all {n_classes} classes"
+        f"min_area {short_repr(min_area)} holds {short_repr(value)}; areas are whole numbers in "
+        f"0..{MAX_AREA}, one per class or one for all {n_classes} classes"
     )
+
+
+def check_connectivity(connectivity) -> int:
+    """4 or 8, as an int (not 4.0, "4" or True): the neighbourhood of cleanup regions."""
+    whole = isinstance(connectivity, int | np.integer) and not isinstance(connectivity, bool)
+    if not whole or connectivity not in CONNECTIVITIES:
+        raise EnsError(f"connectivity must be 4 or 8, got {short_repr(connectivity)}")
+    return int(connectivity)
 
 
 def remove_small_regions(
@@ -113,18 +124,22 @@ def remove_small_regions(
     if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.ndim not in (2, 3):
         got = f"{labels.dtype} {labels.shape}" if isinstance(labels, np.ndarray) else type(labels).__name__
         raise EnsError(f"labels must be a uint8 array of shape (H, W) or (N, H, W), got {got}")
-    if connectivity not in CONNECTIVITIES:
-        raise EnsError(f"connectivity must be 4 or 8, got {connectivity}")
-    if n_classes is None:
-        sized = not isinstance(min_area, Mapping) and np.ndim(min_area) == 1
+    connectivity = check_connectivity(connectivity)
+    if n_classes is not None:
+        n_classes = check_n_classes(n_classes, "n_classes")
+    else:
+        sized = isinstance(min_area, list | tuple) or (
+            isinstance(min_area, np.ndarray) and min_area.ndim == 1
+        )
         n_classes = len(min_area) if sized else int(labels.max(initial=0)) + 1
     areas = min_area_array(min_area, n_classes)
     if labels.size and int(labels.max()) >= n_classes:
         raise EnsError(f"labels hold class {int(labels.max())} but only {n_classes} classes were given")
     if out is None:
         out = labels.copy()
-    elif out.shape != labels.shape or out.dtype != np.uint8:
-        raise EnsError(f"out must be uint8 {labels.shape}, got {out.dtype} {out.shape}")
+    elif not isinstance(out, np.ndarray) or out.shape != labels.shape or out.dtype != np.uint8:
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise EnsError(f"out must be uint8 {labels.shape}, got {got}")
     elif out is not labels:
         out[...] = labels
     if not areas.any() or labels.size == 0:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.optionvalues import key_values, parse_int, parse_number
+from ensemble.optionvalues import key_values, parse_int, parse_number, short_repr
 
 MIN_GAIN, MAX_GAIN = 1e-6, 1e6
 
@@ -48,11 +48,13 @@ def gain_array(gain, n_classes: int) -> np.ndarray:
     try:
         gains = np.ones(n_classes) if gain is None else np.array(gain, np.float64)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise EnsError(f"class gains {gain!r} are not numbers; give {n_classes} numbers > 0") from exc
+        raise EnsError(
+            f"class gains {short_repr(gain)} are not numbers; give {n_classes} numbers > 0"
+        ) from exc
     if gains.shape != (n_classes,) or not ((gains >= MIN_GAIN) & (gains <= MAX_GAIN)).all():
         raise EnsError(
             f"class gains must be {n_classes} numbers in {MIN_GAIN:g}..{MAX_GAIN:g}, "
-            f"got {np.asarray(gain).tolist()}; e.g. 1 for every class but a rare one"
+            f"got {short_repr(gains.tolist())}; e.g. 1 for every class but a rare one"
         )
     return gains
 
@@ -76,7 +78,7 @@ def normalise_weights(weights: np.ndarray | Sequence[float], n_members: int, n_c
         matrix = np.array(weights, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as exc:
         raise EnsError(
-            f"fusion weights {weights!r} are not numbers; give one number >= 0 per member"
+            f"fusion weights {short_repr(weights)} are not numbers; give one number >= 0 per member"
         ) from exc
     if matrix.ndim == 1:
         matrix = np.repeat(matrix[:, None], n_classes, axis=1)

@@ -28,6 +28,7 @@ from ensemble.members.channels import check_channels
 from ensemble.members.member import Member
 from ensemble.members.padding import check_fits
 from ensemble.members.session import MemberSession, build_session
+from ensemble.members.store import NO_MEMBERS
 from ensemble.runtimes.choice import RuntimeChoice, ort_choice
 from ensemble.runtimes.runner import Runner
 from ensemble.scoring.metrics import ConfusionAccumulator
@@ -51,7 +52,7 @@ class Ensemble:
 
     def __post_init__(self) -> None:
         if not self.members:
-            raise EnsError("no members given; pass --members a,b,c (see `ens members`)")
+            raise EnsError(NO_MEMBERS)
         n_members, n_classes = len(self.members), self.members[0].n_classes
         weights = np.ones(n_members) if self.options.weights is None else self.options.weights
         self.weights = normalise_weights(weights, n_members, n_classes)

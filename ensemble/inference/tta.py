@@ -13,6 +13,7 @@ from enum import Enum
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.optionvalues import short_repr
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -72,7 +73,7 @@ def get_views(name: str | TTA) -> tuple[View, ...]:
     try:
         return TTA_VIEWS[key]
     except KeyError:
-        raise EnsError(f"unknown TTA {key!r}; choose one of {', '.join(list_tta())}") from None
+        raise EnsError(f"unknown TTA {short_repr(key)}; choose one of {', '.join(list_tta())}") from None
 
 
 def list_tta() -> list[str]:

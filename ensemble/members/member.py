@@ -5,6 +5,8 @@ that order), one output float32 (N, C, H, W) of softmax probabilities; everythin
 is folded into the graph at export time. Provenance lives in the model's metadata_props under the
 `ens.` prefix. Contract version 2 records C_in (`ens.input_channels`) and the multiple H and W must
 be padded to (`ens.size_multiple`); a version 1 member (no such keys) takes 1 channel, any size.
+`ens.upsample_factor` (optional) records that the source's output was that many times smaller than
+its input and is resized inside the graph.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from google.protobuf.message import DecodeError
 
 from ensemble.errors import EnsError
 from ensemble.files.hashing import files_sha256
+from ensemble.optionvalues import MAX_CLASSES
 
 CONTRACT_VERSION = "2"
 READ_VERSIONS = ("1", "2")
 CHANNELS = (1, 3)
 MAX_SIZE_MULTIPLE = 1024
+MAX_UPSAMPLE_FACTOR = 32
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probs"
 PREFIX = "ens."
@@ -53,6 +57,7 @@ class MemberInfo:
     val_miou: float | None = None
     input_channels: int = 1
     size_multiple: int = 1
+    upsample_factor: int = 1  # the source's output was this many times smaller; resized in the graph
 
     @property
     def n_classes(self) -> int:
@@ -101,6 +106,8 @@ def metadata_dict(info: MemberInfo) -> dict[str, str]:
         props["size_multiple"] = str(info.size_multiple)
     if info.val_miou is not None:
         props["val_miou"] = repr(float(info.val_miou))
+    if info.upsample_factor > 1:
+        props["upsample_factor"] = str(info.upsample_factor)
     return {PREFIX + key: value for key, value in props.items()}
 
 
@@ -197,6 +204,9 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
     if props["contract_version"] != "1":
         channels = fields.whole("input_channels", CHANNELS, "1 (grayscale) or 3 (RGB)")
         multiple = fields.whole("size_multiple", range(1, MAX_SIZE_MULTIPLE + 1), "a whole number 1..1024")
+    upsample = 1
+    if "upsample_factor" in props:
+        upsample = fields.whole("upsample_factor", range(2, MAX_UPSAMPLE_FACTOR + 1), "a whole number 2..32")
     graph = model.graph
     initializers = {init.name for init in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
@@ -240,6 +250,7 @@ def _read_info(model: onnx.ModelProto, path: Path) -> MemberInfo:
         val_miou=fields.number("val_miou", None, low=0.0, high=1.0) if "val_miou" in props else None,
         input_channels=channels,
         size_multiple=multiple,
+        upsample_factor=upsample,
     )
 
 
@@ -266,11 +277,11 @@ class _MetadataReader:
         return value
 
     def class_names(self) -> tuple[str, ...]:
-        expected = 'a JSON list of at least 2 distinct class names, like ["background", "soil"]'
+        expected = f'a JSON list of 2..{MAX_CLASSES} distinct class names (uint8 labels), e.g. ["a", "b"]'
         if "class_names" not in self.props:
             raise self.refuse("class_names", expected)
         names = self.json("class_names", "[]", list, expected)
-        if len(names) < 2 or not all(isinstance(n, str) and n.strip() for n in names):
+        if not 2 <= len(names) <= MAX_CLASSES or not all(isinstance(n, str) and n.strip() for n in names):
             raise self.refuse("class_names", expected)
         if len(set(names)) != len(names):
             raise self.refuse("class_names", expected)

@@ -29,6 +29,9 @@ def store_files(store: Path = DEFAULT_STORE) -> dict[str, Path]:
     return list_member_files(store)
 
 
+NO_MEMBERS = "no members given; pass --members a,b,c (see `ens members`)"
+
+
 def get_member(name: str, store: Path = DEFAULT_STORE) -> Member:
     """Load a member by store name, or by path when `name` ends in .onnx."""
     if name.endswith(".onnx"):

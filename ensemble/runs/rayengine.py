@@ -9,22 +9,23 @@ only here, on demand (the `ens[ray]` extra).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-import signal
-import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from ensemble.capture import native_stderr
 from ensemble.compiled.engine import CompiledEnsemble
 from ensemble.data.sources import Source
 from ensemble.entry import debug_enabled
 from ensemble.errors import EnsError
 from ensemble.inference.pipeline import Ensemble, PredictResult
 from ensemble.runs.plan import ShardPlan
+from ensemble.runs.raycluster import connect, make_room
 from ensemble.runs.resumable import RunOptions, ShardedRun, encoder
 from ensemble.runs.shards import ShardWriter
 from ensemble.runs.view import shard_batches
@@ -127,44 +128,6 @@ def gpus_per_worker(ray, options: RunOptions) -> float:
     return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
 
 
-def connect(ray, options: RunOptions) -> None:
-    """Join --ray-address, or start a local cluster; a session already started is used as is."""
-    if ray.is_initialized():
-        return
-    handlers = _stop_handlers()
-    try:
-        ray.init(
-            address=options.ray_address,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = f"the cluster at {options.ray_address!r}" if options.ray_address else "a local Ray cluster"
-        raise EnsError(
-            f"cannot connect to {where} ({exc}); check --ray-address (e.g. ray://head:10001 or auto), "
-            "or leave it out to start a local one"
-        ) from exc
-    finally:
-        _restore(handlers)
-
-
-def _stop_handlers() -> dict:
-    """The Python handlers of the stop signals, when this is the main thread (else none)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    return {sig: signal.getsignal(sig) for sig in (getattr(signal, n) for n in names if hasattr(signal, n))}
-
-
-def _restore(handlers: dict) -> None:
-    """Ray's core installs its own SIGTERM handler (which aborts); put ens's back, so a stop
-    signal still ends the run in one line with its complete shards kept."""
-    for sig, handler in handlers.items():
-        if handler is not None:
-            signal.signal(sig, handler)
-
-
 def compute_ray(
     state: ShardedRun,
     ensemble: Ensemble,
@@ -180,33 +143,12 @@ def compute_ray(
     connected = start
     if state.todo:
         _quiet(ray)
-        connect(ray, options)
-        connected = time.perf_counter()
-        dataset = ray.data.from_items([{"shard": k} for k in state.todo], override_num_blocks=len(state.todo))
-        labelled = dataset.map_batches(
-            ShardPredictor,
-            fn_constructor_kwargs={
-                "members": ensemble.members,
-                "options": ensemble.options,
-                "source": source,
-                "plan": state.plan,
-                "cwd": os.getcwd(),
-                "graph": getattr(ensemble, "graph", None),
-            },
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=options.workers),
-            num_gpus=gpus_per_worker(ray, options),
-        )  # Ray Data restarts a dead actor and retries its block (max_restarts=-1, max_task_retries=-1)
-        collector = _Collector(state, ensemble, source, fmt, rle, on_batch)
-        try:
-            for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
-                collector.add(batch)
-        except Exception as exc:
-            message = _user_error(exc)
-            if message is None:
-                raise
-            raise EnsError(message) from exc
-        collector.finish()
+        with _native_logs_kept_off():
+            connect(ray, options)
+            connected = time.perf_counter()
+            _predict_shards(
+                ray, state, ensemble, source, options, _Collector(state, ensemble, source, fmt, rle, on_batch)
+            )
     seconds = time.perf_counter() - start
     return PredictResult(
         n_images=state.plan.count(state.todo),
@@ -214,6 +156,44 @@ def compute_ray(
         timings={"ray_connect": round(connected - start, 3), "ray": round(seconds, 3)},
         confusion=None,
     )
+
+
+def _predict_shards(
+    ray, state: ShardedRun, ensemble: Ensemble, source: Source, options: RunOptions, collector
+) -> None:
+    """Run the shards left on a pool of `options.workers` actors; the collector writes them."""
+    gpus = gpus_per_worker(ray, options)
+    make_room(ray, gpus, options.workers, options.ray_address)
+    dataset = ray.data.from_items([{"shard": k} for k in state.todo], override_num_blocks=len(state.todo))
+    labelled = dataset.map_batches(
+        ShardPredictor,
+        fn_constructor_kwargs={
+            "members": ensemble.members,
+            "options": ensemble.options,
+            "source": source,
+            "plan": state.plan,
+            "cwd": os.getcwd(),
+            "graph": getattr(ensemble, "graph", None),
+        },
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=options.workers),
+        num_gpus=gpus,
+    )  # Ray Data restarts a dead actor and retries its block (max_restarts=-1, max_task_retries=-1)
+    try:
+        for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
+            collector.add(batch)
+    except Exception as exc:
+        message = _user_error(exc)
+        if message is None:
+            raise
+        raise EnsError(message) from exc
+    collector.finish()
+
+
+def _native_logs_kept_off():
+    """Ray's C++ core logs to the driver's stderr (an `E ... core_worker.cc` line on every run): keep
+    it off the terminal, except with --debug."""
+    return contextlib.nullcontext() if debug_enabled() else native_stderr()
 
 
 class _Collector:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.optionvalues import short_repr
 
 _PIXELS_PER_CHUNK = 1 << 22
 
@@ -103,8 +104,10 @@ def get_metric(name: str) -> Metric:
     """Look a metric up by name; an unknown name lists the valid ones."""
     try:
         return METRICS[name]
-    except KeyError:
-        raise EnsError(f"unknown metric {name!r}; choose one of {', '.join(list_metrics())}") from None
+    except (KeyError, TypeError):
+        raise EnsError(
+            f"unknown metric {short_repr(name)}; choose one of {', '.join(list_metrics())}"
+        ) from None
 
 
 def list_metrics() -> list[str]:

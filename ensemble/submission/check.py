@@ -5,6 +5,7 @@ runs and their overlaps. Every problem is one line with its line number.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.machine import physical_memory
-from ensemble.submission.convention import DEFAULT_RLE, RleConvention, header_hint
+from ensemble.optionvalues import check_int, check_n_classes, check_path, short_repr
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention, check_convention, header_hint
 from ensemble.submission.formats import detect_format
 from ensemble.submission.problems import Problem, Problems
 from ensemble.submission.textids import ImageIndex, has_text_ids, index_from_rows, parse_text_ids
@@ -67,10 +69,15 @@ def parse_submission(
     `images` (an image folder's stems and sizes) gives text ids and each image's size; with
     `complete` every one of them needs its rows. Without it, ids are integers, or (rle) text ids
     named by the file itself, all of `image_shape`. Labels of mixed sizes come back as a list."""
-    path = Path(path)
+    path = check_path(path, "submission path")
+    check_convention(rle)
+    if images is not None and not isinstance(images, ImageIndex):
+        raise EnsError(
+            f"images {type(images).__name__} are not an ImageIndex (an image folder's stems and sizes)"
+        )
     if images is not None:
         image_shape = images.uniform or (1, 1)
-    _check_arguments(image_shape, n_classes, n_images)
+    image_shape = _check_arguments(image_shape, n_classes, n_images)
     data = _read(path)
     problems = Problems(limit)
     empty_ids, empty_labels = np.empty(0, np.int64), np.empty((0, *image_shape), np.uint8)
@@ -141,19 +148,30 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _check_arguments(image_shape: tuple[int, int], n_classes: int, n_images: int | None) -> None:
-    if len(image_shape) != 2 or min(image_shape) < 1:
-        raise EnsError(f"image shape {tuple(image_shape)} is not (H, W) with H, W >= 1; e.g. 64x128")
-    height, width = image_shape
+def _check_arguments(image_shape: tuple[int, int], n_classes: int, n_images: int | None) -> tuple[int, int]:
+    height, width = check_image_shape(image_shape)
     if height * width > MAX_PIXELS:
         raise EnsError(
             f"image shape {height}x{width} has {height * width:,} pixels; submissions are checked for "
             f"images of at most {MAX_PIXELS:,} pixels (4096x4096); check --shape (the course's is 64x128)"
         )
-    if not 2 <= n_classes <= 256:
-        raise EnsError(f"--n-classes {n_classes} is outside 2..256; the course data has 5")
-    if n_images is not None and n_images < 0:
-        raise EnsError(f"--n-images {n_images} is negative; give the number of images, e.g. 10022")
+    check_n_classes(n_classes)
+    if n_images is not None:
+        check_int(n_images, "--n-images", 0, None, "give the number of images, e.g. 10022")
+    return height, width
+
+
+def check_image_shape(image_shape) -> tuple[int, int]:
+    """An (H, W) pair of whole numbers >= 1."""
+    hint = "give (H, W) with whole numbers H, W >= 1, e.g. (64, 128)"
+    shaped = isinstance(image_shape, np.ndarray) and image_shape.ndim == 1
+    if isinstance(image_shape, str | bytes) or not (shaped or isinstance(image_shape, Sequence)):
+        raise EnsError(f"image shape {short_repr(image_shape)} is not (H, W); {hint}")
+    if len(image_shape) != 2:
+        raise EnsError(
+            f"image shape {short_repr(tuple(image_shape))} is not (H, W) with H, W >= 1; e.g. 64x128"
+        )
+    return tuple(check_int(side, "image shape side", 1, None, hint) for side in image_shape)
 
 
 def _check_allocation(n_rows: int, image_shape: tuple[int, int]) -> None:

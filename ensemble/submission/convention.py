@@ -131,3 +131,12 @@ def _check_header(names: tuple[str, ...], layout: str) -> tuple[str, ...]:
 
 
 DEFAULT_RLE = RleConvention()
+
+
+def check_convention(rle) -> RleConvention:
+    """An RleConvention (as `RleConvention(order=..., start=..., layout=..., header=...)` builds)."""
+    if not isinstance(rle, RleConvention):
+        raise EnsError(
+            f"rle {type(rle).__name__} is not an RleConvention; e.g. RleConvention(layout='class-column')"
+        )
+    return rle

@@ -12,8 +12,9 @@ from functools import partial
 import numpy as np
 
 from ensemble.errors import EnsError
+from ensemble.optionvalues import short_repr
 from ensemble.submission import flatcsv, rlecsv
-from ensemble.submission.convention import DEFAULT_RLE, RleConvention
+from ensemble.submission.convention import DEFAULT_RLE, RleConvention, check_convention
 from ensemble.submission.problems import Problems
 
 Shape = tuple[int, int]
@@ -72,11 +73,12 @@ FORMATS: dict[str, Callable[[RleConvention], SubmissionFormat]] = {"flat": _flat
 
 def get_format(name: str, rle: RleConvention = DEFAULT_RLE) -> SubmissionFormat:
     """Look a format up by name; an unknown name lists the valid ones. Only `rle` takes a convention."""
+    check_convention(rle)
     try:
         build = FORMATS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise EnsError(
-            f"unknown submission format {name!r}; choose one of {', '.join(list_formats())}"
+            f"unknown submission format {short_repr(name)}; choose one of {', '.join(list_formats())}"
         ) from None
     if name != "rle" and rle != DEFAULT_RLE:
         raise EnsError(

@@ -22,12 +22,14 @@ from types import TracebackType
 import numpy as np
 
 from ensemble.course import IMAGE_SHAPE
+from ensemble.data.datafile import as_array
 from ensemble.data.folder import integer_ids, open_folder
 from ensemble.data.sizes import size_groups
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_write
 from ensemble.files.outputs import refuse_overwrite
-from ensemble.submission.check import parse_submission
+from ensemble.optionvalues import check_n_classes, check_path, short_repr
+from ensemble.submission.check import check_image_shape, parse_submission
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import detect_format, get_format
 from ensemble.submission.textids import ImageIndex, check_text_ids, encode_text_ids
@@ -54,19 +56,15 @@ class SubmissionWriter:
         *,
         rle: RleConvention = DEFAULT_RLE,
     ) -> None:
-        self.path = Path(path)
+        self.path = check_path(path, "submission path")
         self.format = get_format(fmt, rle)
-        self.n_classes = int(n_classes)
+        self.n_classes = check_n_classes(n_classes, "n_classes")
         if image_shape is None and self.format.name == "flat":
             raise EnsError(
                 "the flat format has one image size (its header numbers the pixels) but the images have "
                 "several; write --format rle, or predict one size at a time"
             )
-        self.image_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
-        if self.image_shape is not None and (len(self.image_shape) != 2 or min(self.image_shape) < 1):
-            raise EnsError(f"image shape {self.image_shape} is not (H, W) with H, W >= 1; e.g. (64, 128)")
-        if not 2 <= self.n_classes <= 256:
-            raise EnsError(f"n_classes {n_classes} is outside 2..256; the course data has 5")
+        self.image_shape = None if image_shape is None else check_image_shape(image_shape)
         self.n_images = 0
         self._last_id = -1
         self._seen: set[str] = set()
@@ -117,8 +115,7 @@ class SubmissionWriter:
         return context.__exit__(exc_type, exc, traceback)
 
     def _validate(self, ids, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.asarray(ids)
-        labels = np.asarray(labels)
+        ids, labels = as_array(ids, "ids", " of shape (B,)"), as_array(labels, "labels")
         shape = self.image_shape or labels.shape[1:]
         if labels.ndim != 3 or labels.shape[1:] != shape or ids.shape != labels.shape[:1]:
             expected = "(B, H, W)" if self.image_shape is None else f"(B, {shape[0]}, {shape[1]})"
@@ -154,6 +151,13 @@ class SubmissionWriter:
     def _text_ids(self, ids: np.ndarray) -> np.ndarray:
         """Stems as ids: distinct across batches and fit for a CSV row; the flat format needs
         integers, so there they must be plain non-negative integers."""
+        kinds = str | int | np.integer
+        bad = [i for i in ids.tolist() if isinstance(i, bool | np.bool_) or not isinstance(i, kinds)]
+        if bad:
+            raise EnsError(
+                f"id {short_repr(bad[0])} ({type(bad[0]).__name__}) is not an image id; ids are non-negative "
+                "integers or text (image file stems)"
+            )
         texts = [str(i) for i in ids.tolist()]
         problem = check_text_ids(texts)
         if problem:
@@ -184,11 +188,11 @@ def write_submission(
 ) -> None:
     """Write all `labels` (N, H, W) with their `ids` (N,) in one call, atomically (`rle` files
     under the convention `rle`). It reads no file, so the guard checks only that `path` can take one."""
-    refuse_overwrite({"path": path}, {})
-    labels = np.asarray(labels)
+    refuse_overwrite({"path": check_path(path, "submission path")}, {})
+    labels = as_array(labels, "labels")
     if labels.ndim != 3:
         raise EnsError(f"labels have shape {labels.shape}; expected (N, H, W)")
-    ids = np.asarray(ids)
+    ids = as_array(ids, "ids", " of shape (N,)")
     if ids.shape != labels.shape[:1]:
         raise EnsError(f"got {ids.shape} ids for {len(labels)} label maps; give one id per image")
     with SubmissionWriter(path, fmt, labels.shape[1:], n_classes, rle=rle) as writer:
