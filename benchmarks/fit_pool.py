@@ -89,14 +89,10 @@ def main() -> None:
     pool_members(work / "models")
     log(f"machine: {machine()}")
     run_job(ens_command(*fit_args(work, 0, work / "warm.json")))  # fills the probability cache
-    env = dict(os.environ)
-    commands = {"this checkout": (ens_command(*fit_args(work, args.folds, work / "this.json")), env)}
+    commands = {"this checkout": (ens_command(*fit_args(work, args.folds, work / "this.json")), ROOT)}
     if args.other is not None:
-        other_env = dict(env, PYTHONPATH=str(args.other.resolve()))
-        commands["other checkout"] = (
-            ens_command(*fit_args(work, args.folds, work / "other.json")),
-            other_env,
-        )
+        other = ens_command(*fit_args(work, args.folds, work / "other.json"))
+        commands["other checkout"] = (other, args.other.resolve())
     results = run_together(commands)
     print(f"ens fit, 6 members, 523 validation images, --folds {args.folds}, cache warm")
     for label, (wall, cpu) in results.items():
