@@ -44,7 +44,7 @@ from exporters.keras_model import (
 )
 from exporters.request import ExportRequest
 from exporters.samples import FALLBACK_HW, data_hw, load_samples
-from exporters.source import LoadedSource
+from exporters.source import LoadedSource, has_batchnorm
 
 FORCED_TENSORFLOW = "--keras-backend tensorflow"
 
@@ -125,6 +125,7 @@ def load_keras(request: ExportRequest, source_format: str) -> LoadedSource:
         channels=channels,
         output_names=output_names(model),
         notes=[f"exported on Keras' torch backend{forced}"],
+        batchnorm=has_batchnorm(model),
     )
     return source
 

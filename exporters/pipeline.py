@@ -28,7 +28,7 @@ from exporters.contract import attach_metadata, is_probabilities, opset_of, soft
 from exporters.formats import FORMATS, detect_format
 from exporters.inputs import channel_mismatch, net_channels, padding_multiple
 from exporters.outputs import choose_output, take_output
-from exporters.quality import CAUSE, CLAIM_TOLERANCE, Quality, measure_quality
+from exporters.quality import CLAIM_TOLERANCE, Quality, likely_causes, measure_quality
 from exporters.request import ExportRequest, class_names_for
 from exporters.samples import FALLBACK_HW, Samples, data_hw, load_samples
 from exporters.source import LoadedSource, check_source_output
@@ -98,7 +98,9 @@ def export_member(request: ExportRequest, default_data: Path | None = None) -> E
         attach_metadata(model, measured, {})
     else:
         model, error, _, _ = check.build(False, _info(*info_args, dynamic_hw=False))
-    quality, quality_note = _judge(model, request, data, class_names, source.builtin_preprocessing, channels)
+    quality, quality_note = _judge(
+        model, request, data, class_names, source.builtin_preprocessing, channels, source.batchnorm
+    )
     notes = [
         source.kind,
         check.output_note,
@@ -175,6 +177,7 @@ def _judge(
     class_names: tuple[str, ...],
     builtin_preprocessing: str,
     channels: int = 1,
+    batchnorm: bool = False,
 ) -> tuple[Quality | None, str]:
     """Score the verified graph on the labelled validation images; refuse a degenerate member, one
     whose input range looks misread, or one that scores far from its --val-miou, unless --force."""
@@ -188,16 +191,18 @@ def _judge(
         )
     if quality is None:
         return quality, note
-    problem = quality.problem(class_names, request.normalisation)
+    problem = quality.problem(class_names, request.normalisation, batchnorm)
     if problem:
         problem = f"refusing this member: {problem}"
     claimed = request.val_miou
     if not problem and claimed is not None and abs(claimed - quality.val_miou) > CLAIM_TOLERANCE:
         problem = (
             f"--val-miou {claimed:.4f} differs from the {quality.val_miou:.4f} this member scores on "
-            f"{quality.scored_on}; {CAUSE} (net input = {request.normalisation.formula()}; check "
-            "--input-range/--mean/--std), else another split (pass the --split-seed, --val-fraction or "
-            "--val-ids used in training)"
+            f"{quality.scored_on}; "
+            + likely_causes(
+                f"net input = {request.normalisation.formula()}; check --input-range/--mean/--std", batchnorm
+            )
+            + "; else another split (pass the --split-seed, --val-fraction or --val-ids used in training)"
         )
     if problem and not request.force:
         raise EnsError(f"{problem}; --force writes it anyway, recording the measured val mIoU")

@@ -1,10 +1,12 @@
 """Is an exported member any good? Its course mIoU on the shared validation split, compared with
 always predicting the majority class, and how much of the labelled area it gives to one class.
 
-Parity cannot catch wrong preprocessing: the source and its ONNX copy see the same wrong inputs
-and agree. This check runs the member itself with the project's metric: a net fed inputs far
-outside its training range predicts one class nearly everywhere, or scores clearly better when its
-input is remapped to another of the declarable ranges, and either is refused unless forced.
+Parity cannot catch wrong preprocessing or BatchNorm statistics that differ from training: the
+source and its ONNX copy see the same inputs, use the same statistics and agree. This check runs
+the member itself with the project's metric: a net fed inputs far outside its training range, or
+normalised with statistics it was not trained with, predicts one or two classes nearly everywhere
+(while the labels spread over more), or scores clearly better when its input is remapped to
+another of the declarable ranges, and either is refused unless forced.
 """
 
 from __future__ import annotations
@@ -34,7 +36,33 @@ PROBE_IMAGES = 64
 PROBE_MARGIN = 0.05
 """Another --input-range that scores this much higher on the probe images means a misread range."""
 BATCH = 32
-CAUSE = "the likeliest cause is preprocessing that differs from training"
+COVER_SHARE = 0.95
+"""Predictions that need at least COLLAPSED fewer classes than the labels to cover this share of the
+labelled pixels have collapsed onto a few classes."""
+COLLAPSED = 2
+BATCHNORM = (
+    "BatchNorm statistics that differ between training and eval mode (running mean/var never "
+    "updated, or not matching the training batches)"
+)
+
+
+def likely_causes(preprocessing: str, batchnorm: bool) -> str:
+    """The likely causes of a member that scores far below what it should, likeliest first:
+    BatchNorm statistics lead when the net has BatchNorm layers, preprocessing otherwise."""
+    wrong_input = f"preprocessing that differs from training ({preprocessing})"
+    if batchnorm:
+        return f"likely causes: {BATCHNORM}, then {wrong_input}"
+    return f"likely causes: {wrong_input}, or {BATCHNORM}"
+
+
+def cover(shares: np.ndarray, share: float = COVER_SHARE) -> int:
+    """How many classes, largest first, it takes for `shares` to exceed `share` of the total.
+
+    >>> cover(np.array([0.0, 0.76, 0.24, 0.0])), cover(np.array([0.4, 0.3, 0.2, 0.1]))
+    (2, 4)
+    """
+    ordered = np.sort(np.asarray(shares, np.float64))[::-1]
+    return int(np.searchsorted(np.cumsum(ordered), share * ordered.sum(), side="right")) + 1
 
 
 @dataclass(frozen=True)
@@ -59,10 +87,15 @@ class Quality:
     top_share: float
     scored_on: str
     probe: RangeProbe | None = None
+    predicted_shares: tuple[float, ...] = ()
+    labelled_shares: tuple[float, ...] = ()
 
-    def problem(self, class_names: tuple[str, ...], declared: Normalisation) -> str | None:
-        """Why the member must not enter the store unforced, with the likely cause; None if it may."""
+    def problem(
+        self, class_names: tuple[str, ...], declared: Normalisation, batchnorm: bool = False
+    ) -> str | None:
+        """Why the member must not enter the store unforced, with the likely causes; None if it may."""
         preprocessing = f"net input = {declared.formula()}; check --input-range/--mean/--std"
+        causes = likely_causes(preprocessing, batchnorm)
         probe = self.probe
         if probe is not None and probe.other > probe.declared + PROBE_MARGIN:
             return (
@@ -74,16 +107,37 @@ class Quality:
         if self.top_share > DOMINANT_SHARE:
             return (
                 f"on {self.scored_on} it predicts {class_names[self.top_class]!r} on {self.top_share:.1%} of "
-                f"the labelled pixels (val mIoU {self.val_miou:.4f}); {CAUSE} ({preprocessing}), else an "
-                "untrained or broken model"
+                f"the labelled pixels (val mIoU {self.val_miou:.4f}); {causes}; else an untrained or "
+                "broken model"
             )
+        collapse = self.collapse(class_names)
+        if collapse:
+            return f"on {self.scored_on} {collapse} (val mIoU {self.val_miou:.4f}); {causes}"
         if self.val_miou < self.baseline_miou:
             return (
                 f"on {self.scored_on} its val mIoU {self.val_miou:.4f} is below the {self.baseline_miou:.4f} "
-                f"of always predicting the majority class {class_names[self.majority_class]!r}; {CAUSE} "
-                f"({preprocessing}), else an untrained or broken model"
+                f"of always predicting the majority class {class_names[self.majority_class]!r}; {causes}; "
+                "else an untrained or broken model"
             )
         return None
+
+    def collapse(self, class_names: tuple[str, ...]) -> str | None:
+        """What is wrong when the predictions cover far fewer classes than the labels, or None."""
+        if not self.predicted_shares or not self.labelled_shares:
+            return None
+        predicted, labelled = np.array(self.predicted_shares), np.array(self.labelled_shares)
+        used, spread = cover(predicted), cover(labelled)
+        if used > spread - COLLAPSED:
+            return None
+
+        def shares(values: np.ndarray) -> str:
+            top = np.argsort(-values, kind="stable")[: max(used, spread)]
+            return ", ".join(f"{class_names[1 + c]!r} {values[c]:.0%}" for c in top if values[c] > 0)
+
+        return (
+            f"{used} class{'es' * (used != 1)} cover over {COVER_SHARE:.0%} of its predictions "
+            f"({shares(predicted)}) while the labels spread over {spread} ({shares(labelled)})"
+        )
 
     def summary(self) -> str:
         return (
@@ -171,6 +225,8 @@ def _scores(matrix: np.ndarray) -> dict:
         "majority_class": majority,
         "top_class": int(np.argmax(predicted)),
         "top_share": float(predicted.max() / max(predicted.sum(), 1)),
+        "predicted_shares": tuple(float(v) for v in predicted[1:] / max(predicted.sum(), 1)),
+        "labelled_shares": tuple(float(v) for v in labelled.sum(axis=1) / max(labelled.sum(), 1)),
     }
 
 
@@ -198,7 +254,15 @@ def _probe_ranges(
             probs = member_probs(session, batch, (IDENTITY,))
             confusion.update(truth[start : start + BATCH], decode(probs))
         scores = _scores(confusion.matrix)
-        sound = scores["top_share"] <= DOMINANT_SHARE and scores["val_miou"] > scores["baseline_miou"]
+        collapsed = (
+            cover(np.array(scores["predicted_shares"]))
+            <= cover(np.array(scores["labelled_shares"])) - COLLAPSED
+        )
+        sound = (
+            scores["top_share"] <= DOMINANT_SHARE
+            and scores["val_miou"] > scores["baseline_miou"]
+            and not collapsed
+        )
         if sound and scores["val_miou"] > best.other:
             best = RangeProbe(best.declared, other, scores["val_miou"], len(images))
     return best if best.other_range else None

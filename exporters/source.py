@@ -38,6 +38,19 @@ class LoadedSource:
     notes: list[str] = field(default_factory=list)
     channels: int | None = None  # what the model's input declares, when it does
     output_names: tuple[str, ...] = ()  # the model's names for the items of a list output (Keras)
+    batchnorm: bool = False  # the net holds BatchNorm layers (a likely cause of a poor member)
+
+
+def has_batchnorm(net) -> bool:
+    """Whether a torch module or a Keras model holds a BatchNorm layer, found by class name so that
+    neither framework is imported here."""
+    modules = getattr(net, "modules", None)
+    if callable(modules):
+        return any("BatchNorm" in getattr(m, "original_name", type(m).__name__) for m in modules())
+    layers = getattr(net, "_flatten_layers", None)
+    if callable(layers):
+        return any("BatchNormalization" in type(layer).__name__ for layer in layers(include_self=False))
+    return False
 
 
 def check_source_output(

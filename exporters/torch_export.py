@@ -26,7 +26,7 @@ from ensemble.errors import EnsError, first_line, shorten
 from exporters.factory import build_network
 from exporters.pickles import code_imports, file_imports
 from exporters.request import ExportRequest
-from exporters.source import LoadedSource
+from exporters.source import LoadedSource, has_batchnorm
 from exporters.trust import FORMAT_RISKS, untrusted
 
 OPSET = 18
@@ -76,6 +76,7 @@ def module_source(module: torch.nn.Module, kind: str, versions: dict[str, str] |
         to_onnx=to_onnx,
         versions={"torch": torch.__version__.split("+")[0], **(versions or {})},
         channels=_config_channels(module),
+        batchnorm=has_batchnorm(module),
     )
     return source
 

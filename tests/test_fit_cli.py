@@ -52,7 +52,7 @@ def test_fit_then_score_then_predict_agree(tmp_path, demo, store):
     assert (
         chosen["cv"][chosen["chosen"]]
         == max(chosen["cv"].values())
-        == spec["fit"]["cv"]["learned+gains+cleanup"]
+        == spec["fit"]["selection_cv"]["learned+gains+cleanup"]
     )
 
     report = tmp_path / "ablation.json"

@@ -189,11 +189,12 @@ def split_spec(
 
 
 class RateColumn(ProgressColumn):
-    """Images per second of a progress task."""
+    """Images per second of a progress task (or of its `unit` field's things)."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:,.0f} img/s" if speed else "… img/s", style="progress.data.speed")
+        speed, unit = task.finished_speed or task.speed, task.fields.get("unit", "img")
+        text = (f"{speed:,.0f} {unit}/s" if speed >= 1 else f"{60 * speed:,.1f} {unit}/min") if speed else ""
+        return Text(text or f"… {unit}/s", style="progress.data.speed")
 
 
 def image_progress() -> Progress:

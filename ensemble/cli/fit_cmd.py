@@ -100,12 +100,17 @@ def fit_cmd(
     )
     with image_progress() as progress:
         task = progress.add_task("fit", total=None)
+        fits = None
 
         def total(count, what):
             progress.update(task, total=count, description=what)
 
-        def step(what):
-            progress.update(task, description=f"fitting: {what}", total=None)
+        def step(what, done, count):
+            nonlocal fits
+            if fits is None:
+                progress.update(task, visible=False)
+                fits = progress.add_task("fitting", total=count, unit="fits")
+            progress.update(fits, completed=done, total=count, description=f"fitting: {what}")
 
         def warn(text):
             progress.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
@@ -120,6 +125,11 @@ def _report(outcome: FitOutcome) -> None:
     for name, row in zip(spec.members, spec.weights, strict=True):
         weights.add_row(escape(name), *(f"{v:.3f}" for v in row[1:]))
     console.print(weights)
+    if spec.dropped:
+        console.print(
+            f"left out at weight 0 (never run by `ens predict`): {escape(', '.join(spec.dropped))}",
+            highlight=False,
+        )
     gains = ", ".join(f"{c}={g:g}" for c, g in enumerate(spec.class_gain) if c > 0)
     areas = ", ".join(f"{c}={a}" for c, a in enumerate(spec.min_area) if c > 0)
     console.print(f"class gains: {gains}\ncleanup min_area: {areas}", highlight=False)
@@ -128,11 +138,11 @@ def _report(outcome: FitOutcome) -> None:
     )
     stages.add_row("in-sample", *(f"{v:.4f}" for v in _values(result.in_sample)))
     if result.cv is not None:
-        stages.add_row(f"{result.folds}-fold CV", *(f"{v:.4f}" for v in _values(result.cv)))
+        stages.add_row(f"nested {result.folds}-fold CV", *(f"{v:.4f}" for v in _values(result.cv)))
     console.print(stages)
     if result.cv is not None:
         console.print(
-            f"CV gain: {result.cv.weight_gain:+.4f} (weights over equal), "
+            f"nested CV gain: {result.cv.weight_gain:+.4f} (weights over equal), "
             f"{result.cv.class_gain_gain:+.4f} (class gains), {result.cv.cleanup_gain:+.4f} (cleanup); "
             f"total {result.cv.cleaned - result.cv.equal:+.4f}",
             highlight=False,

@@ -166,8 +166,12 @@ def score(
             ),
         )
     _print_ablation(outcome)
+    estimate = fit_estimate(outcome.fit)
+    if estimate:
+        _print_estimate(estimate, outcome.fit)
     if json_path is not None:
-        write_text(json_path, json.dumps(outcome.ablation.to_json(), indent=2) + "\n")
+        report = {**outcome.ablation.to_json(), "fit_estimate": estimate or None}
+        write_text(json_path, json.dumps(report, indent=2) + "\n")
     if plots is not None:
         from ensemble.scoring.plots import save_plots
 
@@ -213,6 +217,48 @@ def _print_ablation(outcome: ScoreOutcome) -> None:
         if cls > 0:
             confusion.add_row(names[cls], *(f"{v:,}" for v in row))
     console.print(confusion)
+
+
+_STAGES = (
+    ("equal weights", "equal"),
+    ("learned weights", "learned"),
+    ("+ class gains", "learned+gains"),
+    ("+ cleanup", "learned+gains+cleanup"),
+)
+
+
+def fit_estimate(fit: dict | None) -> list[dict]:
+    """The ensemble file's stage scores: in-sample (fitted and scored on the same images) beside the
+    nested CV estimate (each stage fitted without the images it is scored on); [] without them."""
+    fit = fit or {}
+    in_sample, cv = fit.get("in_sample"), fit.get("cv")
+    if not isinstance(in_sample, dict):
+        return []
+    cv = cv if isinstance(cv, dict) else {}
+    rows = []
+    for name, key in _STAGES:
+        inside, held = in_sample.get(key), cv.get(key)
+        if not isinstance(inside, (int, float)):
+            return []
+        rows.append(
+            {"stage": name, "in_sample": inside, "cv": held if isinstance(held, (int, float)) else None}
+        )
+    return rows
+
+
+def _print_estimate(rows: list[dict], fit: dict) -> None:
+    folds = fit.get("folds")
+    cv_name = f"nested {folds}-fold CV" if folds else "CV"
+    table = Table("stage", "in-sample", cv_name, "CV − in-sample", title="the fit's estimate (ensemble file)")
+    for row in rows:
+        held = row["cv"]
+        table.add_row(
+            row["stage"],
+            f"{row['in_sample']:.4f}",
+            "—" if held is None else f"{held:.4f}",
+            "—" if held is None else f"{held - row['in_sample']:+.4f}",
+        )
+    console.print(table)
 
 
 def _score_csv(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.data.metrics import confusion_matrix, get_metric
-from ensemble.inference.cleanup import remove_small_regions
+from ensemble.inference.cleanup import NO_TARGET, small_components
 
 
 def class_grid_search(
@@ -69,19 +69,44 @@ def fit_min_area(
     """Coordinate search over classes 1..C-1: each class takes the grid value that maximises the
     metric with the others fixed; a change is kept only if it strictly raises the score, so the
     result is never below no cleanup (all zeros). Lists of label maps and truths (one per image
-    size) are scored together."""
+    size) are scored together.
+
+    Cleanup decides each component from the input map alone, so its effect on the confusion matrix
+    is a sum over classes: the components are found once and every candidate is scored from the
+    per-class, per-area changes without running the cleanup again."""
     reduce = get_metric(metric).reduce
     pairs = list(zip(labels, truth, strict=True)) if isinstance(labels, list) else [(labels, truth)]
+    base = sum(confusion_matrix(true, found, n_classes) for found, true in pairs)
+    change = _area_changes(pairs, n_classes, connectivity, grid)
 
     def score(areas: np.ndarray) -> float:
-        matrix = 0
-        for found, true in pairs:
-            cleaned = remove_small_regions(found, areas, n_classes, connectivity) if areas.any() else found
-            matrix = matrix + confusion_matrix(true, cleaned, n_classes)
+        matrix = base + sum(change[c][int(a)] for c, a in enumerate(areas) if a)
         return reduce(matrix)
 
     areas, before, best = class_grid_search(score, np.zeros(n_classes, np.int64), grid, sweeps=sweeps)
     return AreaFit(areas, before, best)
+
+
+def _area_changes(pairs, n_classes: int, connectivity: int, grid) -> list[dict[int, np.ndarray]]:
+    """change[c][a]: how the (C, C) confusion matrix moves when class c alone is cleaned at area a."""
+    below = max(grid, default=0)
+    found, true, sizes, targets = [], [], [], []
+    for labels, truth in pairs:
+        size, target = small_components(labels, below, n_classes, connectivity)
+        moved = target != NO_TARGET
+        found.append(labels[moved]), true.append(np.asarray(truth)[moved].astype(np.int64))
+        sizes.append(size[moved]), targets.append(target[moved].astype(np.int64))
+    found, true = np.concatenate(found).astype(np.int64), np.concatenate(true)
+    sizes, targets = np.concatenate(sizes), np.concatenate(targets)
+    change: list[dict[int, np.ndarray]] = [{} for _ in range(n_classes)]
+    for c in range(n_classes):
+        mine = found == c
+        for area in grid:
+            chosen = mine & (sizes < area)
+            gained = np.bincount(true[chosen] * n_classes + targets[chosen], minlength=n_classes**2)
+            lost = np.bincount(true[chosen] * n_classes + c, minlength=n_classes**2)
+            change[c][int(area)] = (gained - lost).reshape(n_classes, n_classes)
+    return change
 
 
 def fit_gains(

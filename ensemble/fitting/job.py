@@ -92,8 +92,9 @@ def check_source(members: list[Member], source, gray_to_rgb: bool) -> None:
 def build_spec(
     members: list[Member], tta: str, settings: FitSettings, result: FitResult, evidence: dict
 ) -> EnsembleSpec:
-    """The ensemble file's content for a fit: what to run, and the fit's evidence after `evidence`."""
-    return EnsembleSpec(
+    """The ensemble file's content for a fit: what to run (members the fit gave weight 0 everywhere
+    left out and named in `dropped`), and the fit's evidence after `evidence`."""
+    spec = EnsembleSpec(
         members=tuple(m.name for m in members),
         member_sha256=tuple(m.sha256 for m in members),
         weights=tuple(tuple(round(float(v), 6) for v in row) for row in result.weights),
@@ -112,7 +113,9 @@ def build_spec(
             "folds": result.folds,
             "in_sample": result.in_sample.to_dict(),
             "cv": None if result.cv is None else result.cv.to_dict(),
+            "selection_cv": None if result.selection is None else result.selection.to_dict(),
             "stages_used": dict(zip(("weights", "class_gain", "cleanup"), result.use, strict=True)),
             "notes": result.notes,
         },
     )
+    return spec.without_idle()

@@ -172,7 +172,6 @@ def _cleanup_batch(labels, out, min_area, eight, n_chunks):  # pragma: no cover 
 def _cleanup_image(img, out, min_area, eight, seen, stamp, pixels, counts):  # pragma: no cover
     height, width = img.shape
     size = height * width
-    n_neighbours = 8 if eight else 4
     seen[:] = False
     stamp[:] = -1
     flat = img.reshape(size)
@@ -180,39 +179,100 @@ def _cleanup_image(img, out, min_area, eight, seen, stamp, pixels, counts):  # p
         if seen[start]:
             continue
         cls = flat[start]
-        seen[start] = True
-        pixels[0] = start
-        head, tail = 0, 1
-        while head < tail:  # breadth-first flood fill of the component
-            p = pixels[head]
-            head += 1
-            y, x = p // width, p % width
-            for k in range(n_neighbours):
-                ny, nx = y + _DY[k], x + _DX[k]
-                if 0 <= ny < height and 0 <= nx < width:
-                    q = ny * width + nx
-                    if not seen[q] and flat[q] == cls:
-                        seen[q] = True
-                        pixels[tail] = q
-                        tail += 1
+        tail = _flood(flat, start, height, width, eight, seen, pixels)
         if tail >= min_area[cls]:
             continue
-        counts[:] = 0
-        for j in range(tail):  # count each outer-border pixel once
-            p = pixels[j]
-            y, x = p // width, p % width
-            for k in range(n_neighbours):
-                ny, nx = y + _DY[k], x + _DX[k]
-                if 0 <= ny < height and 0 <= nx < width:
-                    q = ny * width + nx
-                    other = flat[q]
-                    if other != cls and stamp[q] != start:
-                        stamp[q] = start
-                        counts[other] += 1
-        best, best_count = -1, 0
-        for c in range(counts.shape[0]):
-            if c != IGNORED_CLASS and counts[c] > best_count:
-                best, best_count = c, counts[c]
+        best = _border_class(flat, start, tail, height, width, eight, stamp, pixels, counts)
         if best >= 0:
             for j in range(tail):
                 out[pixels[j] // width, pixels[j] % width] = best
+
+
+@numba.njit(cache=True, nogil=True)
+def _flood(flat, start, height, width, eight, seen, pixels):  # pragma: no cover - compiled
+    """Breadth-first flood fill of the component holding `start` into `pixels`; returns its size."""
+    cls = flat[start]
+    n_neighbours = 8 if eight else 4
+    seen[start] = True
+    pixels[0] = start
+    head, tail = 0, 1
+    while head < tail:
+        p = pixels[head]
+        head += 1
+        y, x = p // width, p % width
+        for k in range(n_neighbours):
+            ny, nx = y + _DY[k], x + _DX[k]
+            if 0 <= ny < height and 0 <= nx < width:
+                q = ny * width + nx
+                if not seen[q] and flat[q] == cls:
+                    seen[q] = True
+                    pixels[tail] = q
+                    tail += 1
+    return tail
+
+
+@numba.njit(cache=True, nogil=True)
+def _border_class(flat, start, tail, height, width, eight, stamp, pixels, counts):  # pragma: no cover
+    """The most frequent class other than 0 on the outer border of the component in `pixels[:tail]`
+    (each border pixel counted once, ties to the lower class), or -1 when there is none."""
+    cls = flat[start]
+    n_neighbours = 8 if eight else 4
+    counts[:] = 0
+    for j in range(tail):
+        p = pixels[j]
+        y, x = p // width, p % width
+        for k in range(n_neighbours):
+            ny, nx = y + _DY[k], x + _DX[k]
+            if 0 <= ny < height and 0 <= nx < width:
+                q = ny * width + nx
+                other = flat[q]
+                if other != cls and stamp[q] != start:
+                    stamp[q] = start
+                    counts[other] += 1
+    best, best_count = -1, 0
+    for c in range(counts.shape[0]):
+        if c != IGNORED_CLASS and counts[c] > best_count:
+            best, best_count = c, counts[c]
+    return best
+
+
+NO_TARGET = 255
+"""`small_components` target of a pixel whose component is too large, or has no eligible border."""
+
+
+def small_components(labels: np.ndarray, below: int, n_classes: int, connectivity: int = 4):
+    """For each pixel of uint8 (N, H, W) `labels`: the size of its component, and the class cleanup
+    would relabel it to (`NO_TARGET` when the component has `below` or more pixels, or keeps its
+    class). Cleanup with any `min_area` under `below` relabels exactly the pixels whose size is under
+    their class's area and whose target is not `NO_TARGET`, so a search over areas reads this once."""
+    batch = np.ascontiguousarray(labels).reshape((-1, *labels.shape[-2:]))
+    sizes = np.empty(batch.shape, np.int32)
+    targets = np.empty(batch.shape, np.uint8)
+    chunks = 4 * numba.get_num_threads()
+    _components_batch(batch, sizes, targets, below, n_classes, connectivity == 8, chunks)
+    return sizes.reshape(labels.shape), targets.reshape(labels.shape)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _components_batch(labels, sizes, targets, below, n_classes, eight, n_chunks):  # pragma: no cover
+    n, height, width = labels.shape
+    n_chunks = min(n, n_chunks)
+    for chunk in numba.prange(n_chunks):
+        seen = np.empty(height * width, np.bool_)
+        stamp = np.empty(height * width, np.int32)
+        pixels = np.empty(height * width, np.int32)
+        counts = np.empty(n_classes, np.int64)
+        for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
+            flat, size_of, target_of = labels[i].reshape(-1), sizes[i].reshape(-1), targets[i].reshape(-1)
+            seen[:] = False
+            stamp[:] = -1
+            for start in range(height * width):
+                if seen[start]:
+                    continue
+                tail = _flood(flat, start, height, width, eight, seen, pixels)
+                best = -1
+                if tail < below:
+                    best = _border_class(flat, start, tail, height, width, eight, stamp, pixels, counts)
+                for j in range(tail):
+                    size_of[pixels[j]] = tail
+                    target_of[pixels[j]] = NO_TARGET if best < 0 else best

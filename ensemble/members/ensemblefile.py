@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,9 @@ FORMAT = "ens-ensemble/1"
 
 @dataclass(frozen=True)
 class EnsembleSpec:
-    """What to run: member names and hashes, (M, C) weights, TTA, (C,) min_area and decoding gains."""
+    """What to run: member names and hashes, (M, C) weights, TTA, (C,) min_area and decoding gains;
+    `dropped` names the members the fit gave weight 0 everywhere, left out because they cannot
+    change a fused score."""
 
     members: tuple[str, ...]
     member_sha256: tuple[str, ...]
@@ -38,6 +40,7 @@ class EnsembleSpec:
     class_gain: tuple[float, ...] = ()
     connectivity: int = 4
     metric: str = "course"
+    dropped: tuple[str, ...] = ()
     fit: dict = field(default_factory=dict)
 
     def weight_matrix(self) -> np.ndarray:
@@ -46,6 +49,22 @@ class EnsembleSpec:
     def gain_vector(self) -> np.ndarray:
         """(C,) decoding gains; all ones for files without gains."""
         return np.asarray(self.class_gain, np.float64) if self.class_gain else np.ones(len(self.min_area))
+
+    def without_idle(self) -> EnsembleSpec:
+        """The spec without its members whose weights are all 0, named in `dropped`: a zero weight
+        adds exactly 0 to every fused score, so the labels stay byte-identical while those members
+        are never run. Unchanged when no member (or every member) has only zero weights."""
+        idle = ~self.weight_matrix().any(axis=1)
+        if not idle.any() or idle.all():
+            return self
+        keep = np.flatnonzero(~idle)
+        return replace(
+            self,
+            members=tuple(self.members[i] for i in keep),
+            member_sha256=tuple(self.member_sha256[i] for i in keep),
+            weights=tuple(self.weights[i] for i in keep),
+            dropped=(*self.dropped, *(self.members[i] for i in np.flatnonzero(idle))),
+        )
 
     def check_members(self, members: list[Member], path: Path) -> None:
         """Refuse members whose files changed since the fit: the weights belong to those exact files."""
@@ -57,7 +76,12 @@ class EnsembleSpec:
                 )
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, **asdict(self)}, indent=2) + "\n"
+        """The file's text; `dropped` only when members were left out, so readers that predate it
+        still read every other file."""
+        content = {"format": FORMAT, **asdict(self)}
+        if not self.dropped:
+            del content["dropped"]
+        return json.dumps(content, indent=2) + "\n"
 
 
 def default_path(store: Path) -> Path:
@@ -104,6 +128,7 @@ def read_spec(path: Path) -> EnsembleSpec:
         class_gain=tuple(field_of.numbers("class_gain", MIN_GAIN, MAX_GAIN, default=())),
         connectivity=field_of.choice("connectivity", [4, 8], default=4),
         metric=field_of.choice("metric", list_metrics(), default="course"),
+        dropped=field_of.names("dropped", default=[]),
         fit=field_of.object("fit"),
     )
     if len(spec.members) != len(spec.weights) or len(spec.members) != len(spec.member_sha256):
@@ -154,9 +179,10 @@ class _FieldReader:
             raise self._refuse(name, value, "a JSON list")
         return value
 
-    def names(self, name: str) -> tuple[str, ...]:
-        value = self._list(name)
-        if not value or not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
+    def names(self, name: str, default=None) -> tuple[str, ...]:
+        value = self._list(name, default)
+        empty = not value and default is None
+        if empty or not all(isinstance(v, str) and v for v in value) or len(set(value)) != len(value):
             raise self._refuse(name, value, "a list of distinct member names")
         return tuple(value)
 
@@ -226,6 +252,7 @@ def resolve_ensemble(
             f"--members {members!r} differs from the members of {str(path)!r} ({','.join(spec.members)}); "
             "drop one of the two options"
         )
+    spec = spec.without_idle()
     found = resolve_members(list(spec.members), store)
     spec.check_members(found, path)
     n_classes = found[0].n_classes

@@ -224,9 +224,14 @@ def _compute(
 def _manifest(request, out, written, ensemble, source, result, spec_path, spec) -> dict:
     manifest = build_manifest(ensemble, source, result, out, request.fmt, written=written, rle=request.rle)
     manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
+    manifest["dropped_members"] = [] if spec is None else list(spec.dropped)
     manifest["graph"] = engine_manifest(ensemble)
     if spec is not None:
-        manifest["ensemble_evidence"] = {"metric": spec.metric, "fit": spec.fit}
+        manifest["ensemble_evidence"] = {
+            "metric": spec.metric,
+            "dropped": list(spec.dropped),
+            "fit": spec.fit,
+        }
     if result.confusion is not None:
         manifest["val_confusion"] = np.asarray(result.confusion).tolist()
     return manifest

@@ -42,6 +42,7 @@ class ScoreOutcome:
     ablation: Ablation
     ensemble_file: Path | None
     description: str
+    fit: dict | None = None  # the ensemble file's fit evidence (in-sample and nested CV stage scores)
 
 
 def score_stages(
@@ -72,4 +73,4 @@ def score_stages(
     if on_total:
         on_total(source.n_images, f"scoring {len(rows)} configurations")
     ablation = run_ablation(members, cache, truth, rows, request.metric, on_batch=on_batch)
-    return ScoreOutcome(ablation, spec_path, source.description)
+    return ScoreOutcome(ablation, spec_path, source.description, None if spec is None else spec.fit)
