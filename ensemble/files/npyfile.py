@@ -4,12 +4,37 @@ renamed into place by the caller only once complete (the probability cache, `--s
 from __future__ import annotations
 
 import contextlib
+import lzma
 import os
+import struct
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ensemble.errors import EnsError
+
+# what numpy, zipfile and its decompressors raise on a damaged .npy/.npz file: numpy parses a header it
+# cannot read as a literal again with `tokenize`, which has errors of its own
+READ_ERRORS = (
+    OSError,
+    ValueError,
+    KeyError,
+    EOFError,
+    TypeError,
+    RuntimeError,
+    NotImplementedError,
+    MemoryError,
+    SyntaxError,
+    tokenize.TokenError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+)
 
 
 def temp_memmap(target: Path, shape: tuple[int, ...], what: str, hint: str) -> tuple[np.memmap, Path]:

@@ -25,7 +25,7 @@ from ensemble.files.atomic import ensure_dir, write_text
 from ensemble.files.cachedir import cache_root
 from ensemble.files.hashing import bytes_sha256, file_sha256, json_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
-from ensemble.files.npyfile import remove_quietly, temp_memmap
+from ensemble.files.npyfile import READ_ERRORS, remove_quietly, temp_memmap
 from ensemble.inference.runner import check_finite, member_probs
 from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
@@ -90,9 +90,9 @@ class ProbCache:
     def _get(self, member: Member, view: View, group: int, on_batch) -> np.ndarray:
         path = self.path(member, view, group)
         shape = (len(self.groups[group]), member.n_classes, *self.groups[group].shape)
-        if path.is_file():
-            array, problem = read_entry(path, shape)
-            problem = problem or self._hash_problem(path)
+        if path.is_file():  # content checked against its sha256 before numpy parses its header
+            problem = self._hash_problem(path)
+            array, problem = (None, problem) if problem else read_entry(path, shape)
             if problem is None:
                 if on_batch is not None:
                     on_batch(shape[0])
@@ -147,7 +147,7 @@ def read_entry(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray | None, s
     """
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except READ_ERRORS as exc:
         return None, f"unreadable: {first_line(exc, 120)}"
     if not isinstance(array, np.ndarray):
         return None, "not a .npy array"

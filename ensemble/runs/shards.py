@@ -12,11 +12,7 @@ is reported and recomputed.
 from __future__ import annotations
 
 import hashlib
-import lzma
 import os
-import struct
-import zipfile
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,26 +22,10 @@ import numpy as np
 from ensemble.data.metrics import ConfusionAccumulator
 from ensemble.errors import EnsError, first_line
 from ensemble.files.atomic import atomic_write
+from ensemble.files.npyfile import READ_ERRORS
 from ensemble.files.plainfile import open_plain, remove_entry
 from ensemble.runs.plan import ShardPlan
 from ensemble.submission.io import SubmissionWriter
-
-# what numpy, zipfile and its decompressors raise on a damaged archive or npy header
-_READ_ERRORS = (
-    OSError,
-    ValueError,
-    KeyError,
-    EOFError,
-    TypeError,
-    RuntimeError,
-    NotImplementedError,
-    MemoryError,
-    struct.error,
-    zlib.error,
-    lzma.LZMAError,
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-)
 
 
 @dataclass(frozen=True)
@@ -128,7 +108,7 @@ def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
             ids, rows = stored["ids"], stored["rows"].tobytes()
             digest = str(stored["sha256"])
             confusion = stored["confusion"] if "confusion" in stored.files else None
-    except _READ_ERRORS as exc:
+    except READ_ERRORS as exc:
         raise EnsError(f"{name} cannot be read ({first_line(exc)})") from exc
     if ids.dtype.kind not in "iuU" or ids.ndim != 1:
         raise EnsError(f"{name} holds ids of shape {ids.shape} and type {ids.dtype}, not a list of ids")
