@@ -21,7 +21,8 @@ from ensemble.errors import EnsError, first_line
 from ensemble.files.atomic import write_bytes
 from ensemble.files.hashing import path_sha256
 from ensemble.files.outputs import refuse_overwrite
-from ensemble.members.member import CONTRACT_VERSION, Member, MemberInfo, load_member
+from ensemble.members.contract import CONTRACT_VERSION, MemberInfo
+from ensemble.members.member import Member, load_member
 from ensemble.members.session import build_session
 from ensemble.members.store import list_member_files
 from exporters.contract import attach_metadata, is_probabilities, opset_of, softmax, wrap_to_contract

@@ -17,7 +17,8 @@ from importlib import metadata
 import numpy as np
 
 from ensemble.errors import EnsError, first_line
-from ensemble.members.member import INPUT_NAME, Member
+from ensemble.members.contract import INPUT_NAME
+from ensemble.members.member import Member
 from ensemble.members.session import SessionReport
 
 OPENVINO = "OpenVINO"
