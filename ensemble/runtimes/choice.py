@@ -84,14 +84,41 @@ def choose_runtimes(
     min_images: int = MIN_IMAGES,
     on_timing: Callable[[str], None] | None = None,
 ) -> None:
-    """Set each member's runner and choice on `ensemble` for `runtime` (see the module docstring);
-    `cache` defaults to runtimes.json in the cache dir; `on_timing` hears of each member timed."""
+    """Set each member's runner and choice on `ensemble` as `runtime_choices` makes them."""
+    chosen = runtime_choices(
+        ensemble,
+        source,
+        runtime,
+        cache=cache,
+        tolerance=tolerance,
+        min_images=min_images,
+        on_timing=on_timing,
+    )
+    for index, (_, runner) in enumerate(chosen):
+        if runner is not None:
+            ensemble.runners[index] = runner
+    ensemble.choices = [choice for choice, _ in chosen]
+
+
+def runtime_choices(
+    ensemble: Rewired,
+    source: Source,
+    runtime: Runtime | str = Runtime.auto,
+    *,
+    cache: Path | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+    min_images: int = MIN_IMAGES,
+    on_timing: Callable[[str], None] | None = None,
+) -> list[tuple[RuntimeChoice, Runner | None]]:
+    """Each member's choice for `runtime` (see the module docstring) and the runner to use instead of
+    its ONNX Runtime session (None: keep it); `ensemble` is left as it is. `cache` defaults to
+    runtimes.json in the cache dir (new measurements are added to it); `on_timing` hears of each
+    member timed."""
     runtime = Runtime(runtime)
     cache = cache_root() / RUNTIME_CACHE if cache is None else cache
     fixed = _fixed_choices(ensemble, runtime)
     if fixed is not None:
-        ensemble.choices = fixed
-        return
+        return [(choice, None) for choice in fixed]
     if runtime is Runtime.openvino:
         core()  # not installed: one error with the install hint, not a fallback per member
     has_openvino = runtime is Runtime.openvino or openvino_available()
@@ -103,13 +130,10 @@ def choose_runtimes(
         note=None if has_openvino else f"openvino is not installed ({INSTALL_HINT})",
         entries=read_cache(cache) if runtime is Runtime.auto else {},
     )  # fmt: skip
-    for index, member in enumerate(ensemble.members):
-        choice, runner = _choose_member(plan, index, member)
-        if runner is not None:
-            ensemble.runners[index] = runner
-        ensemble.choices[index] = choice
+    chosen = [_choose_member(plan, index, member) for index, member in enumerate(ensemble.members)]
     if plan.changed:
         write_cache(cache, plan.entries)
+    return chosen
 
 
 def _fixed_choices(ensemble: Rewired, runtime: Runtime) -> list[RuntimeChoice] | None:
