@@ -26,7 +26,8 @@ from ensemble.data.tta import augment, get_views
 from ensemble.fitting.cache import read_entry, view_mean
 from ensemble.inference.runner import contract_problem
 from ensemble.members.channels import to_pixels
-from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, load_member
+from ensemble.members.contract import INPUT_NAME, OUTPUT_NAME
+from ensemble.members.member import load_member
 from ensemble.members.session import build_session
 
 

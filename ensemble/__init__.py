@@ -21,7 +21,7 @@ _API = {
     "fit": "ensemble.api",
     "score": "ensemble.api",
     "Ensemble": "ensemble.inference.pipeline",
-    "FitSettings": "ensemble.fitting.fit",
+    "FitSettings": "ensemble.fitting.settings",
     "read_submission": "ensemble.submission.io",
     "write_submission": "ensemble.submission.io",
     "RleConvention": "ensemble.submission.convention",

@@ -37,8 +37,9 @@ from ensemble.data.tta import get_views
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
 from ensemble.files.outputs import refuse_overwrite, run_inputs
-from ensemble.fitting.fit import FitSettings, check_labelled, check_settings, fit_ensemble
+from ensemble.fitting.fit import fit_ensemble
 from ensemble.fitting.job import build_spec
+from ensemble.fitting.settings import FitSettings, check_labelled, check_settings
 from ensemble.inference.batchpool import ordered_batches
 from ensemble.inference.options import DEFAULT_BATCH, resolve_options
 from ensemble.inference.pipeline import Ensemble

@@ -16,7 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ensemble.errors import EnsError
-from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
+from ensemble.members.contract import INPUT_NAME, OUTPUT_NAME, PREFIX, MemberInfo, metadata_dict
 from exporters.preprocessing import Normalisation
 from exporters.upsample import resize_nodes
 

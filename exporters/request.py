@@ -12,7 +12,8 @@ from ensemble.course import CLASS_NAMES
 from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError, first_line
 from ensemble.files.jsonfile import unique_keys
-from ensemble.members.member import CHANNELS, DEFAULT_STORE, MAX_SIZE_MULTIPLE
+from ensemble.members.contract import CHANNELS, MAX_SIZE_MULTIPLE
+from ensemble.members.member import DEFAULT_STORE
 from ensemble.optionvalues import MAX_CLASSES, name_list
 from exporters.preprocessing import Normalisation
 

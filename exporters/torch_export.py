@@ -23,14 +23,13 @@ import torch
 
 from ensemble.capture import quiet
 from ensemble.errors import EnsError, first_line, shorten
-from exporters.factory import build_network
 from exporters.pickles import code_imports, file_imports
 from exporters.request import ExportRequest
 from exporters.source import LoadedSource, has_batchnorm
+from exporters.torch_weights import find_state_dict, with_factory
 from exporters.trust import FORMAT_RISKS, untrusted
 
 OPSET = 18
-STATE_DICT_KEYS = ("state_dict", "model_state_dict")
 
 
 def load_torch(request: ExportRequest, source_format: str) -> LoadedSource:
@@ -41,7 +40,7 @@ def load_torch(request: ExportRequest, source_format: str) -> LoadedSource:
     elif source_format == "torchscript":
         module, kind = _load_script(path, request), "TorchScript module"
     elif source_format == "safetensors":
-        module, kind = _with_factory(_read_safetensors(path), "", path, request)
+        module, kind = with_factory(_read_safetensors(path), "", path, request)
     else:
         module, kind = _load_checkpoint(path, request)
     if request.factory and not kind.startswith("state_dict"):
@@ -132,24 +131,7 @@ def _load_checkpoint(path: Path, request: ExportRequest) -> tuple[torch.nn.Modul
         raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from exc
     if isinstance(obj, torch.nn.Module):
         return obj.float(), "pickled nn.Module"
-    return _with_factory(*_find_state_dict(obj, path), path, request)
-
-
-def _with_factory(state_dict: dict, where: str, path: Path, request: ExportRequest) -> tuple:
-    """The network --factory builds, with the state_dict's weights loaded into it, and its kind."""
-    if not request.factory:
-        raise EnsError(
-            f"{str(path)!r} is a state_dict of {len(state_dict)} tensors{where}; pass --factory "
-            "module:callable that builds the network (and --factory-kwargs JSON for its arguments)"
-        )
-    net = build_network(request.factory, request.factory_kwargs, request.trust)
-    if not isinstance(net, torch.nn.Module):
-        raise EnsError(
-            f"--factory {request.factory!r} returned a {type(net).__name__}, not a torch.nn.Module; "
-            "point it at the network class or a function returning one"
-        )
-    note = load_weights(net, state_dict, path, request.factory)
-    return net.float(), f"state_dict{where}{note} + {request.factory}"
+    return with_factory(*find_state_dict(obj, path), path, request)
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -181,93 +163,6 @@ def _load_trusted(path: Path) -> Any:
         ) from exc
     except Exception as exc:  # damaged pickle
         raise _unloadable(path, f"{type(exc).__name__}: {_first(exc)}") from exc
-
-
-def _find_state_dict(obj: Any, path: Path) -> tuple[dict, str]:
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state, where = obj, ""
-    elif isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in STATE_DICT_KEYS):
-        key = next(k for k in STATE_DICT_KEYS if isinstance(obj.get(k), dict))
-        state, where = obj[key], f" (under {key!r})"
-    else:
-        keys = list(obj)[:6] if isinstance(obj, dict) else None
-        raise EnsError(
-            f"{str(path)!r} holds a {type(obj).__name__}{f' with keys {keys}' if keys else ''}, not a "
-            f"state_dict; expected a dict of tensors, or one under {' or '.join(map(repr, STATE_DICT_KEYS))}"
-        )
-    return state, where
-
-
-def load_weights(net: torch.nn.Module, state: dict, path: Path, factory: str) -> str:
-    """load_state_dict(strict=True), with a one-line report of missing, unexpected and resized keys;
-    keys that all carry a prefix the network's lack are loaded without it; return a note saying so."""
-    expected = net.state_dict()
-    state, note = strip_prefix(state, expected)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    resized = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    parts = [
-        f"{label} {few_keys(keys)}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatch", resized),
-        )
-        if keys
-    ]
-    if parts:
-        raise EnsError(
-            f"the state_dict in {str(path)!r} does not fit the network built by --factory {factory!r}: "
-            f"{'; '.join(parts)}; {_prefix_hint(state, expected)}check --factory and --factory-kwargs"
-        )
-    net.load_state_dict(state, strict=True)
-    return note
-
-
-def strip_prefix(state: dict, expected: dict) -> tuple[dict, str]:
-    """`state` without the prefixes all its keys share and the network's keys lack (DataParallel's
-    'module.', Lightning's 'model.', a wrapper's 'net.') when that makes it fit better, and the note.
-
-    >>> strip_prefix({"module.net.w": 1}, {"w": 0})
-    ({'w': 1}, " (prefix 'module.net.' removed)")
-    """
-    stripped, removed = state, ""
-    while set(stripped) != set(expected):
-        prefix = _common_prefix(stripped)
-        if not prefix or _common_prefix(expected) == prefix:
-            break
-        stripped, removed = {k[len(prefix) :]: v for k, v in stripped.items()}, removed + prefix
-    if not removed or len(set(stripped) ^ set(expected)) >= len(set(state) ^ set(expected)):
-        return state, ""
-    return stripped, f" (prefix {removed!r} removed)"
-
-
-def _common_prefix(keys) -> str:
-    """'net.' when every key starts with that one dotted component, else ''."""
-    firsts = {key.partition(".")[0] + "." if "." in key else "" for key in keys}
-    return firsts.pop() if len(firsts) == 1 else ""
-
-
-def _prefix_hint(state: dict, expected: dict) -> str:
-    """Where the keys' prefixes differ, say so: the usual cause of a state_dict that fits nothing."""
-    have, want = _common_prefix(state), _common_prefix(expected)
-    if have == want:
-        return ""
-    have_text = f"all start with {have!r}" if have else f"start like {next(iter(state), '')!r}"
-    return (
-        f"the state_dict's keys {have_text} while the network's "
-        f"{f'all start with {want!r}' if want else 'share no prefix'} (a wrapper's or of another class?); "
-    )
-
-
-def few_keys(items: list[str], shown: int = 4) -> str:
-    """The first few of a list of keys, and how many more there are."""
-    more = f" (+{len(items) - shown} more)" if len(items) > shown else ""
-    return ", ".join(items[:shown]) + more
 
 
 def _unloadable(path: Path, reason: str) -> EnsError:

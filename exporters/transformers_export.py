@@ -19,7 +19,8 @@ from ensemble.capture import quiet
 from ensemble.errors import EnsError, first_line
 from exporters.request import ExportRequest
 from exporters.source import LoadedSource
-from exporters.torch_export import few_keys, module_source
+from exporters.torch_export import module_source
+from exporters.torch_weights import few_keys
 
 CONFIG = "config.json"
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json")

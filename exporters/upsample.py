@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper, numpy_helper
 
-from ensemble.members.member import MAX_UPSAMPLE_FACTOR as MAX_FACTOR  # beyond: more likely a wrong output
+from ensemble.members.contract import MAX_UPSAMPLE_FACTOR as MAX_FACTOR  # beyond: more likely a wrong output
 
 
 def reduction_factor(spatial: tuple[int, ...], hw: tuple[int, int]) -> int | None:

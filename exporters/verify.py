@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from ensemble.errors import EnsError, first_line
-from ensemble.members.member import INPUT_NAME, OUTPUT_NAME
+from ensemble.members.contract import INPUT_NAME, OUTPUT_NAME
 from ensemble.members.session import MemberSession, ort_message
 
 SUM_TOLERANCE = 1e-4

@@ -12,7 +12,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ensemble.course import CLASS_NAMES
-from ensemble.members.member import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, MemberInfo, metadata_dict
+from ensemble.members.contract import CONTRACT_VERSION, INPUT_NAME, OUTPUT_NAME, MemberInfo, metadata_dict
 
 
 def make_member(

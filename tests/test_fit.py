@@ -7,8 +7,9 @@ import pytest
 from fit_fixtures import member, random_truth
 
 from ensemble.data.metrics import score
-from ensemble.fitting.fit import FitSettings, fit_ensemble
+from ensemble.fitting.fit import fit_ensemble
 from ensemble.fitting.grid import fit_min_area
+from ensemble.fitting.settings import FitSettings
 from ensemble.fitting.weights import fit_weights, nll_weights, pixel_set
 from ensemble.inference.fusion import decode, fuse
 

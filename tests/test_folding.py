@@ -18,7 +18,8 @@ from ensemble.data.datasets import open_dataset
 from ensemble.data.sources import make_source
 from ensemble.inference.options import PredictOptions
 from ensemble.inference.pipeline import Ensemble
-from ensemble.members.member import INPUT_NAME, load_member
+from ensemble.members.contract import INPUT_NAME
+from ensemble.members.member import load_member
 from ensemble.runtimes.choice import FOLDED, ORT, choose_runtimes
 from ensemble.runtimes.folding import fold_affine, folded_model
 from ensemble.submission.io import read_submission

@@ -16,8 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_members import make_member
 
 from ensemble.demo.synthetic import DemoSpec, write_demo
+from ensemble.members.contract import INPUT_NAME, OUTPUT_NAME, PREFIX
 from ensemble.members.ensemblefile import EnsembleSpec, write_spec
-from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, PREFIX, load_member
+from ensemble.members.member import load_member
 
 
 def swap_softmax(path, op: str):

@@ -97,8 +97,8 @@ def common(demo, store, tmp_path):
 def test_fit_reports_each_fit_with_the_total_so_an_eta_can_be_shown(tmp_path, demo, store):
     from ensemble.data.datasets import open_dataset
     from ensemble.data.split import SplitSpec
-    from ensemble.fitting.fit import FitSettings
     from ensemble.fitting.job import FitRequest, fit
+    from ensemble.fitting.settings import FitSettings
 
     steps = []
     request = FitRequest(
@@ -126,7 +126,7 @@ def test_the_cv_estimate_is_nested_no_fold_sees_its_held_out_images():
     truth = random_truth(rng, n=12)
     probs = [member(rng, truth, confidence=2.0, noise=1.0), member(rng, truth, confidence=1.0, noise=1.5)]
     current, seen = ["start"], []
-    real_fit, real_choose = fitting._fit_once, fitting._choose
+    real_fit, real_choose = fitting.fit_once, fitting._choose
 
     def spy_fit(pool, index, per, use=(True, True, True)):
         seen.append((current[0], set(index.tolist())))
@@ -137,7 +137,7 @@ def test_the_cv_estimate_is_nested_no_fold_sees_its_held_out_images():
         return real_choose(pool, index, steps, where)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fitting, "_fit_once", spy_fit)
+        patch.setattr(fitting, "fit_once", spy_fit)
         patch.setattr(fitting, "_choose", spy_choose)
         result = fitting.fit_ensemble(
             probs, truth, fitting.FitSettings(folds=3), lambda w, d, t: current.__setitem__(0, w)

@@ -4,7 +4,7 @@ from enum import Enum
 
 from ensemble.data.metrics import list_metrics
 from ensemble.data.sources import SPLITS
-from ensemble.fitting.fit import WEIGHTS_PER
+from ensemble.fitting.settings import WEIGHTS_PER
 from ensemble.inference.cleanup import CONNECTIVITIES
 from ensemble.runs.resumable import ENGINES
 from ensemble.submission.convention import LAYOUTS, ORDERS, STARTS

@@ -32,8 +32,8 @@ from ensemble.cli.common import (
 )
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.data.tta import TTA
-from ensemble.fitting.fit import DEFAULT_FOLDS, FitSettings
 from ensemble.fitting.job import FitOutcome, FitRequest, fit
+from ensemble.fitting.settings import DEFAULT_FOLDS, FitSettings
 from ensemble.inference.options import DEFAULT_BATCH
 from ensemble.members.ensemblefile import default_path
 from ensemble.members.member import DEFAULT_STORE

@@ -51,7 +51,8 @@ from ensemble.process import debug_enabled
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE
 from ensemble.runs.predict import PredictOutcome, PredictRequest, predict
 from ensemble.runs.resumable import RunOptions
-from ensemble.runtimes.choice import Runtime, untimed_note
+from ensemble.runtimes.choice import untimed_note
+from ensemble.runtimes.kinds import Runtime
 
 
 @app.command("predict")

@@ -12,7 +12,8 @@ from ensemble.data.split import SplitSpec
 from ensemble.data.tta import get_views
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.fitting.cache import ProbCache, merged_parts
-from ensemble.fitting.fit import FitResult, FitSettings, check_labelled, check_settings, fit_parts
+from ensemble.fitting.fit import fit_parts
+from ensemble.fitting.settings import FitResult, FitSettings, check_labelled, check_settings
 from ensemble.members.channels import check_channels
 from ensemble.members.ensemblefile import EnsembleSpec, default_path, write_spec
 from ensemble.members.member import DEFAULT_STORE, Member

@@ -19,7 +19,8 @@ from ensemble.errors import EnsError
 from ensemble.inference.options import PredictOptions
 from ensemble.inference.pipeline import Ensemble
 from ensemble.members.member import Member
-from ensemble.runtimes.choice import Runtime, RuntimeChoice, choose_runtimes
+from ensemble.runtimes.choice import choose_runtimes
+from ensemble.runtimes.kinds import Runtime, RuntimeChoice
 
 
 def timing_source(dataset: Dataset, spec: SplitSpec | None = None) -> Source:

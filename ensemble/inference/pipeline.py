@@ -30,7 +30,7 @@ from ensemble.members.member import Member
 from ensemble.members.padding import check_fits
 from ensemble.members.session import MemberSession, build_session
 from ensemble.members.store import NO_MEMBERS
-from ensemble.runtimes.choice import RuntimeChoice, ort_choice
+from ensemble.runtimes.kinds import RuntimeChoice, ort_choice
 from ensemble.runtimes.runner import Runner
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import SubmissionWriter

@@ -22,7 +22,8 @@ from ensemble.capture import quiet
 from ensemble.errors import EnsError, shorten
 from ensemble.files.cachedir import cache_root
 from ensemble.machine import gpu_present, physical_cores, usable_cores
-from ensemble.members.member import INPUT_NAME, OUTPUT_NAME, Member
+from ensemble.members.contract import INPUT_NAME, OUTPUT_NAME
+from ensemble.members.member import Member
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

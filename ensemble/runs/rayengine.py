@@ -29,7 +29,7 @@ from ensemble.runs.raycluster import connect, make_room
 from ensemble.runs.resumable import RunOptions, ShardedRun, encoder
 from ensemble.runs.shards import ShardWriter
 from ensemble.runs.view import shard_batches
-from ensemble.runtimes.choice import apply_choices
+from ensemble.runtimes.carried import apply_choices
 from ensemble.submission.convention import RleConvention
 
 INSTALL_HINT = "pip install 'ens[ray]'"

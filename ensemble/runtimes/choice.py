@@ -14,12 +14,11 @@ ONNX Runtime as exported, with a one-line warning (an int8 copy of a member: wit
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import onnxruntime as ort
+import numpy as np
 
 from ensemble.errors import EnsError
 from ensemble.files.cachedir import cache_root
@@ -28,6 +27,7 @@ from ensemble.members.member import Member
 from ensemble.members.session import CPU, ORT_ERRORS, build_session, ort_message
 from ensemble.runtimes.folding import folded_model
 from ensemble.runtimes.int8 import INT8_PARITY_TOLERANCE
+from ensemble.runtimes.kinds import Runtime, RuntimeChoice, ort_choice
 from ensemble.runtimes.measurements import (
     cached_seconds,
     choice_key,
@@ -38,7 +38,13 @@ from ensemble.runtimes.measurements import (
     time_runners,
     write_cache,
 )
-from ensemble.runtimes.openvino import INSTALL_HINT, OpenVinoSession, core, openvino_version
+from ensemble.runtimes.openvino import (
+    INSTALL_HINT,
+    OpenVinoSession,
+    core,
+    openvino_available,
+    openvino_version,
+)
 
 if TYPE_CHECKING:
     from ensemble.data.sources import Source
@@ -51,40 +57,6 @@ MIN_IMAGES = 1024  # below this, timing the runtimes would cost a large share of
 RUNTIME_CACHE = "runtimes.json"  # under the cache dir
 ORT, FOLDED, OPENVINO = "ort", "ort-folded", "openvino"
 DESCRIBED = {FOLDED: "ONNX Runtime with its affine operations folded", OPENVINO: "OpenVINO"}
-
-
-class Runtime(str, Enum):
-    """`--runtime`: `auto` measures once per machine and member, `ort` and `openvino` force one."""
-
-    auto = "auto"
-    ort = "ort"
-    openvino = "openvino"
-
-
-@dataclass(frozen=True)
-class RuntimeChoice:
-    """The runtime of one member and why: `how` is default, requested, measured or cached;
-    `seconds` the median timed round of each candidate behind an `auto` choice; `folded` how many
-    affine operations were folded into convolutions when ONNX Runtime runs the folded graph;
-    `untimed` that `auto` had neither a cached choice nor enough images to time the candidates."""
-
-    runtime: str
-    version: str
-    how: str
-    parity_max_abs_err: float | None = None
-    seconds: dict[str, float] | None = None
-    note: str | None = None
-    warning: str | None = None
-    folded: int | None = None
-    untimed: bool | None = None  # True: no cached choice and too few images to time the runtimes
-
-    @property
-    def kind(self) -> str:
-        """What computed the member's output: the runtime, and whether its graph was folded."""
-        return f"{self.runtime}+folded" if self.folded else self.runtime
-
-    def to_json(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
 
 
 class Rewired(Protocol):
@@ -102,10 +74,6 @@ class Rewired(Protocol):
     choices: list[RuntimeChoice]
 
 
-def ort_choice(how: str, **fields) -> RuntimeChoice:
-    return RuntimeChoice("onnxruntime", ort.__version__, how, **fields)
-
-
 def choose_runtimes(
     ensemble: Rewired,
     source: Source,
@@ -116,17 +84,66 @@ def choose_runtimes(
     min_images: int = MIN_IMAGES,
     on_timing: Callable[[str], None] | None = None,
 ) -> None:
-    """Set each member's runner and choice on `ensemble` for `runtime` (see the module docstring);
-    `cache` defaults to runtimes.json in the cache dir; `on_timing` hears of each member timed."""
+    """Set each member's runner and choice on `ensemble` as `runtime_choices` makes them."""
+    chosen = runtime_choices(
+        ensemble,
+        source,
+        runtime,
+        cache=cache,
+        tolerance=tolerance,
+        min_images=min_images,
+        on_timing=on_timing,
+    )
+    for index, (_, runner) in enumerate(chosen):
+        if runner is not None:
+            ensemble.runners[index] = runner
+    ensemble.choices = [choice for choice, _ in chosen]
+
+
+def runtime_choices(
+    ensemble: Rewired,
+    source: Source,
+    runtime: Runtime | str = Runtime.auto,
+    *,
+    cache: Path | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+    min_images: int = MIN_IMAGES,
+    on_timing: Callable[[str], None] | None = None,
+) -> list[tuple[RuntimeChoice, Runner | None]]:
+    """Each member's choice for `runtime` (see the module docstring) and the runner to use instead of
+    its ONNX Runtime session (None: keep it); `ensemble` is left as it is. `cache` defaults to
+    runtimes.json in the cache dir (new measurements are added to it); `on_timing` hears of each
+    member timed."""
     runtime = Runtime(runtime)
     cache = cache_root() / RUNTIME_CACHE if cache is None else cache
+    fixed = _fixed_choices(ensemble, runtime)
+    if fixed is not None:
+        return [(choice, None) for choice in fixed]
+    if runtime is Runtime.openvino:
+        core()  # not installed: one error with the install hint, not a fallback per member
+    has_openvino = runtime is Runtime.openvino or openvino_available()
+    _, images = next(iter(source.batches(ensemble.worker_batch, ensemble.channels)))
+    plan = _Plan(
+        ensemble, runtime, cache, tolerance, min_images, on_timing, source.n_images,
+        pixels=to_pixels(images, ensemble.channels),
+        has_openvino=has_openvino,
+        note=None if has_openvino else f"openvino is not installed ({INSTALL_HINT})",
+        entries=read_cache(cache) if runtime is Runtime.auto else {},
+    )  # fmt: skip
+    chosen = [_choose_member(plan, index, member) for index, member in enumerate(ensemble.members)]
+    if plan.changed:
+        write_cache(cache, plan.entries)
+    return chosen
+
+
+def _fixed_choices(ensemble: Rewired, runtime: Runtime) -> list[RuntimeChoice] | None:
+    """The choices when there is nothing to choose (ONNX Runtime asked for, the compiled graph, members
+    on a GPU); None when each member is to be looked at."""
     count = len(ensemble.members)
     if runtime is Runtime.ort:
-        ensemble.choices = [ort_choice("requested") for _ in range(count)]
-        return
+        return [ort_choice("requested") for _ in range(count)]
     if ensemble.engine != "pipeline":
-        ensemble.choices = [ort_choice("default", note="the compiled graph runs on ONNX Runtime")] * count
-        return
+        return [ort_choice("default", note="the compiled graph runs on ONNX Runtime")] * count
     used = ensemble.ort_runners[0].report.used[0]
     if used != CPU:
         if runtime is Runtime.openvino:
@@ -134,88 +151,131 @@ def choose_runtimes(
                 f"--runtime openvino runs members on the CPU, but they run on {used}; "
                 "add --device cpu, or use --runtime auto"
             )
-        ensemble.choices = [ort_choice("default", note="members run on a GPU") for _ in range(count)]
-        return
-    if runtime is Runtime.openvino:
-        core()  # not installed: one error with the install hint, not a fallback per member
-    has_openvino = runtime is Runtime.openvino or openvino_available()
-    note = None if has_openvino else f"openvino is not installed ({INSTALL_HINT})"
-    _, images = next(iter(source.batches(ensemble.worker_batch, ensemble.channels)))
-    pixels = to_pixels(images, ensemble.channels)
-    entries = read_cache(cache) if runtime is Runtime.auto else {}
-    changed = False
-    for index, member in enumerate(ensemble.members):
-        batch = member_input(member, pixels, ensemble.views)
-        static = (ensemble.worker_batch * len(ensemble.views), *batch.shape[1:])
-        ort_runner = ensemble.ort_runners[index]
-        folded = folded_model(member.path) if runtime is Runtime.auto else None
-        makers: dict[str, Callable[[], Runner]] = {}
-        if folded is not None:
-            makers[FOLDED] = lambda m=member, f=folded[0], r=ort_runner: folded_session(m, f, r)
-        if has_openvino:
-            makers[OPENVINO] = lambda m=member, b=static[0]: OpenVinoSession(m, b, ensemble.workers)
-        if not makers:
-            ensemble.choices[index] = ort_choice("default", note=note or "no other runtime applies")
-            continue
-        candidates = [ORT, *makers]
-        built: dict[str, Runner] = {}
-        name, seconds, how = OPENVINO, None, "requested"
-        try:
-            if runtime is Runtime.auto:
-                fields = key_fields(member, static, ensemble.workers, ensemble.views, candidates)
-                key = choice_key(fields)
-                seconds = cached_seconds(entries.get(key), candidates)
-                if seconds is not None:
-                    how = "cached"
-                elif source.n_images < min_images:
-                    too_few = f"{source.n_images} images are too few to time the runtimes (< {min_images})"
-                    ensemble.choices[index] = ort_choice("default", note=note or too_few, untimed=True)
-                    continue
-                else:
-                    if on_timing:
-                        on_timing(
-                            f"timing member {member.name!r} on {', '.join(candidates)} "
-                            f"(once on this machine; cached in {cache})"
-                        )
-                    for name, make in makers.items():  # `name` names the candidate that fails
-                        built[name] = make()
-                    times = time_runners((ort_runner, *built.values()), batch, ensemble.workers)
-                    seconds = dict(zip(candidates, times, strict=True))
-                    how, changed = "measured", True
-                    entries[key] = {"member": member.name, "seconds": seconds, "key": fields}
-                name = min(seconds, key=seconds.get)
-                if name == ORT or seconds[ORT] < MARGIN * seconds[name]:
-                    ensemble.choices[index] = ort_choice(how, seconds=seconds, note=note)
-                    continue
-            runner = built.get(name) or makers[name]()
-            error = parity_error(ort_runner, runner, batch)
-        except (EnsError, *ORT_ERRORS) as exc:
-            reason = ort_message(exc, 160)
-            warning = (
-                f"member {member.name!r} could not run on {DESCRIBED[name]} ({reason}); "
-                "running it on ONNX Runtime"
+        return [ort_choice("default", note="members run on a GPU") for _ in range(count)]
+    return None
+
+
+@dataclass
+class _Plan:
+    """What the choice of every member shares: the run's options, its first batch as pixels, the
+    cached measurements (`changed` once one is added)."""
+
+    ensemble: Rewired
+    runtime: Runtime
+    cache: Path
+    tolerance: float
+    min_images: int
+    on_timing: Callable[[str], None] | None
+    n_images: int
+    pixels: np.ndarray
+    has_openvino: bool
+    note: str | None
+    entries: dict
+    changed: bool = False
+
+
+@dataclass
+class _Attempt:
+    """The candidate being tried for one member, its timed rounds and how it was picked, kept up to
+    date so a failure names the candidate that failed."""
+
+    name: str = OPENVINO
+    seconds: dict[str, float] | None = None
+    how: str = "requested"
+
+
+def _choose_member(plan: _Plan, index: int, member: Member) -> tuple[RuntimeChoice, Runner | None]:
+    """The choice for one member, and the runner to use instead of its ONNX Runtime session (None:
+    keep that session)."""
+    ensemble = plan.ensemble
+    batch = member_input(member, plan.pixels, ensemble.views)
+    static = (ensemble.worker_batch * len(ensemble.views), *batch.shape[1:])
+    ort_runner = ensemble.ort_runners[index]
+    folded = folded_model(member.path) if plan.runtime is Runtime.auto else None
+    makers: dict[str, Callable[[], Runner]] = {}
+    if folded is not None:
+        makers[FOLDED] = lambda m=member, f=folded[0], r=ort_runner: folded_session(m, f, r)
+    if plan.has_openvino:
+        makers[OPENVINO] = lambda m=member, b=static[0]: OpenVinoSession(m, b, ensemble.workers)
+    if not makers:
+        return ort_choice("default", note=plan.note or "no other runtime applies"), None
+    built: dict[str, Runner] = {}
+    attempt = _Attempt()
+    try:
+        if plan.runtime is Runtime.auto:
+            settled = _auto_choice(plan, member, ort_runner, batch, static, makers, built, attempt)
+            if settled is not None:
+                return settled, None
+        runner = built.get(attempt.name) or makers[attempt.name]()
+        error = parity_error(ort_runner, runner, batch)
+    except (EnsError, *ORT_ERRORS) as exc:
+        reason = ort_message(exc, 160)
+        warning = (
+            f"member {member.name!r} could not run on {DESCRIBED[attempt.name]} ({reason}); "
+            "running it on ONNX Runtime"
+        )
+        return ort_choice(attempt.how, warning=warning, note=plan.note), None
+    return _checked_choice(plan, member, attempt, error, runner, folded)
+
+
+def _auto_choice(
+    plan: _Plan,
+    member: Member,
+    ort_runner: Runner,
+    batch: np.ndarray,
+    static: tuple[int, ...],
+    makers: dict[str, Callable[[], Runner]],
+    built: dict[str, Runner],
+    attempt: _Attempt,
+) -> RuntimeChoice | None:
+    """`auto` for one member: its cached times, or its candidates timed now (built into `built`);
+    the choice when it stays on ONNX Runtime, else None with the faster candidate in `attempt`."""
+    ensemble, candidates = plan.ensemble, [ORT, *makers]
+    fields = key_fields(member, static, ensemble.workers, ensemble.views, candidates)
+    key = choice_key(fields)
+    seconds = cached_seconds(plan.entries.get(key), candidates)
+    if seconds is not None:
+        attempt.how = "cached"
+    elif plan.n_images < plan.min_images:
+        too_few = f"{plan.n_images} images are too few to time the runtimes (< {plan.min_images})"
+        return ort_choice("default", note=plan.note or too_few, untimed=True)
+    else:
+        if plan.on_timing:
+            plan.on_timing(
+                f"timing member {member.name!r} on {', '.join(candidates)} "
+                f"(once on this machine; cached in {plan.cache})"
             )
-            ensemble.choices[index] = ort_choice(how, warning=warning, note=note)
-            continue
-        limit = tolerance if member.info.quantization is None else max(tolerance, INT8_PARITY_TOLERANCE)
-        if not error <= limit:
-            warning = (
-                f"member {member.name!r}: {DESCRIBED[name]} differs from ONNX Runtime by {error:.2g} on the "
-                f"first batch (tolerance {limit:g}); running it on ONNX Runtime"
-            )
-            ensemble.choices[index] = ort_choice(
-                how, parity_max_abs_err=error, seconds=seconds, warning=warning, note=note
-            )
-            continue
-        ensemble.runners[index] = runner
-        if name == FOLDED:
-            ensemble.choices[index] = ort_choice(
-                how, parity_max_abs_err=error, seconds=seconds, note=note, folded=folded[1]
-            )
-        else:
-            ensemble.choices[index] = RuntimeChoice(OPENVINO, openvino_version() or "", how, error, seconds)
-    if changed:
-        write_cache(cache, entries)
+        for name, make in makers.items():  # `attempt.name` names the candidate that fails
+            attempt.name = name
+            built[name] = make()
+        times = time_runners((ort_runner, *built.values()), batch, ensemble.workers)
+        seconds = dict(zip(candidates, times, strict=True))
+        attempt.how, plan.changed = "measured", True
+        plan.entries[key] = {"member": member.name, "seconds": seconds, "key": fields}
+    attempt.seconds = seconds
+    attempt.name = min(seconds, key=seconds.get)
+    if attempt.name == ORT or seconds[ORT] < MARGIN * seconds[attempt.name]:
+        return ort_choice(attempt.how, seconds=seconds, note=plan.note)
+    return None
+
+
+def _checked_choice(
+    plan: _Plan, member: Member, attempt: _Attempt, error: float, runner: Runner, folded
+) -> tuple[RuntimeChoice, Runner | None]:
+    """The chosen candidate if its output on the first batch is within the parity tolerance, else
+    ONNX Runtime with a warning."""
+    tolerance = plan.tolerance
+    limit = tolerance if member.info.quantization is None else max(tolerance, INT8_PARITY_TOLERANCE)
+    name, seconds, how, note = attempt.name, attempt.seconds, attempt.how, plan.note
+    if not error <= limit:
+        warning = (
+            f"member {member.name!r}: {DESCRIBED[name]} differs from ONNX Runtime by {error:.2g} on the "
+            f"first batch (tolerance {limit:g}); running it on ONNX Runtime"
+        )
+        return ort_choice(how, parity_max_abs_err=error, seconds=seconds, warning=warning, note=note), None
+    if name == FOLDED:
+        return ort_choice(how, parity_max_abs_err=error, seconds=seconds, note=note, folded=folded[1]), runner
+    return RuntimeChoice(OPENVINO, openvino_version() or "", how, error, seconds), runner
 
 
 def untimed_note(ensemble: Rewired, n_images: int) -> str | None:
@@ -231,51 +291,6 @@ def untimed_note(ensemble: Rewired, n_images: int) -> str | None:
     )
 
 
-def carry_choice(old: Member, new: Member, cache: Path | None = None) -> None:
-    """Give `new`, a copy of `old` that differs only in its metadata, `old`'s cached measurements
-    (they are keyed by the file's hash; metadata does not change the speed)."""
-    cache = cache_root() / RUNTIME_CACHE if cache is None else cache
-    entries = read_cache(cache)
-    added = {}
-    for entry in entries.values():
-        fields = entry.get("key") if isinstance(entry, dict) else None
-        if isinstance(fields, dict) and fields.get("member_sha256") == old.sha256:
-            fields = {**fields, "member_sha256": new.sha256}
-            added[choice_key(fields)] = {**entry, "member": new.name, "key": fields}
-    if added:
-        write_cache(cache, {**entries, **added})
-
-
-def apply_choices(ensemble: Rewired, choices: list[RuntimeChoice]) -> None:
-    """Run each member of `ensemble` on the runtime `choices` name, as made by `choose_runtimes` in
-    another process with the same members and options (a Ray actor takes the driver's), untimed."""
-    if ensemble.ort_runners and ensemble.ort_runners[0].report.used[0] != CPU:  # a GPU actor
-        ensemble.choices = [ort_choice("default", note="members run on a GPU") for _ in choices]
-        return
-    for index, choice in enumerate(choices):
-        member, ort_runner = ensemble.members[index], ensemble.ort_runners[index]
-        if choice.runtime == OPENVINO:
-            batch = ensemble.worker_batch * len(ensemble.views)
-            ensemble.runners[index] = OpenVinoSession(member, batch, ensemble.workers)
-        elif choice.folded:
-            folded = folded_model(member.path)
-            if folded is None:
-                raise EnsError(
-                    f"member {member.name!r} has no affine operations to fold here, unlike on the driver"
-                )
-            ensemble.runners[index] = folded_session(member, folded[0], ort_runner)
-    ensemble.choices = list(choices)
-
-
 def folded_session(member: Member, model: bytes, like: Runner) -> Runner:
     """An ONNX Runtime session of `member`'s folded graph, on the device and threads of `like`."""
     return build_session(member, like.report.device, like.report.threads, model=model)
-
-
-def openvino_available() -> bool:
-    """True when openvino imports (its first import takes about a second, so only `auto` asks)."""
-    try:
-        core()
-    except EnsError:
-        return False
-    return True

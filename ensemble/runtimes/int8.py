@@ -22,7 +22,8 @@ from google.protobuf.message import DecodeError
 
 from ensemble.errors import EnsError, first_line
 from ensemble.files.atomic import write_bytes
-from ensemble.members.member import INPUT_NAME, PREFIX, Member
+from ensemble.members.contract import INPUT_NAME, PREFIX
+from ensemble.members.member import Member
 from ensemble.members.padding import pad, padded_size
 
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")

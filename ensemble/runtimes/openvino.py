@@ -17,7 +17,8 @@ from importlib import metadata
 import numpy as np
 
 from ensemble.errors import EnsError, first_line
-from ensemble.members.member import INPUT_NAME, Member
+from ensemble.members.contract import INPUT_NAME
+from ensemble.members.member import Member
 from ensemble.members.session import SessionReport
 
 OPENVINO = "OpenVINO"
@@ -109,3 +110,12 @@ class OpenVinoSession:
             request.infer({0: part})
             parts.append(np.array(request.get_output_tensor(0).data[:count]))  # the request reuses its buffer
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def openvino_available() -> bool:
+    """True when openvino imports (its first import takes about a second, so only `auto` asks)."""
+    try:
+        core()
+    except EnsError:
+        return False
+    return True

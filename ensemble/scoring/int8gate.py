@@ -33,7 +33,7 @@ from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import member_probs
 from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member, load_member
-from ensemble.runtimes.choice import carry_choice
+from ensemble.runtimes.carried import carry_choice
 from ensemble.runtimes.int8 import (
     CALIBRATION_IMAGES,
     INT8_SUFFIX,

@@ -15,7 +15,7 @@ from ensemble.errors import EnsError
 from ensemble.machine import physical_memory
 from ensemble.optionvalues import check_int, check_n_classes, check_path, short_repr
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention, check_convention, header_hint
-from ensemble.submission.formats import detect_format
+from ensemble.submission.formats import SubmissionFormat, detect_format
 from ensemble.submission.problems import Problem, Problems
 from ensemble.submission.textids import ImageIndex, has_text_ids, index_from_rows, parse_text_ids
 
@@ -123,21 +123,42 @@ def parse_submission(
     n_rows = body.count(b"\n")
     if images is None and fmt.name != "flat" and has_text_ids(fmt, body):
         images = index_from_rows(fmt, body, image_shape)
+    ids, labels = _parse_rows(fmt, body, n_rows, image_shape, images, n_classes, problems, complete)
+    _check_row_count(problems, fmt.rows_per_image(n_classes), len(ids), n_rows, n_images)
+    return result(fmt.name, n_rows, ids, labels)
+
+
+def _parse_rows(
+    fmt: SubmissionFormat,
+    body: bytes,
+    n_rows: int,
+    image_shape: tuple[int, int],
+    images: ImageIndex | None,
+    n_classes: int,
+    problems: Problems,
+    complete: bool,
+):
+    """(ids, labels) of the rows after the header: by text id against `images` (each its own size),
+    else by integer id, all of `image_shape`."""
     if images is not None:
         _check_allocation(n_rows, (1, int((images.sizes[:, 0] * images.sizes[:, 1]).max(initial=1))))
-        ids, labels = parse_text_ids(fmt, body, 2, images, n_classes, problems, complete)
-    else:
-        _check_allocation(n_rows, image_shape)
-        ids, labels = fmt.parse(np.frombuffer(body, np.uint8), 2, image_shape, n_classes, problems)
-    per_image = fmt.rows_per_image(n_classes)
-    if n_images is not None and per_image is None and len(ids) != n_images:
-        problems.add(None, f"file has rows for {len(ids)} images, expected {n_images} images")
+        return parse_text_ids(fmt, body, 2, images, n_classes, problems, complete)
+    _check_allocation(n_rows, image_shape)
+    return fmt.parse(np.frombuffer(body, np.uint8), 2, image_shape, n_classes, problems)
+
+
+def _check_row_count(
+    problems: Problems, per_image: int | None, n_ids: int, n_rows: int, n_images: int | None
+) -> None:
+    """Note a file whose rows do not cover the `n_images` expected (`per_image` rows each, or any
+    number of rows per image when None), or one with no rows at all."""
+    if n_images is not None and per_image is None and n_ids != n_images:
+        problems.add(None, f"file has rows for {n_ids} images, expected {n_images} images")
     elif n_images is not None and per_image is not None and n_rows != n_images * per_image:
         detail = "" if per_image == 1 else f" x {per_image} classes = {n_images * per_image} rows"
         problems.add(None, f"file has {n_rows} rows, expected {n_images} images{detail}")
     elif n_rows == 0:
         problems.add(None, "file has a header but no rows")
-    return result(fmt.name, n_rows, ids, labels)
 
 
 def _read(path: Path) -> bytes:
