@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from conftest import write_npz
+from conftest import ens, write_npz
+
+from ensemble.submission.io import read_submission
 
 AN2DL = ["background", "soil", "bedrock", "sand", "big rock"]
 
@@ -75,3 +77,15 @@ def metadata(path: Path) -> dict[str, str]:
 def softmax(scores: np.ndarray, axis: int = 1) -> np.ndarray:
     exp = np.exp(scores - scores.max(axis=axis, keepdims=True))
     return exp / exp.sum(axis=axis, keepdims=True)
+
+
+def check_predicts(tmp_path, store, name, data):
+    """`ens predict` with the member alone writes the labels its probabilities give."""
+    out = tmp_path / f"{name}.csv"
+    args = ["--members", name, "--models-dir", store, "--data", data, "--tta", "none", "--min-area", "0"]
+    result = ens("predict", *args, "--format", "flat", "--runtime", "ort", "--device", "cpu", "--out", out)
+    assert result.exit_code == 0, result.output
+    images = np.load(data)["test_set"][:, None].astype(np.float32)
+    _, labels, _ = read_submission(out, images.shape[2:], 5)
+    expected = np.argmax(run_member(store / f"{name}.onnx", images)[:, 1:], axis=1) + 1
+    assert labels.shape == expected.shape and (labels == expected).mean() > 0.999

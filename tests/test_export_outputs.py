@@ -11,12 +11,19 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 from conftest import ens, one_line_error
-from export_checks import assert_contract, images_npz, metadata, run_member, sample_pixels, softmax
+from export_checks import (
+    assert_contract,
+    check_predicts,
+    images_npz,
+    metadata,
+    run_member,
+    sample_pixels,
+    softmax,
+)
 from test_export_keras_tf import LAYERS_SEPARATE_IMPORTS, run_on_tensorflow, tensorflow  # noqa: F401
 from tiny_nets import TinyNet, keras_net, trained_like
 from torch import nn
 
-from ensemble.submission.io import read_submission
 from exporters.outputs import choose_output
 
 HW = (32, 64)
@@ -43,18 +50,6 @@ def check_member(member, pixels, expected, n_classes=5, dynamic_hw=False):
     assert_contract(member, pixels, n_classes=n_classes, dynamic_hw=dynamic_hw)
     np.testing.assert_allclose(run_member(member, pixels), expected, atol=1e-4)
     assert float(metadata(member)["ens.parity_max_abs_err"]) <= 1e-4
-
-
-def check_predicts(tmp_path, store, name, data):
-    """`ens predict` with the member alone writes the labels its probabilities give."""
-    out = tmp_path / f"{name}.csv"
-    args = ["--members", name, "--models-dir", store, "--data", data, "--tta", "none", "--min-area", "0"]
-    result = ens("predict", *args, "--format", "flat", "--runtime", "ort", "--device", "cpu", "--out", out)
-    assert result.exit_code == 0, result.output
-    images = np.load(data)["test_set"][:, None].astype(np.float32)
-    _, labels, _ = read_submission(out, images.shape[2:], 5)
-    expected = np.argmax(run_member(store / f"{name}.onnx", images)[:, 1:], axis=1) + 1
-    assert labels.shape == expected.shape and (labels == expected).mean() > 0.999
 
 
 # --- Keras: a deep-supervision model with its aux head first ------------------------------------------

@@ -14,11 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from conftest import ens, one_line_error
-from export_checks import assert_contract, images_npz, metadata, run_member, sample_pixels
+from export_checks import assert_contract, check_predicts, images_npz, metadata, run_member, sample_pixels
 from torch import nn
 from torch.nn import functional
 
-from ensemble.submission.io import read_submission
 from exporters.outputs import choose_output
 from exporters.upsample import reduction_factor, upsample_bilinear
 
@@ -54,18 +53,6 @@ def check_member(member, pixels, expected, factor):
     assert float(meta["ens.parity_max_abs_err"]) <= 1e-4
     assert meta["ens.upsample_factor"] == str(factor) and meta["ens.size_multiple"] == str(factor)
     assert f"a bilinear resize x{factor} (align_corners=False) is folded in" in meta["ens.export_notes"]
-
-
-def check_predicts(tmp_path, store, name, data):
-    """`ens predict` with the member alone writes the labels its probabilities give."""
-    out = tmp_path / f"{name}.csv"
-    args = ["--members", name, "--models-dir", store, "--data", data, "--tta", "none", "--min-area", "0"]
-    result = ens("predict", *args, "--format", "flat", "--runtime", "ort", "--device", "cpu", "--out", out)
-    assert result.exit_code == 0, result.output
-    images = np.load(data)["test_set"][:, None].astype(np.float32)
-    _, labels, _ = read_submission(out, images.shape[2:], 5)
-    expected = np.argmax(run_member(store / f"{name}.onnx", images)[:, 1:], axis=1) + 1
-    assert labels.shape == expected.shape and (labels == expected).mean() > 0.999
 
 
 # --- the resize itself ---------------------------------------------------------------------------------
