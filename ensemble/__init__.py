@@ -2,7 +2,7 @@
 
 The Python API (a notebook's view of the `ens` commands, arrays in and out; see `ensemble.api`):
 
-- `load_members`, `load_ensemble` -> an `Ensemble` of live ONNX Runtime sessions with its settings
+- `load_members`, `load_ensemble` -> an opened ensemble: live sessions with its settings
 - `predict(ensemble, images)` -> uint8 labels (and fused probabilities)
 - `fit(members, images, masks)` -> the ensemble file's content; `score(labels, masks, C)` -> DataFrame
 - `read_submission`, `write_submission` (`RleConvention` for other competitions' RLE),
@@ -20,7 +20,6 @@ _API = {
     "predict": "ensemble.api",
     "fit": "ensemble.api",
     "score": "ensemble.api",
-    "Ensemble": "ensemble.inference.pipeline",
     "FitSettings": "ensemble.fitting.settings",
     "read_submission": "ensemble.submission.io",
     "write_submission": "ensemble.submission.io",

@@ -40,16 +40,17 @@ from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.fitting.fit import fit_ensemble
 from ensemble.fitting.job import build_spec
 from ensemble.fitting.settings import FitSettings, check_labelled, check_settings
-from ensemble.inference.batchpool import ordered_batches
+from ensemble.inference.loop import label_batches
 from ensemble.inference.options import DEFAULT_BATCH, resolve_options
-from ensemble.inference.pipeline import Ensemble
 from ensemble.inference.runner import member_probs
+from ensemble.inference.scorer import Scorer
 from ensemble.members.channels import check_channels, to_pixels
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member, load_member
 from ensemble.members.session import build_session
 from ensemble.members.store import check_compatible, check_distinct, resolve_members
 from ensemble.optionvalues import check_n_classes, check_path
+from ensemble.runs.engines import Engine, open_ensemble
 
 MemberList = Sequence[Member | str | os.PathLike] | str | None
 
@@ -80,7 +81,7 @@ def load_ensemble(
     device: str = "auto",
     threads: int | None = None,
     gray_to_rgb: bool = False,
-) -> Ensemble:
+) -> Engine:
     """Members with live ONNX Runtime sessions and their fusion, decoding and cleanup settings.
 
     Like `ens predict`: an explicit setting wins, then the ensemble file (`ensemble_file`, or
@@ -99,11 +100,11 @@ def load_ensemble(
             spec = read_spec(ensemble_file)
             spec.check_members(found, ensemble_file)
     fusion = fusion_args(found, weights, class_gain, min_area, connectivity)
-    return Ensemble(found, resolve_options(found, spec, base, tta=tta, **fusion))
+    return open_ensemble(found, resolve_options(found, spec, base, tta=tta, **fusion))
 
 
 def predict(
-    ensemble: Ensemble, images: np.ndarray, probabilities: bool = False
+    ensemble: Scorer, images: np.ndarray, probabilities: bool = False
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """uint8 (N, H, W) labels of images with 0..255 pixels, batch by batch: grayscale (N, H, W), or
     RGB as (N, H, W, 3) (channels last, as PIL and OpenCV give them) or (N, 3, H, W) (a 4-D array
@@ -111,7 +112,7 @@ def predict(
 
     With `probabilities`, also the fused float32 (N, C, H, W) probabilities (class gains divided out).
     """
-    if not isinstance(ensemble, Ensemble):
+    if not isinstance(ensemble, Scorer):
         raise EnsError(
             f"predict takes the Ensemble of load_ensemble(...), not {type(ensemble).__name__}; "
             "e.g. predict(load_ensemble(store='models'), images)"
@@ -127,10 +128,13 @@ def predict(
     step = ensemble.worker_batch
     starts = range(0, len(pixels), step)
     batches = ((ids, pixels[ids]) for ids in (np.arange(i, min(i + step, len(pixels))) for i in starts))
-    for ids, scores in ordered_batches(ensemble, batches):
+
+    def sink(ids: np.ndarray, batch_labels: np.ndarray, batch_probs: np.ndarray | None) -> None:
+        labels[ids] = batch_labels
         if probs is not None:
-            probs[ids] = ensemble.unscaled(scores)
-        labels[ids] = ensemble.labels(scores)
+            probs[ids] = batch_probs
+
+    label_batches(ensemble, batches, sink, probs=probabilities)
     return (labels, probs) if probabilities else labels
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.compiled.engine import GraphChoice, engine_manifest, open_engine
+from ensemble.compiled.engine import GraphChoice
 from ensemble.compiled.stamp import graph_path
 from ensemble.data.datasets import Dataset
 from ensemble.data.folder import integer_ids
@@ -21,16 +21,16 @@ from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.inference.cleanup import parse_min_area
 from ensemble.inference.fusion import parse_class_gain, parse_weights
+from ensemble.inference.loop import PredictResult, run
 from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.pipeline import Ensemble, PredictResult, run
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
 from ensemble.runs.assemble import assemble
+from ensemble.runs.engines import Engine, open_ensemble
 from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encoder, open_run
 from ensemble.runs.rundir import remove_run_dir
-from ensemble.runtimes.choice import choose_runtimes
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
 
@@ -66,7 +66,7 @@ class PredictOutcome:
     csv: Path
     manifest: Path
     result: PredictResult
-    ensemble: Ensemble
+    ensemble: Engine
     source: Source
     ensemble_file: Path | None = None
     reused_shards: int = 0
@@ -115,7 +115,7 @@ def input_paths(request: PredictRequest, members: list[Member], spec_path: Path 
 
 def prepare(
     request: PredictRequest, out: Path | None = None, on_note: Callable[[str], None] | None = None
-) -> tuple[Ensemble, Source, Path | None, EnsembleSpec | None]:
+) -> tuple[Engine, Source, Path | None, EnsembleSpec | None]:
     """Load and check members, options and the image source; builds the sessions once.
 
     With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
@@ -130,11 +130,15 @@ def prepare(
     options = request_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     check_layout(source, request.fmt, request.save_probs)
-    ensemble = open_engine(
-        request.graph, members, options, spec_path, source, want_scores=request.save_probs is not None
+    ensemble = open_ensemble(
+        members,
+        options,
+        source=source,
+        ensemble_file=spec_path,
+        graph=request.graph,
+        want_scores=request.save_probs is not None,
+        on_note=on_note,
     )
-    ensemble.check_source(source)
-    choose_runtimes(ensemble, source, options.runtime, on_timing=on_note)
     return ensemble, source, spec_path, spec
 
 
@@ -159,7 +163,7 @@ def check_layout(source: Source, fmt: str, save_probs: Path | None) -> None:
 
 def predict(
     request: PredictRequest,
-    on_start: Callable[[Ensemble, Source], None] | None = None,
+    on_start: Callable[[Engine, Source], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> PredictOutcome:
@@ -209,7 +213,7 @@ def predict(
 def _compute(
     state: ShardedRun,
     request: PredictRequest,
-    ensemble: Ensemble,
+    ensemble: Engine,
     source: Source,
     on_batch: Callable[[int], None] | None,
 ) -> PredictResult:
@@ -225,7 +229,7 @@ def _manifest(request, out, written, ensemble, source, result, spec_path, spec) 
     manifest = build_manifest(ensemble, source, result, out, request.fmt, written=written, rle=request.rle)
     manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
     manifest["dropped_members"] = [] if spec is None else list(spec.dropped)
-    manifest["graph"] = engine_manifest(ensemble)
+    manifest["graph"] = ensemble.manifest()
     if spec is not None:
         manifest["ensemble_evidence"] = {
             "metric": spec.metric,

@@ -19,17 +19,17 @@ from collections.abc import Callable
 import numpy as np
 
 from ensemble.capture import native_stderr
-from ensemble.compiled.engine import CompiledEnsemble
+from ensemble.compiled.scorer import CompiledScorer, open_compiled
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError, error_data, raised_error
-from ensemble.inference.batchpool import ordered_batches
-from ensemble.inference.pipeline import Ensemble, PredictResult
+from ensemble.inference.loop import PredictResult, label_batches
+from ensemble.inference.pipeline import open_pipeline
+from ensemble.inference.scorer import Scorer
 from ensemble.runs.plan import ShardPlan
 from ensemble.runs.raycluster import connect, make_room
 from ensemble.runs.resumable import RunOptions, ShardedRun, encoder
 from ensemble.runs.shards import ShardWriter
 from ensemble.runs.view import shard_batches
-from ensemble.runtimes.carried import apply_choices
 from ensemble.submission.convention import RleConvention
 
 INSTALL_HINT = "pip install 'ens[ray]'"
@@ -62,12 +62,11 @@ class ShardPredictor:
     ) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
-        if graph is None:
-            self.ensemble = Ensemble(members, options)
-            if choices is not None:  # the driver's runtime per member (OpenVINO, folded graphs)
-                apply_choices(self.ensemble, choices)
+        self.ensemble: Scorer
+        if graph is None:  # the driver's runtime per member (OpenVINO, folded graphs)
+            self.ensemble = open_pipeline(members, options, carried=choices)
         else:  # the driver chose the compiled graph: the actor runs the same one
-            self.ensemble = CompiledEnsemble(members, options, graph=graph)
+            self.ensemble = open_compiled(members, options, graph)
         self.source = source
         self.plan = plan
 
@@ -87,18 +86,18 @@ class ShardPredictor:
     def _rows(self, shard_indices: list[int]) -> dict:
         shards, ids, heights, widths, labels = [], [], [], [], []
         for shard in shard_indices:
-            batches = shard_batches(
-                self.source, self.plan, [shard], self.ensemble.worker_batch, self.ensemble.channels
-            )
-            with contextlib.closing(ordered_batches(self.ensemble, batches)) as scored:  # the local pool
-                for batch_ids, probs in scored:
-                    cleaned = self.ensemble.labels(probs)
-                    for one_id, one in zip(batch_ids.tolist(), cleaned, strict=True):
-                        shards.append(shard)
-                        ids.append(one_id)
-                        heights.append(one.shape[0])
-                        widths.append(one.shape[1])
-                        labels.append(one.tobytes())
+
+            def sink(batch_ids: np.ndarray, cleaned: np.ndarray, _probs, shard: int = shard) -> None:
+                for one_id, one in zip(batch_ids.tolist(), cleaned, strict=True):
+                    shards.append(shard)
+                    ids.append(one_id)
+                    heights.append(one.shape[0])
+                    widths.append(one.shape[1])
+                    labels.append(one.tobytes())
+
+            channels = self.ensemble.description.channels
+            batches = shard_batches(self.source, self.plan, [shard], self.ensemble.worker_batch, channels)
+            label_batches(self.ensemble, batches, sink)  # the local engine's loop and worker pool
         return {
             "shard": np.asarray(shards, np.int64),
             "id": np.asarray(ids),
@@ -129,7 +128,7 @@ def gpus_per_worker(ray, options: RunOptions) -> float:
 
 def compute_ray(
     state: ShardedRun,
-    ensemble: Ensemble,
+    ensemble: Scorer,
     source: Source,
     fmt: str,
     rle: RleConvention,
@@ -158,22 +157,23 @@ def compute_ray(
 
 
 def _predict_shards(
-    ray, state: ShardedRun, ensemble: Ensemble, source: Source, options: RunOptions, collector
+    ray, state: ShardedRun, ensemble: Scorer, source: Source, options: RunOptions, collector
 ) -> None:
     """Run the shards left on a pool of `options.workers` actors; the collector writes them."""
     gpus = gpus_per_worker(ray, options)
     make_room(ray, gpus, options.workers, options.ray_address)
+    graph = ensemble.graph if isinstance(ensemble, CompiledScorer) else None
     dataset = ray.data.from_items([{"shard": k} for k in state.todo], override_num_blocks=len(state.todo))
     labelled = dataset.map_batches(
         ShardPredictor,
         fn_constructor_kwargs={
-            "members": ensemble.members,
-            "options": ensemble.options,
+            "members": list(ensemble.description.members),
+            "options": ensemble.description.options,
             "source": source,
             "plan": state.plan,
             "cwd": os.getcwd(),
-            "graph": getattr(ensemble, "graph", None),
-            "choices": None if getattr(ensemble, "graph", None) is not None else ensemble.choices,
+            "graph": graph,
+            "choices": None if graph is not None else ensemble.choices,
         },
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=options.workers),
@@ -194,11 +194,11 @@ class _Collector:
     """Gathers the actors' rows by shard (blocks arrive in any order) and commits each complete shard;
     an image arriving twice, or for a shard already written, is an error rather than a duplicate row."""
 
-    def __init__(self, state: ShardedRun, ensemble: Ensemble, source: Source, fmt, rle, on_batch) -> None:
+    def __init__(self, state: ShardedRun, ensemble: Scorer, source: Source, fmt, rle, on_batch) -> None:
         self.state = state
-        self.n_classes = ensemble.n_classes
+        self.n_classes = ensemble.description.n_classes
         self.source, self.fmt, self.rle = source, fmt, rle
-        self.truth = source.truth_lookup(ensemble.n_classes) if state.labelled else None
+        self.truth = source.truth_lookup(self.n_classes) if state.labelled else None
         self.on_batch = on_batch
         self.pending: dict[int, dict] = {k: {} for k in state.todo}
 

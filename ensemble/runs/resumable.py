@@ -11,7 +11,8 @@ import numpy as np
 
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError
-from ensemble.inference.pipeline import Ensemble, PredictResult, run
+from ensemble.inference.loop import PredictResult, run
+from ensemble.inference.scorer import Scorer
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE, ShardPlan, ordered_ids, ordered_pixels
 from ensemble.runs.rundir import (
     RunLock,
@@ -110,7 +111,7 @@ class ShardedRun:
 
 
 def open_run(
-    ensemble: Ensemble,
+    ensemble: Scorer,
     source: Source,
     fmt: str,
     rle: RleConvention,
@@ -128,7 +129,10 @@ def open_run(
     directory = run_dir(key, options.root)
     labelled = source.split == "val"
     expected = RunShards(
-        plan, ids, ensemble.n_classes if labelled else None, ordered_pixels(source) if labelled else None
+        plan,
+        ids,
+        ensemble.description.n_classes if labelled else None,
+        ordered_pixels(source) if labelled else None,
     )
     state = ShardedRun(directory, plan, ids, labelled, key, [], [], expected, lock_run_dir(directory))
     try:
@@ -161,20 +165,21 @@ def encoder(source: Source, fmt: str, n_classes: int, rle: RleConvention) -> Sub
 
 def compute_local(
     state: ShardedRun,
-    ensemble: Ensemble,
+    ensemble: Scorer,
     source: Source,
     fmt: str,
     rle: RleConvention,
     on_batch: Callable[[int], None] | None = None,
 ) -> PredictResult:
     """Predict the shards left in this process, committing each as it completes."""
-    truth = source.truth_lookup(ensemble.n_classes) if state.labelled else None
+    n_classes = ensemble.description.n_classes
+    truth = source.truth_lookup(n_classes) if state.labelled else None
     writer = ShardWriter(
         state.directory,
         state.plan,
         state.todo,
         state.ids,
-        encoder(source, fmt, ensemble.n_classes, rle),
+        encoder(source, fmt, n_classes, rle),
         truth,
         on_shard=state.written.append,
     )
