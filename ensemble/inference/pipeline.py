@@ -20,7 +20,7 @@ from ensemble.inference.batchpool import WorkerLayout, worker_layout
 from ensemble.inference.description import Described, EnsembleDescription, describe_ensemble
 from ensemble.inference.fusion import WeightedMerger
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.runner import check_finite, member_probs
+from ensemble.inference.runner import checked_probs
 from ensemble.inference.scorer import Scored, run_warnings
 from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
@@ -106,9 +106,7 @@ class PipelineScorer(Described):
         if merger is None:
             merger = self._local.merger = WeightedMerger(self.description.merge_weights)
         for index, runner in enumerate(self.runners):
-            probs = member_probs(runner, pixels, self.views, timings)
-            with timings("checks"):
-                check_finite(probs, runner.member.name, ids)
+            probs = checked_probs(runner, ids, pixels, self.views, timings)
             with timings("fusion"):
                 merger.append(index, probs)
         with timings("fusion"):
