@@ -19,7 +19,6 @@ import numpy as np
 from ensemble.data.metrics import ConfusionAccumulator
 from ensemble.data.sources import Source
 from ensemble.inference.batchpool import Batch, ordered_batches
-from ensemble.inference.probstore import ProbsWriter
 from ensemble.inference.scorer import Scorer, final_labels, unscaled
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.io import SubmissionWriter
@@ -54,18 +53,19 @@ def run(
     source: Source,
     csv_path: Path,
     fmt: str = "rle",
-    save_probs: Path | None = None,
     truth: Callable[[np.ndarray], np.ndarray] | None = None,
     on_batch: Callable[[int], None] | None = None,
     *,
     rle: RleConvention = DEFAULT_RLE,
     writer=None,
+    probs: bool = False,
 ) -> PredictResult:
     """Predict every image of `source` and write the submission atomically (nothing on failure).
 
     `truth` (a batch's ids -> their true masks) adds a confusion matrix of the final labels; `rle`
     is the convention of an `rle` CSV. `writer` (a context manager with `write(ids, labels)`, such
-    as the shard writer of a resumable run) takes the labels instead of a CSV at `csv_path`.
+    as the shard writer of a resumable run) takes the labels instead of a CSV at `csv_path`, and
+    with `probs` each batch's fused probabilities too (`write(ids, labels, probs)`).
     """
     description, timings = scorer.description, scorer.timings
     description.check_source(source)
@@ -73,18 +73,14 @@ def run(
     confusion = ConfusionAccumulator(n_classes) if truth is not None else None
     start = time.perf_counter()
     shape = source.image_shape  # None when the sizes are mixed
-    probs_writer = ProbsWriter(save_probs, source.n_images, n_classes, shape) if save_probs else None
-    with (
-        writer or SubmissionWriter(csv_path, fmt, shape, n_classes, rle=rle) as writer,
-        probs_writer or contextlib.nullcontext(),
-    ):
+    with writer or SubmissionWriter(csv_path, fmt, shape, n_classes, rle=rle) as writer:
 
-        def sink(ids: np.ndarray, labels: np.ndarray, probs: np.ndarray | None) -> None:
-            if probs_writer is not None:
-                with timings("save_probs"):
-                    probs_writer.write(ids, probs)
+        def sink(ids: np.ndarray, labels: np.ndarray, batch_probs: np.ndarray | None) -> None:
             with timings("write"):
-                writer.write(ids, labels)
+                if probs:
+                    writer.write(ids, labels, batch_probs)
+                else:
+                    writer.write(ids, labels)
             if confusion is not None:
                 with timings("score"):
                     confusion.update(truth(ids), labels)
@@ -92,7 +88,7 @@ def run(
                 on_batch(len(ids))
 
         batches = source.batches(scorer.worker_batch, description.channels)
-        label_batches(scorer, batches, sink, probs=probs_writer is not None)
+        label_batches(scorer, batches, sink, probs=probs)
     return PredictResult(
         n_images=source.n_images,
         seconds=time.perf_counter() - start,

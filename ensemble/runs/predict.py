@@ -21,13 +21,13 @@ from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.inference.cleanup import parse_min_area
 from ensemble.inference.fusion import parse_class_gain, parse_weights
-from ensemble.inference.loop import PredictResult, run
+from ensemble.inference.loop import PredictResult
 from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
 from ensemble.inference.options import PredictOptions, resolve_options
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
-from ensemble.runs.assemble import assemble
+from ensemble.runs.assemble import assemble, assemble_probs
 from ensemble.runs.engines import Engine, open_ensemble
 from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encoder, open_run
 from ensemble.runs.rundir import remove_run_dir
@@ -170,21 +170,17 @@ def predict(
     """Predict the requested split and write the CSV and its manifest; nothing partial on failure.
 
     The work is kept as shards in a run directory (`ensemble.runs`), so an interrupted run resumes
-    where it stopped; the CSV is assembled from them. With `save_probs` the run is one piece.
-    The CSV and the manifest are committed together: either both are replaced or neither.
+    where it stopped; the CSV (and with `save_probs` the probabilities, kept in the shards) is
+    assembled from them. The CSV and the manifest are committed together: either both are replaced
+    or neither.
     `on_note` receives one-line notes (timing the runtimes, resuming, damaged shards, shards kept
     after a failure).
     """
     out = request.out or default_out()
     ensemble, source, spec_path, spec = prepare(request, out, on_note)
-    if request.save_probs is not None:
-        if request.run.resume or request.run.engine != "local":
-            raise EnsError(
-                "--save-probs writes one probability file in a single pass, so it cannot be combined with "
-                "--resume or --engine ray; drop --save-probs (or predict its probabilities separately)"
-            )
-        return _predict_whole(request, out, ensemble, source, spec_path, spec, on_start, on_batch)
-    with open_run(ensemble, source, request.fmt, request.rle, spec_path, request.run, on_note) as state:
+    probs = request.save_probs is not None
+    run_args = (ensemble, source, request.fmt, request.rle, spec_path, request.run, on_note)
+    with open_run(*run_args, probs=probs) as state:
         if on_start:
             on_start(ensemble, source)
         if on_batch and state.done:
@@ -201,6 +197,8 @@ def predict(
         with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
             header = encoder(source, request.fmt, ensemble.n_classes, request.rle).header()
             confusion = assemble(csv_tmp, header, state.directory, state.expected)
+            if request.save_probs is not None:
+                assemble_probs(request.save_probs, state.directory, state.expected)
             result = replace(result, confusion=confusion)
             manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
             manifest["run"] = {**state.describe(), "engine": request.run.engine}
@@ -239,17 +237,3 @@ def _manifest(request, out, written, ensemble, source, result, spec_path, spec) 
     if result.confusion is not None:
         manifest["val_confusion"] = np.asarray(result.confusion).tolist()
     return manifest
-
-
-def _predict_whole(request, out, ensemble, source, spec_path, spec, on_start, on_batch) -> PredictOutcome:
-    """One pass writing the CSV directly (used with --save-probs)."""
-    if on_start:
-        on_start(ensemble, source)
-    truth = source.truth_lookup(ensemble.n_classes) if source.split == "val" else None
-    with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
-        result = run(
-            ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch, rle=request.rle
-        )
-        manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
-        manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
-    return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path)

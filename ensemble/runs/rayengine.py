@@ -52,13 +52,22 @@ class ShardPredictor:
     """A Ray Data actor: the members' sessions, built once, and the image source it reads from.
 
     Called with a batch of shard indices, it returns one row per image of those shards: `shard`,
-    `id`, `height`, `width` and `labels` (the uint8 label map's bytes, row-major), with empty `error`
-    and `error_type`. A user's mistake (an EnsError: a damaged image, say) comes back as data instead,
+    `id`, `height`, `width`, `labels` (the uint8 label map's bytes, row-major) and `probs` (with
+    `probs`, the float16 (C, H, W) probabilities' bytes; else empty), with empty `error` and
+    `error_type`. A user's mistake (an EnsError: a damaged image, say) comes back as data instead,
     one row holding its message and type, so the driver never reads it out of Ray's exception text.
     """
 
     def __init__(
-        self, members, options, source: Source, plan: ShardPlan, cwd: str, graph=None, choices=None
+        self,
+        members,
+        options,
+        source: Source,
+        plan: ShardPlan,
+        cwd: str,
+        graph=None,
+        choices=None,
+        probs: bool = False,
     ) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
@@ -66,9 +75,10 @@ class ShardPredictor:
         if graph is None:  # the driver's runtime per member (OpenVINO, folded graphs)
             self.ensemble = open_pipeline(members, options, carried=choices)
         else:  # the driver chose the compiled graph: the actor runs the same one
-            self.ensemble = open_compiled(members, options, graph)
+            self.ensemble = open_compiled(members, options, graph, want_scores=probs)
         self.source = source
         self.plan = plan
+        self.probs = probs
 
     def __call__(self, batch: dict) -> dict:
         try:
@@ -79,31 +89,34 @@ class ShardPredictor:
                 **{key: np.asarray([value]) for key, value in (("shard", -1), ("height", 0), ("width", 0))},
                 "id": np.asarray([""]),
                 "labels": np.asarray([b""], dtype=object),
+                "probs": np.asarray([b""], dtype=object),
                 "error": np.asarray([error["message"]], dtype=object),
                 "error_type": np.asarray([error["type"]], dtype=object),
             }
 
     def _rows(self, shard_indices: list[int]) -> dict:
-        shards, ids, heights, widths, labels = [], [], [], [], []
+        shards, ids, heights, widths, labels, probs = [], [], [], [], [], []
         for shard in shard_indices:
 
-            def sink(batch_ids: np.ndarray, cleaned: np.ndarray, _probs, shard: int = shard) -> None:
-                for one_id, one in zip(batch_ids.tolist(), cleaned, strict=True):
+            def sink(batch_ids: np.ndarray, cleaned: np.ndarray, fused, shard: int = shard) -> None:
+                for index, (one_id, one) in enumerate(zip(batch_ids.tolist(), cleaned, strict=True)):
                     shards.append(shard)
                     ids.append(one_id)
                     heights.append(one.shape[0])
                     widths.append(one.shape[1])
                     labels.append(one.tobytes())
+                    probs.append(b"" if fused is None else fused[index].astype(np.float16).tobytes())
 
             channels = self.ensemble.description.channels
             batches = shard_batches(self.source, self.plan, [shard], self.ensemble.worker_batch, channels)
-            label_batches(self.ensemble, batches, sink)  # the local engine's loop and worker pool
+            label_batches(self.ensemble, batches, sink, probs=self.probs)  # the local engine's loop
         return {
             "shard": np.asarray(shards, np.int64),
             "id": np.asarray(ids),
             "height": np.asarray(heights, np.int64),
             "width": np.asarray(widths, np.int64),
             "labels": np.asarray(labels, dtype=object),
+            "probs": np.asarray(probs, dtype=object),
             "error": np.asarray([""] * len(ids), dtype=object),
             "error_type": np.asarray([""] * len(ids), dtype=object),
         }
@@ -174,6 +187,7 @@ def _predict_shards(
             "cwd": os.getcwd(),
             "graph": graph,
             "choices": None if graph is not None else ensemble.choices,
+            "probs": state.expected.probs is not None,
         },
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=options.workers),
@@ -201,23 +215,30 @@ class _Collector:
         self.truth = source.truth_lookup(self.n_classes) if state.labelled else None
         self.on_batch = on_batch
         self.pending: dict[int, dict] = {k: {} for k in state.todo}
+        self.probs: dict[
+            object, np.ndarray
+        ] = {}  # with --save-probs: each image's, until its shard is written
 
     def add(self, batch: dict) -> None:
         for message, kind in zip(batch["error"].tolist(), batch["error_type"].tolist(), strict=True):
             if message or kind:
                 raise EnsError(raised_error({"type": kind, "message": message}, "a Ray worker"))
-        for shard, one_id, height, width, labels in zip(
+        kept = self.state.expected.probs
+        for shard, one_id, height, width, labels, probs in zip(
             batch["shard"].tolist(),
             batch["id"].tolist(),
             batch["height"].tolist(),
             batch["width"].tolist(),
             batch["labels"],
+            batch["probs"],
             strict=True,
         ):
             images = self.pending.get(shard)
             if images is None or one_id in images:
                 raise EnsError(f"image {one_id!r} of shard {shard} arrived twice from the Ray workers")
             images[one_id] = np.frombuffer(labels, np.uint8).reshape(height, width)
+            if kept is not None:
+                self.probs[one_id] = np.frombuffer(probs, np.float16).reshape(kept)
             begin, end = self.state.plan.bounds(shard)
             if len(images) == end - begin:
                 self.commit(shard)
@@ -237,7 +258,10 @@ class _Collector:
         )
         with writer:
             for run_ids, run_labels in _same_size_runs(expected, images):
-                writer.write(run_ids, run_labels)
+                kept = None
+                if self.state.expected.probs is not None:
+                    kept = np.stack([self.probs.pop(i) for i in run_ids.tolist()])
+                writer.write(run_ids, run_labels, kept)
         if self.on_batch:
             self.on_batch(end - begin)
 

@@ -118,13 +118,15 @@ def open_run(
     ensemble_file: Path | None,
     options: RunOptions,
     on_note: Callable[[str], None] | None = None,
+    probs: bool = False,
 ) -> ShardedRun:
     """Find and lock the run directory of these settings and check the shards already in it; the
-    caller closes the returned run (`with`) to release the lock."""
+    caller closes the returned run (`with`) to release the lock. With `probs` the shards also keep
+    the images' fused probabilities (`--save-probs`, a run of one image size)."""
     note = on_note or (lambda line: None)
     plan = ShardPlan(source.n_images, options.shard_size)
     ids = ordered_ids(source)
-    fields = key_fields(ensemble, source, ids, plan, fmt, rle, ensemble_file)
+    fields = key_fields(ensemble, source, ids, plan, fmt, rle, ensemble_file, probs=probs)
     key = run_key(fields)
     directory = run_dir(key, options.root)
     labelled = source.split == "val"
@@ -133,6 +135,7 @@ def open_run(
         ids,
         ensemble.description.n_classes if labelled else None,
         ordered_pixels(source) if labelled else None,
+        (ensemble.description.n_classes, *source.image_shape) if probs else None,
     )
     state = ShardedRun(directory, plan, ids, labelled, key, [], [], expected, lock_run_dir(directory))
     try:
@@ -184,4 +187,5 @@ def compute_local(
         on_shard=state.written.append,
     )
     view = ShardView(source, state.plan, tuple(state.todo))
-    return run(ensemble, view, state.directory, fmt, on_batch=on_batch, rle=rle, writer=writer)
+    probs = state.expected.probs is not None
+    return run(ensemble, view, state.directory, fmt, on_batch=on_batch, rle=rle, writer=writer, probs=probs)

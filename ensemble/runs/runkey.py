@@ -25,11 +25,14 @@ def key_fields(
     fmt: str,
     rle: RleConvention,
     ensemble_file: Path | None,
+    *,
+    probs: bool = False,
 ) -> dict:
-    """What decides the shards' bytes, from resolved settings (never from the command's text)."""
+    """What decides the shards' bytes, from resolved settings (never from the command's text); with
+    `probs` the shards also keep the fused probabilities (`--save-probs`)."""
     described = ensemble.description
     options = described.options
-    return {
+    fields = {
         "ens": _version(),
         "members": [m.sha256 for m in described.members],
         "runtimes": [choice.kind for choice in ensemble.choices],  # other runtimes differ by ~1e-6
@@ -48,6 +51,9 @@ def key_fields(
         "rle": rle.to_json() if fmt == "rle" else None,
         "shard_size": plan.size,
     }
+    if probs:
+        fields["probs"] = "float16"
+    return fields
 
 
 def _data_sha256(source: Source) -> str:
