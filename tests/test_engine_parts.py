@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,14 +26,16 @@ from ensemble.inference.batchpool import ordered_batches, worker_layout
 from ensemble.inference.description import describe_ensemble
 from ensemble.inference.options import PredictOptions, resolve_options
 from ensemble.inference.pipeline import PipelineScorer, open_pipeline, open_sessions
-from ensemble.inference.scorer import Scored, Scorer, final_labels
+from ensemble.inference.scorer import Scored, Scorer, final_labels, unscaled
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, write_spec
 from ensemble.members.member import load_member
 from ensemble.members.store import resolve_members
 from ensemble.runs.engines import open_ensemble
 from ensemble.runs.plan import ShardPlan
-from ensemble.runs.predict import PredictRequest, prepare
+from ensemble.runs.predict import PredictRequest, predict, prepare
 from ensemble.runs.rayengine import ShardPredictor
+from ensemble.runs.resumable import RunOptions
+from ensemble.runs.rundir import run_dir
 from ensemble.runtimes.choice import runtime_choices
 from ensemble.submission.io import read_submission
 from ensemble.timing import Timings
@@ -188,3 +191,80 @@ def test_one_batch_loop_behind_the_engine_the_ray_actor_and_the_api(demo, tmp_pa
     for one_id, flat in zip(rows["id"].tolist(), rows["labels"], strict=True):
         np.testing.assert_array_equal(np.frombuffer(flat, np.uint8).reshape(16, 32), from_cli[one_id])
     assert seen == ["PipelineScorer"] * 4  # the CLI run, the API and the actor's two shards
+
+
+def save_probs_request(data, store, out, engine="local", **run):
+    """A validation-split prediction keeping its probabilities, in shards of 4 images."""
+    ray_options = {"workers": 2, "gpus_per_worker": 0} if engine == "ray" else {}
+    return PredictRequest(
+        data=open_data(data),
+        members="a,b",
+        store=store,
+        ensemble=store / "ensemble.json",
+        split="val",
+        out=out,
+        save_probs=out.with_suffix(".probs"),
+        options=PredictOptions(batch_size=3, threads=1),
+        run=RunOptions(shard_size=4, engine=engine, **ray_options, **run),
+    )
+
+
+def test_save_probs_is_sharded_and_resumable(demo, tmp_path):
+    data, store = demo
+    whole = predict(save_probs_request(data, store, tmp_path / "whole.csv", keep=True))
+    probs_dir = tmp_path / "whole.probs"
+    ids, probs = np.load(probs_dir / "ids.npy"), np.load(probs_dir / "probs.npy")
+    assert probs.dtype == np.float16 and probs.shape == (len(ids), 5, 16, 32)
+    csv_ids, labels, _ = read_submission(tmp_path / "whole.csv", (16, 32), 5)
+    np.testing.assert_array_equal(csv_ids, ids)
+    members, options = options_of(store)
+    pipeline = open_pipeline(members, options)
+    source = make_source(open_data(data), "val")
+    expected = np.concatenate(
+        [unscaled(pipeline.description, pipeline.score(i, x, Timings())) for i, x in source.batches(5)]
+    )
+    np.testing.assert_allclose(probs, expected, atol=1e-3)  # the fused probabilities, gains divided out
+
+    # a resumed run reuses every shard, probabilities included
+    manifest = json.loads((tmp_path / "whole.manifest.json").read_text())
+    assert manifest["run"]["shards"] == 2 and whole.reused_shards == 0
+    again = predict(save_probs_request(data, store, tmp_path / "again.csv", resume=True))
+    assert again.reused_shards == 2
+    assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    for name in ("ids.npy", "probs.npy"):
+        assert (tmp_path / "again.probs" / name).read_bytes() == (probs_dir / name).read_bytes()
+
+    # the same labels' run without --save-probs is another run (its shards hold no probabilities)
+    plain = replace(save_probs_request(data, store, tmp_path / "plain.csv"), save_probs=None)
+    assert predict(plain).reused_shards == 0
+    assert (tmp_path / "plain.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_save_probs_on_ray_gives_the_local_bytes(demo, tmp_path):
+    pytest.importorskip("ray", reason="the ens[ray] extra is not installed")
+    data, store = demo
+    predict(save_probs_request(data, store, tmp_path / "local.csv"))
+    predict(save_probs_request(data, store, tmp_path / "ray.csv", engine="ray"))
+    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    for name in ("ids.npy", "probs.npy"):
+        assert (tmp_path / "ray.probs" / name).read_bytes() == (tmp_path / "local.probs" / name).read_bytes()
+
+
+def test_a_shard_with_other_probabilities_is_recomputed(demo, tmp_path):
+    data, store = demo
+    predict(save_probs_request(data, store, tmp_path / "first.csv", keep=True))
+    key = json.loads((tmp_path / "first.manifest.json").read_text())["run"]["key"]
+    shard = run_dir(key) / "shard-000000.npz"
+    with np.load(shard) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    arrays["probs"] = arrays["probs"][::-1].copy()  # the other images' probabilities, same checksum
+    with open(shard, "wb") as handle:
+        np.savez(handle, **arrays)
+    notes = []
+    again = predict(save_probs_request(data, store, tmp_path / "again.csv"), on_note=notes.append)
+    assert again.reused_shards == 1 and any("shard-000000.npz" in n and "recomputing" in n for n in notes)
+    for name in ("ids.npy", "probs.npy"):
+        assert (tmp_path / "again.probs" / name).read_bytes() == (
+            tmp_path / "first.probs" / name
+        ).read_bytes()
