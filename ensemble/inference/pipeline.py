@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from ensemble.data.sources import Source
@@ -83,7 +81,7 @@ class PipelineScorer(Described):
         self.workers, self.worker_batch = sessions.layout.workers, sessions.layout.worker_batch
         self.ort_runners = list(sessions.ort_runners)
         chosen = chosen or [(ort_choice("default"), None) for _ in self.ort_runners]
-        self.runners: list[Any] = [r or o for (_, r), o in zip(chosen, self.ort_runners, strict=True)]
+        self.runners: list[Runner] = [r or o for (_, r), o in zip(chosen, self.ort_runners, strict=True)]
         self.choices = [choice for choice, _ in chosen]
         self.timings = timings
         self.notes = [*([sessions.layout.note] if sessions.layout.note else []), *notes]
