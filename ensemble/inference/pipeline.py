@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+
 import numpy as np
 
 from ensemble.data.sources import Source
