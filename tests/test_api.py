@@ -86,7 +86,8 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["labels"].shape == (64, 16, 32)
+    assert namespace["labels"].shape == (64, 16, 32) and namespace["result"].probs.shape == (64, 5, 16, 32)
+    assert [c.runtime for c in namespace["mine"].runtimes] == ["onnxruntime"] * 2
     assert 0.0 <= namespace["table"].attrs["score"] <= 1.0
     ids, back, fmt = read_submission(tmp_path / "submissions" / "notebook.csv", (16, 32), 5)
     assert fmt == "rle" and (back == namespace["labels"]).all()
