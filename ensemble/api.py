@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.apiargs import member_args, path_or_none
+from ensemble.apiargs import as_images, member_args, path_or_none
 from ensemble.data.arraysource import ArraySource, array_source
-from ensemble.data.datafile import as_array, as_labels, as_pixels
+from ensemble.data.datafile import as_array, as_labels
 from ensemble.data.metrics import confusion_matrix, get_metric, iou_per_class
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
@@ -159,6 +159,12 @@ def load_ensemble(
     `members` is None), then the defaults. Each keyword is the `ens predict` option of that name
     (`runtime`, `workers`, `graph` included) and is refused with that option's message.
 
+    `runtime="auto"` picks each member's runtime as `ens predict` does, on the images of the first
+    `predict` call: the choice cached on this machine for that batch shape (runtimes.json in the
+    cache dir, written by `ens export`, `ens members --bench` or any run of 1,024+ images), else
+    timed now when the call holds 1,024 images or more, else ONNX Runtime as exported (`untimed` in
+    the handle's `runtimes`).
+
     Returns an opaque handle for `predict` (see `LoadedEnsemble`).
     """
     members, store = member_args(members), check_path(store, "store")
@@ -209,6 +215,9 @@ def predict(ensemble: LoadedEnsemble, images: np.ndarray, probabilities: bool = 
         )
     probabilities = flag(probabilities, "probabilities")
     source = array_source(as_images(images))
+    if source.n_images == 0:
+        empty = np.zeros((0, ensemble.n_classes, *source.image_shape), np.float32)
+        return Prediction(np.zeros((0, *source.image_shape), np.uint8), empty if probabilities else None)
     engine = ensemble._engine_for(source, probabilities)
     labels = np.empty(source.images.shape[:3], np.uint8)
     shape = (source.n_images, engine.n_classes, *source.image_shape)
@@ -275,25 +284,6 @@ def score(labels: np.ndarray, masks: np.ndarray, n_classes: int, metric: str = "
     frame.attrs["metric"] = metric
     frame.attrs["score"] = get_metric(metric).reduce(matrix)
     return frame
-
-
-def as_images(images) -> np.ndarray:
-    """Checked uint8 images: grayscale (N, H, W), or RGB (N, H, W, 3) from (N, H, W, 3) or (N, 3, H, W)
-    (a 4-D array is channels last when its last axis is 1 or 3, else channels first)."""
-    array = as_array(images, "images")
-    if array.ndim == 4 and array.shape[3] not in (1, 3) and array.shape[1] in (1, 3):
-        array = array.transpose(0, 2, 3, 1)
-    if array.ndim == 4 and array.shape[3] == 1:
-        array = array[..., 0]
-    if array.ndim != 4:
-        return as_pixels(array, "images")
-    if array.shape[3] != 3:
-        raise EnsError(
-            f"images are a {array.dtype} array of shape {array.shape}; expected (N, H, W) grayscale, or "
-            "(N, H, W, 3) or (N, 3, H, W) RGB"
-        )
-    flat = as_pixels(array.reshape(array.shape[0], array.shape[1], -1), "images")
-    return flat.reshape(array.shape)
 
 
 def _load_one(member: str | os.PathLike, store: Path) -> Member:
