@@ -1,7 +1,7 @@
 """The Python API's own arguments (members, paths, image arrays), checked as the command line checks
 its options: a notebook's mistake raises the EnsError the matching `ens` option gives, never a numpy
-or Python error from deep inside. The options of a prediction are checked by `ensemble.runs.options`, for the
-command line and the API alike.
+or Python error from deep inside. The options of a prediction are checked by `ensemble.runs.options`,
+for the command line and the API alike.
 
 >>> member_args(("a", "b"))
 ['a', 'b']
