@@ -19,15 +19,14 @@ from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
-from ensemble.inference.cleanup import parse_min_area
-from ensemble.inference.fusion import parse_class_gain, parse_weights
 from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
-from ensemble.inference.options import PredictOptions, resolve_options
+from ensemble.inference.options import PredictOptions
 from ensemble.inference.pipeline import Ensemble, PredictResult, run
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
 from ensemble.runs.assemble import assemble
+from ensemble.runs.options import checked_options
 from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encoder, open_run
 from ensemble.runs.rundir import remove_run_dir
 from ensemble.runtimes.choice import choose_runtimes
@@ -82,16 +81,15 @@ def request_options(
     request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
 ) -> PredictOptions:
     """The command line's text options parsed, then resolved against the ensemble file."""
-    n_classes = members[0].n_classes
-    parsed = {
-        "weights": None
-        if request.weights is None
-        else parse_weights(request.weights, [m.name for m in members]),
-        "min_area": None if request.min_area is None else parse_min_area(request.min_area, n_classes),
-        "class_gain": None if request.class_gain is None else parse_class_gain(request.class_gain, n_classes),
-    }
-    return resolve_options(
-        members, spec, request.options, tta=request.tta, connectivity=request.connectivity, **parsed
+    return checked_options(
+        members,
+        spec,
+        request.options,
+        tta=request.tta,
+        weights=request.weights,
+        class_gain=request.class_gain,
+        min_area=request.min_area,
+        connectivity=request.connectivity,
     )
 
 
@@ -130,12 +128,36 @@ def prepare(
     options = request_options(request, members, spec)
     source = make_source(request.data, request.split, request.split_spec)
     check_layout(source, request.fmt, request.save_probs)
-    ensemble = open_engine(
-        request.graph, members, options, spec_path, source, want_scores=request.save_probs is not None
+    ensemble = open_ensemble(
+        members,
+        options,
+        source=source,
+        ensemble_file=spec_path,
+        graph=request.graph,
+        want_scores=request.save_probs is not None,
+        on_note=on_note,
     )
+    return ensemble, source, spec_path, spec
+
+
+def open_ensemble(
+    members: list[Member],
+    options: PredictOptions,
+    *,
+    source: Source,
+    ensemble_file: Path | None = None,
+    graph: GraphChoice | str = GraphChoice.auto,
+    want_scores: bool = False,
+    on_note: Callable[[str], None] | None = None,
+) -> Ensemble:
+    """The engine `--graph` asks for, checked against the images of `source`, with each member on
+    the runtime `options.runtime` picks for them (`auto`: the choice cached on this machine for
+    this batch shape, else timed now on a source of `MIN_IMAGES` images or more, else ONNX Runtime
+    as exported). `on_note` hears when a member's runtimes are timed."""
+    ensemble = open_engine(graph, members, options, ensemble_file, source, want_scores=want_scores)
     ensemble.check_source(source)
     choose_runtimes(ensemble, source, options.runtime, on_timing=on_note)
-    return ensemble, source, spec_path, spec
+    return ensemble
 
 
 def check_layout(source: Source, fmt: str, save_probs: Path | None) -> None:
