@@ -26,11 +26,11 @@ from ensemble.cli.common import (
     ValFractionOpt,
     ValIdsOpt,
     console,
-    err_console,
     image_progress,
     open_data_option,
     split_spec,
     user_errors,
+    warn,
 )
 from ensemble.cli.rleoptions import (
     LAYOUT,
@@ -243,20 +243,24 @@ def predict_cmd(
         ),
         graph=graph.value,
     )
+    _summary(_predict_with_progress(request))
+
+
+def _predict_with_progress(request: PredictRequest) -> PredictOutcome:
+    """Run `request` under a progress bar that names the members and split once they are loaded."""
     with image_progress() as progress:
         task = progress.add_task("loading members", total=None)
 
         def started(ensemble, source):
             for line in ensemble.warnings:
-                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+                warn(line)
             names = ",".join(m.name for m in ensemble.members)
             progress.update(task, total=source.n_images, description=f"{names} ({source.split})")
 
         def note(line: str) -> None:
             progress.console.print(escape(line), highlight=False, soft_wrap=True)
 
-        outcome = predict(request, started, lambda n: progress.advance(task, n), note)
-    _summary(outcome)
+        return predict(request, started, lambda n: progress.advance(task, n), note)
 
 
 def _summary(outcome: PredictOutcome) -> None:
