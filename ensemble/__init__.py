@@ -2,8 +2,9 @@
 
 The Python API (a notebook's view of the `ens` commands, arrays in and out; see `ensemble.api`):
 
-- `load_members`, `load_ensemble` -> an opened ensemble: live sessions with its settings
-- `predict(ensemble, images)` -> uint8 labels (and fused probabilities)
+- `load_members`; `load_ensemble(..., runtime=, workers=, graph=)` -> an opaque handle: the members
+  and the options `ens predict` would run with, checked the same way
+- `predict(handle, images)` -> a `Prediction`: `.labels` uint8, `.probs` (fused probabilities) if asked
 - `fit(members, images, masks)` -> the ensemble file's content; `score(labels, masks, C)` -> DataFrame
 - `read_submission`, `write_submission` (`RleConvention` for other competitions' RLE),
   `remove_small_regions`; `EnsError` for every user mistake
@@ -20,6 +21,7 @@ _API = {
     "predict": "ensemble.api",
     "fit": "ensemble.api",
     "score": "ensemble.api",
+    "Prediction": "ensemble.api",
     "FitSettings": "ensemble.fitting.settings",
     "read_submission": "ensemble.submission.io",
     "write_submission": "ensemble.submission.io",

@@ -38,8 +38,10 @@ def test_predict_on_arrays_equals_ens_predict(demo, tmp_path):
     model = api.load_ensemble(
         ["a", "b"], store=store, weights=[0.3, 0.7], min_area=3, class_gain=[1, 1, 1, 1, 2]
     )
-    labels, probs = api.predict(model, np.load(data)["test_set"], probabilities=True)
+    result = api.predict(model, np.load(data)["test_set"], probabilities=True)
+    labels, probs = result.labels, result.probs
     np.testing.assert_array_equal(labels, from_cli)
+    assert api.predict(model, np.load(data)["test_set"]).probs is None
     assert probs.shape == (12, 5, 16, 32) and np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
@@ -52,7 +54,7 @@ def test_fit_on_arrays_writes_an_ensemble_file_that_loads(demo, tmp_path):
     )
     assert spec.members == ("a", "b") and np.asarray(spec.weights).shape == (2, 5)
     model = api.load_ensemble(["a", "b"], ensemble_file=out, store=store)
-    assert model.options.tta == "flip" and model.min_area.tolist() == list(spec.min_area)
+    assert model.options.tta == "flip" and model.options.min_area.tolist() == list(spec.min_area)
 
 
 def test_score_is_the_course_metric_as_a_table():
@@ -84,7 +86,8 @@ def test_the_readme_notebook_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    assert namespace["labels"].shape == (64, 16, 32)
+    assert namespace["labels"].shape == (64, 16, 32) and namespace["result"].probs.shape == (64, 5, 16, 32)
+    assert [c.runtime for c in namespace["mine"].runtimes] == ["onnxruntime"] * 2
     assert 0.0 <= namespace["table"].attrs["score"] <= 1.0
     ids, back, fmt = read_submission(tmp_path / "submissions" / "notebook.csv", (16, 32), 5)
     assert fmt == "rle" and (back == namespace["labels"]).all()

@@ -84,17 +84,22 @@ def test_export_refuses_a_net_with_more_classes_than_uint8_labels_hold():
         ({"min_area": [1, 2]}, ["min_area [1, 2]", "5 non-negative areas"]),
         ({"min_area": [[1, 2], [3]]}, ["min_area", "holds [1, 2]"]),
         ({"min_area": "x"}, ["--min-area 'x'"]),
-        ({"batch_size": "64"}, ["batch_size '64'", "not a whole number"]),
-        ({"batch_size": 1.5}, ["batch_size 1.5", "not a whole number"]),
-        ({"batch_size": 0}, ["batch_size 0", ">= 1"]),
-        ({"threads": 2.5}, ["threads 2.5", "not a whole number"]),
-        ({"threads": 0}, ["threads 0", ">= 1"]),
-        ({"device": "tpu"}, ["device 'tpu'", "auto, cpu, cuda"]),
-        ({"device": None}, ["device None"]),
+        ({"batch_size": "64"}, ["--batch-size got '64'", "whole number"]),
+        ({"batch_size": 1.5}, ["--batch-size got 1.5", "whole number"]),
+        ({"batch_size": 0}, ["--batch-size got '0'", "greater than or equal to 1"]),
+        ({"threads": 2.5}, ["--threads got 2.5", "whole number"]),
+        ({"threads": 0}, ["--threads got '0'", "greater than or equal to 1"]),
+        ({"workers": 0}, ["--workers got '0'", "greater than or equal to 1"]),
+        ({"workers": "2"}, ["--workers got '2'", "whole number"]),
+        ({"runtime": "nope"}, ["--runtime got 'nope'", "allowed: 'auto', 'ort', 'openvino'"]),
+        ({"runtime": None}, ["--runtime got None"]),
+        ({"graph": "fast"}, ["--graph got 'fast'", "allowed: 'auto', 'pipeline', 'compiled'"]),
+        ({"device": "tpu"}, ["--device got 'tpu'", "'auto', 'cpu', 'cuda'"]),
+        ({"device": None}, ["--device got None"]),
         ({"tta": ["flip"]}, ["unknown TTA"]),
         ({"connectivity": 5}, ["connectivity must be 4 or 8"]),
         ({"connectivity": 4.0}, ["connectivity must be 4 or 8"]),
-        ({"allow_background": "no"}, ["allow_background 'no'", "True or False"]),
+        ({"allow_background": "no"}, ["--allow-background got 'no'", "allowed: True, False"]),
         ({"ensemble_file": 7}, ["ensemble_file 7", "not a file path"]),
         ({"store": None}, ["store None"]),
     ],
@@ -113,10 +118,9 @@ def test_text_settings_are_read_as_ens_predict_reads_them(store):
     numbers = api.load_ensemble(
         ["a", "b"], store=store, weights=[1, 3], class_gain=[1, 1, 1, 1, 2], min_area=[0, 3, 0, 0, 0]
     )
-    np.testing.assert_array_equal(text.weights, numbers.weights)
-    np.testing.assert_array_equal(text.class_gain, numbers.class_gain)
-    np.testing.assert_array_equal(text.min_area, numbers.min_area)
-    np.testing.assert_array_equal(api.predict(text, IMAGES), api.predict(numbers, IMAGES))
+    np.testing.assert_array_equal(text.options.class_gain, numbers.options.class_gain)
+    np.testing.assert_array_equal(text.options.min_area, numbers.options.min_area)
+    np.testing.assert_array_equal(api.predict(text, IMAGES).labels, api.predict(numbers, IMAGES).labels)
 
 
 # ---- predict -----------------------------------------------------------------------------------------
@@ -124,11 +128,11 @@ def test_text_settings_are_read_as_ens_predict_reads_them(store):
 
 def test_predict_refuses_each_mistake_in_one_line(store):
     model = api.load_ensemble(["a"], store=store)
-    refused(lambda: api.predict(None, IMAGES), "predict takes the Ensemble", "NoneType")
-    refused(lambda: api.predict("models", IMAGES), "predict takes the Ensemble", "str")
+    refused(lambda: api.predict(None, IMAGES), "predict takes the ensemble of load_ensemble", "NoneType")
+    refused(lambda: api.predict("models", IMAGES), "predict takes the ensemble of load_ensemble", "str")
     refused(lambda: api.predict(model, [[[1, 2], [3]]]), "images", "ragged")
     refused(lambda: api.predict(model, [[1, 2], [3]]), "images", "ragged")
-    refused(lambda: api.predict(model, IMAGES, probabilities="yes"), "probabilities 'yes'")
+    refused(lambda: api.predict(model, IMAGES, probabilities="yes"), "probabilities got 'yes'")
 
 
 # ---- fit ---------------------------------------------------------------------------------------------
@@ -137,9 +141,9 @@ def test_predict_refuses_each_mistake_in_one_line(store):
 @pytest.mark.parametrize(
     ("kwargs", "fragments"),
     [
-        ({"batch_size": 0}, ["batch_size 0", ">= 1"]),
-        ({"batch_size": 1.5}, ["batch_size 1.5"]),
-        ({"device": "tpu"}, ["device 'tpu'"]),
+        ({"batch_size": 0}, ["--batch-size got '0'", "greater than or equal to 1"]),
+        ({"batch_size": 1.5}, ["--batch-size got 1.5"]),
+        ({"device": "tpu"}, ["--device got 'tpu'"]),
         ({"tta": ["flip"]}, ["unknown TTA ['flip']"]),
         ({"settings": "x"}, ["fit settings str", "FitSettings"]),
         ({"settings": api.FitSettings(folds=2.5)}, ["--folds 2.5", "not a whole number"]),
@@ -148,7 +152,7 @@ def test_predict_refuses_each_mistake_in_one_line(store):
         ({"settings": api.FitSettings(seed=-1)}, ["seed -1"]),
         ({"images": IMAGES[:0], "masks": MASKS[:0]}, ["no validation images"]),
         ({"masks": [[[1, 2], [3]]]}, ["masks", "ragged"]),
-        ({"gray_to_rgb": 1}, ["gray_to_rgb 1", "True or False"]),
+        ({"gray_to_rgb": 1}, ["--gray-to-rgb got 1", "allowed: True, False"]),
         ({"out": 3}, ["out 3", "not a file path"]),
     ],
 )

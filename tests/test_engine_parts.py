@@ -30,7 +30,7 @@ from ensemble.inference.scorer import Scored, Scorer, final_labels, unscaled
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, write_spec
 from ensemble.members.member import load_member
 from ensemble.members.store import resolve_members
-from ensemble.runs.engines import open_ensemble
+from ensemble.runs import engines
 from ensemble.runs.plan import ShardPlan
 from ensemble.runs.predict import PredictRequest, predict, prepare
 from ensemble.runs.rayengine import ShardPredictor
@@ -142,17 +142,29 @@ def test_both_scorers_give_one_result_type_and_the_same_labels(demo):
     )
 
 
-def test_open_ensemble_is_what_the_cli_and_the_api_open(demo, tmp_path):
+def test_open_ensemble_is_what_the_cli_and_the_api_open(demo, tmp_path, monkeypatch):
     data, store = demo
+    opened = []
+
+    def recorded(*args, **kwargs):
+        engine = engines.open_ensemble(*args, **kwargs)
+        opened.append((kwargs["graph"], type(engine).__name__))
+        return engine
+
+    for module in ("ensemble.runs.predict", "ensemble.api"):
+        monkeypatch.setattr(f"{module}.open_ensemble", recorded)
     request = PredictRequest(data=open_data(data), members="a,b", store=store, graph="compiled",
                              ensemble=store / "ensemble.json")  # fmt: skip
     engine, *_ = prepare(request)
     assert isinstance(engine, CompiledScorer)
-    model = api.load_ensemble(["a", "b"], ensemble_file=store / "ensemble.json", store=store)
-    assert isinstance(model, PipelineScorer)
+    model = api.load_ensemble(
+        ["a", "b"], ensemble_file=store / "ensemble.json", store=store, graph="pipeline"
+    )
+    api.predict(model, np.load(data)["test_set"][:2])
+    assert opened == [("compiled", "CompiledScorer"), ("pipeline", "PipelineScorer")]
     members, options = options_of(store)
     with pytest.raises(EnsError, match="--graph compiled: the run has no ensemble file"):
-        open_ensemble(members, options, graph="compiled")
+        engines.open_ensemble(members, options, graph="compiled")
     one_line_error(
         ens("predict", "--data", data, "--models-dir", store, "--members", "a,b", "--graph", "compiled",
             "--out", tmp_path / "x.csv"),
@@ -179,7 +191,7 @@ def test_one_batch_loop_behind_the_engine_the_ray_actor_and_the_api(demo, tmp_pa
     _, from_cli, _ = read_submission(out, (16, 32), 5)
 
     model = api.load_ensemble(store=store, batch_size=4)
-    labels = api.predict(model, np.load(data)["test_set"])
+    labels = api.predict(model, np.load(data)["test_set"]).labels
     np.testing.assert_array_equal(labels, from_cli)
 
     members, options = options_of(store, batch_size=4, workers=2)

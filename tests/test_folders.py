@@ -334,14 +334,15 @@ def test_api_takes_rgb_channels_last_or_first(tmp_path, store):
 
     model = api.load_ensemble(["a", "b"], store=store)
     rgb = np.random.default_rng(0).integers(0, 256, (3, 8, 10, 3)).astype(np.uint8)
-    last = api.predict(model, rgb)
-    np.testing.assert_array_equal(api.predict(model, rgb.transpose(0, 3, 1, 2)), last)
+    last = api.predict(model, rgb).labels
+    np.testing.assert_array_equal(api.predict(model, rgb.transpose(0, 3, 1, 2)).labels, last)
     assert last.shape == (3, 8, 10)
     with pytest.raises(EnsError, match="gray_to_rgb=True"):
         api.predict(model, rgb[..., 0])
     gray_model = api.load_ensemble(["a", "b"], store=store, gray_to_rgb=True)
     np.testing.assert_array_equal(
-        api.predict(gray_model, rgb[..., 0]), api.predict(model, np.repeat(rgb[..., :1], 3, axis=3))
+        api.predict(gray_model, rgb[..., 0]).labels,
+        api.predict(model, np.repeat(rgb[..., :1], 3, axis=3)).labels,
     )
 
 

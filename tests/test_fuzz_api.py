@@ -119,6 +119,9 @@ def masks(n: int = 3) -> np.ndarray:
     device=valid_or_odd("cpu"),
     threads=valid_or_odd(1),
     gray_to_rgb=valid_or_odd(False),
+    runtime=valid_or_odd("ort"),
+    workers=valid_or_odd(None),
+    graph=valid_or_odd("pipeline"),
 )
 def test_load_ensemble_gives_an_ensemble_or_ens_error(work, **arguments):
     only_result_or_ens_error(lambda: api.load_ensemble(store=work / "models", **arguments))

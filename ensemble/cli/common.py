@@ -43,6 +43,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def warn(text: str) -> None:
+    """Print `text` as a warning line on stderr (a live progress bar there prints it above itself)."""
+    err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def user_errors(func: F) -> F:
     """Turn what a command raises into one line and an exit code, never a traceback.
 

@@ -29,6 +29,7 @@ from ensemble.cli.common import (
     open_data_option,
     split_spec,
     user_errors,
+    warn,
 )
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.data.tta import TTA
@@ -111,9 +112,6 @@ def fit_cmd(
                 progress.update(task, visible=False)
                 fits = progress.add_task("fitting", total=count, unit="fits")
             progress.update(fits, completed=done, total=count, description=f"fitting: {what}")
-
-        def warn(text):
-            progress.console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
         outcome = fit(request, total, lambda n: progress.advance(task, n), step, warn)
     _report(outcome)

@@ -59,6 +59,16 @@ def members(
         return
     loaded = [load_member(path, name) for name, path in files]
     probes = [probe_contract(member) for member in loaded]
+    console.print(_table(loaded, probes))
+    _print_notes(loaded, probes)
+    if bench:
+        bench_members(
+            [m for m, (_, problem) in zip(loaded, probes, strict=True) if problem is None], data, masks
+        )
+
+
+def _table(loaded: list, probes: list) -> Table:
+    """One row a member: provenance, input, parity, size, preprocessing, contract (and val mIoU)."""
     with_miou = any(m.info.val_miou is not None for m in loaded)
     table = Table("name", "framework", "classes", "input", "parity", "size", "preprocessing", "contract")
     if with_miou:
@@ -81,7 +91,11 @@ def members(
         contract = "[green]ok[/]" if problem is None else "[bold red]FAIL[/]"
         miou = [] if not with_miou else ["" if info.val_miou is None else f"{info.val_miou:.4f}"]
         table.add_row(*map(escape, row), contract, *miou)
-    console.print(table)
+    return table
+
+
+def _print_notes(loaded: list, probes: list) -> None:
+    """The class names (per group of members that share them) and each contract failure."""
     for names in dict.fromkeys(m.info.class_names for m in loaded):
         users = [m.name for m in loaded if m.info.class_names == names]
         who = "" if len(users) == len(loaded) else f" ({', '.join(users)})"
@@ -94,10 +108,6 @@ def members(
                 highlight=False,
                 soft_wrap=True,
             )
-    if bench:
-        bench_members(
-            [m for m, (_, problem) in zip(loaded, probes, strict=True) if problem is None], data, masks
-        )
 
 
 def bench_members(members: list, data, masks) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,11 +26,11 @@ from ensemble.cli.common import (
     ValFractionOpt,
     ValIdsOpt,
     console,
-    err_console,
     image_progress,
     open_data_option,
     split_spec,
     user_errors,
+    warn,
 )
 from ensemble.cli.rleoptions import (
     LAYOUT,
@@ -44,10 +45,11 @@ from ensemble.cli.rleoptions import (
 from ensemble.compiled.engine import GraphChoice
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.data.tta import TTA
-from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
+from ensemble.inference.options import DEFAULT_BATCH
 from ensemble.members.member import DEFAULT_STORE
 from ensemble.members.session import Device
 from ensemble.process import debug_enabled
+from ensemble.runs.options import run_options
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE
 from ensemble.runs.predict import PredictOutcome, PredictRequest, predict
 from ensemble.runs.resumable import RunOptions
@@ -134,7 +136,6 @@ def predict_cmd(
         int | None,
         typer.Option(
             "--threads",
-            min=1,
             help="CPU threads of one pipeline (default: one per worker, or the physical cores).",
         ),
     ] = None,
@@ -142,23 +143,23 @@ def predict_cmd(
         int | None,
         typer.Option(
             "--workers",
-            min=1,
             help="Parallel workers. Local engine: batches computed at once on CPU, each on one thread "
             "(default: the physical cores; 1 with --threads or on a GPU). --engine ray: the actors (default "
             "1), each computing batches like the local engine with the driver's runtime per member.",
         ),
     ] = None,
     runtime: Annotated[
-        Runtime,
+        str,
         typer.Option(
             "--runtime",
+            metavar="[" + "|".join(r.value for r in Runtime) + "]",
             help="Where members run on CPU. auto (the default): per member the fastest of ONNX Runtime, "
             "ONNX Runtime on the member's folded graph and OpenVINO (pip install 'ens\\[openvino]'), timed "
             "once per machine (by `ens export`, `ens members --bench` or a run of 1,024+ images) and cached. "
             "ort: ONNX Runtime on the members as exported (its CSV exactly). "
             "openvino: OpenVINO.",
         ),
-    ] = Runtime.auto,
+    ] = Runtime.auto.value,
     models_dir: ModelsDirOpt = DEFAULT_STORE,
     split_seed: SplitSeedOpt = DEFAULT_SEED,
     val_fraction: ValFractionOpt = DEFAULT_VAL_FRACTION,
@@ -201,15 +202,17 @@ def predict_cmd(
     ] = None,
 ) -> None:
     """Predict the test set (or the validation split) and write a submission CSV with its manifest."""
-    options = PredictOptions(
+    options = run_options(
         allow_background=allow_background,
         batch_size=batch_size,
-        device=device.value,
+        device=device,
         threads=threads,
         gray_to_rgb=gray_to_rgb,
-        workers=workers if engine is EngineName.local else None,  # each Ray actor: the local pool
-        runtime=runtime.value,
+        workers=workers,
+        runtime=runtime,
     )
+    if engine is EngineName.ray:  # --workers counts the actors; each computes like the local pool
+        options = replace(options, workers=None)
     request = PredictRequest(
         data=open_data_option(data, masks),
         members=members,
@@ -240,20 +243,24 @@ def predict_cmd(
         ),
         graph=graph.value,
     )
+    _summary(_predict_with_progress(request))
+
+
+def _predict_with_progress(request: PredictRequest) -> PredictOutcome:
+    """Run `request` under a progress bar that names the members and split once they are loaded."""
     with image_progress() as progress:
         task = progress.add_task("loading members", total=None)
 
         def started(ensemble, source):
             for line in ensemble.warnings:
-                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+                warn(line)
             names = ",".join(m.name for m in ensemble.members)
             progress.update(task, total=source.n_images, description=f"{names} ({source.split})")
 
         def note(line: str) -> None:
             progress.console.print(escape(line), highlight=False, soft_wrap=True)
 
-        outcome = predict(request, started, lambda n: progress.advance(task, n), note)
-    _summary(outcome)
+        return predict(request, started, lambda n: progress.advance(task, n), note)
 
 
 def _summary(outcome: PredictOutcome) -> None:

@@ -32,6 +32,7 @@ from ensemble.cli.common import (
     open_data_option,
     split_spec,
     user_errors,
+    warn,
 )
 from ensemble.cli.rleoptions import (
     LAYOUT,
@@ -125,23 +126,8 @@ def score(
             raise EnsError("--val runs the ablation and takes no CSV; to score a val CSV use --split val")
         _score_csv(csv, truth or DEFAULT_DATA, split.value, metric.value, n_classes, json_path, rle)
         return
-    if rle != DEFAULT_RLE:
-        raise EnsError("the --rle-* options describe a CSV to score; give one, or drop them for the ablation")
-    if not val and truth is None:
-        raise EnsError(
-            "give a submission CSV to score (e.g. `ens score submissions/sub.csv`), or --val / --truth NPZ "
-            "for the ablation of every stage"
-        )
-    if val and truth is not None:
-        raise EnsError("--val scores the validation split of --data; --truth a labelled test set; pick one")
-    if val:
-        dataset = open_data_option(data, masks)
-    elif truth.is_dir():
-        dataset = open_data_option(data, truth)
-    else:
-        dataset = open_data_option(truth)
     request = ScoreRequest(
-        data=dataset,
+        data=_ablation_data(val, truth, rle, data, masks),
         split="val" if val else "test",
         members=members,
         ensemble=ensemble,
@@ -161,11 +147,33 @@ def score(
             request,
             lambda count, what: progress.reset(task, total=count, description=what),
             lambda n: progress.advance(task, n),
-            lambda text: progress.console.print(
-                f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True
-            ),
+            warn,
         )
     _print_ablation(outcome)
+    _ablation_outputs(outcome, json_path, plots)
+
+
+def _ablation_data(val: bool, truth: Path | None, rle: RleConvention, data: Path, masks: Path | None):
+    """The labelled images of the ablation: the validation split of --data (--val), or the test set
+    of --truth (a labelled npz, or a masks folder for the images of --data)."""
+    if rle != DEFAULT_RLE:
+        raise EnsError("the --rle-* options describe a CSV to score; give one, or drop them for the ablation")
+    if not val and truth is None:
+        raise EnsError(
+            "give a submission CSV to score (e.g. `ens score submissions/sub.csv`), or --val / --truth NPZ "
+            "for the ablation of every stage"
+        )
+    if val and truth is not None:
+        raise EnsError("--val scores the validation split of --data; --truth a labelled test set; pick one")
+    if val:
+        return open_data_option(data, masks)
+    if truth.is_dir():
+        return open_data_option(data, truth)
+    return open_data_option(truth)
+
+
+def _ablation_outputs(outcome: ScoreOutcome, json_path: Path | None, plots: Path | None) -> None:
+    """The fit's estimate beside the ablation, then the --json report and the --plots PNGs."""
     estimate = fit_estimate(outcome.fit)
     if estimate:
         _print_estimate(estimate, outcome.fit)

@@ -18,9 +18,10 @@ from ensemble.cli.common import (
     ValFractionOpt,
     ValIdsOpt,
     console,
+    split_spec,
     user_errors,
 )
-from ensemble.data.split import DEFAULT_VAL_FRACTION, SplitSpec, read_ids_file
+from ensemble.data.split import DEFAULT_VAL_FRACTION
 from ensemble.errors import EnsError
 
 
@@ -74,8 +75,7 @@ def train(
             f"--data {str(data)!r} is a folder; `ens train` trains the reference nets on a course npz "
             "(train on image folders with your own code, then `ens export` the result)"
         )
-    ids = read_ids_file(val_ids) if val_ids is not None else None
-    split = SplitSpec(split_seed, val_fraction, ids, drop_outliers)
+    split = split_spec(split_seed, val_fraction, val_ids, drop_outliers)
     config = TrainConfig(
         framework.value,
         arch,

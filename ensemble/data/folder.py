@@ -12,21 +12,19 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ensemble.data.imagefiles import SUFFIXES, ImageHeader, read_header, read_image, read_mask
+from ensemble.data.readpool import read_batches, read_chunks, read_each
 from ensemble.data.sizes import SizeGroup, size_groups
 from ensemble.errors import EnsError
 from ensemble.files.hashing import file_sha256
-from ensemble.machine import usable_cores
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
-MAX_READERS = 4
 READER = "2"  # how files become pixels; 2: images turned by their EXIF orientation (cached results redone)
 _CANONICAL_INT = re.compile(r"0|[1-9][0-9]{0,11}")
 _SEPARATOR = re.compile('[,"\x00-\x1f\x7f-\x9f\u2028\u2029]')  # CSV field or line breakers, controls
@@ -101,11 +99,7 @@ class FolderData:
     def iter_masks(self, n_classes: int | None = None, batch_size: int = 256) -> Iterator[list[np.ndarray]]:
         """Every mask in stem order, in lists of up to `batch_size` (sizes may differ)."""
         self._require_masks()
-        files = list(self.mask_files)
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
-            with ThreadPoolExecutor(_readers()) as pool:
-                yield list(pool.map(lambda path: read_mask(path, n_classes), chunk))
+        yield from read_chunks(lambda path: read_mask(path, n_classes), self.mask_files, batch_size)
 
     def _require_masks(self) -> None:
         if self.mask_files is None:
@@ -113,38 +107,6 @@ class FolderData:
                 f"image folder {str(self.path)!r} was given without masks; pass --masks DIR, a folder of "
                 "single-channel PNG masks named like the images"
             )
-
-
-def read_batches(
-    files: Sequence[Path], read: Callable[[Path], np.ndarray], batch_size: int
-) -> Iterator[np.ndarray]:
-    """Decode `files` with a small thread pool, one batch ahead of the consumer, and stack each batch."""
-    if not files:
-        return
-    with ThreadPoolExecutor(_readers()) as pool:
-        pending = None
-        for start in range(0, len(files), batch_size):
-            futures = [pool.submit(read, path) for path in files[start : start + batch_size]]
-            if pending is not None:
-                yield _stack(pending)
-            pending = futures
-        yield _stack(pending)
-
-
-def _stack(futures) -> np.ndarray:
-    try:
-        return np.stack([future.result() for future in futures])
-    finally:
-        for future in futures:
-            future.cancel()
-
-
-def _readers() -> int:
-    return max(1, min(MAX_READERS, usable_cores()))
-
-
-def is_folder(path: str | os.PathLike | None) -> bool:
-    return path is not None and Path(path).is_dir()
 
 
 def open_folder(images: str | os.PathLike, masks: str | os.PathLike | None = None) -> FolderData:
@@ -216,9 +178,8 @@ def fingerprint(files: Sequence[Path]) -> str:
 def content_fingerprint(files: Sequence[Path]) -> str:
     """sha256 of each file's name and content hash, in order (the files hashed by a few threads)."""
     digest = hashlib.sha256()
-    with ThreadPoolExecutor(_readers()) as pool:
-        for path, sha in zip(files, pool.map(file_sha256, files), strict=True):
-            digest.update(f"{path.parent.name}/{path.name}\t{sha}\n".encode())
+    for path, sha in zip(files, read_each(file_sha256, files), strict=True):
+        digest.update(f"{path.parent.name}/{path.name}\t{sha}\n".encode())
     return digest.hexdigest()
 
 
@@ -286,14 +247,9 @@ def _check_masks(mask_files: tuple[Path, ...], image_headers: list[ImageHeader])
             )
 
 
-def _headers(files: Sequence[Path], chunk: int = 256, turned: bool = True) -> list[ImageHeader]:
-    """Headers of `files`, a chunk of tasks at a time (a pool's `map` would queue them all at once);
-    sizes after the EXIF orientation unless `turned` is False (masks)."""
-    headers: list[ImageHeader] = []
-    with ThreadPoolExecutor(_readers()) as pool:
-        for start in range(0, len(files), chunk):
-            headers.extend(pool.map(lambda path: read_header(path, turned), files[start : start + chunk]))
-    return headers
+def _headers(files: Sequence[Path], turned: bool = True) -> list[ImageHeader]:
+    """Headers of `files`, sizes after the EXIF orientation unless `turned` is False (masks)."""
+    return list(read_each(lambda path: read_header(path, turned), files))
 
 
 def _few(names: list[str], shown: int = 5) -> str:

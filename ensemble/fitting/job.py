@@ -61,25 +61,43 @@ def fit(
     members = resolve_members(request.members, request.store)
     out = request.out or default_path(request.store)
     refuse_overwrite({"--out": out}, run_inputs(request.data, members, None, request.split_spec))
-    n_classes = members[0].n_classes
     source = make_source(request.data, "val", request.split_spec)
-    check_source(members, source, request.gray_to_rgb)
-    check_settings(request.settings, source.n_images)
-    truth = source.truth_parts(n_classes)
-    check_labelled(truth)
-    views = get_views(request.tta)
     cache = ProbCache(
         source, request.cache_dir, request.device, request.threads, request.batch_size, on_warning
     )
+    settings, tta = request.settings, request.tta
+    spec, result = fit_source(
+        members, source, cache, tta, settings, request.gray_to_rgb, on_total, on_batch, on_step
+    )
+    path = write_spec(out, spec)
+    return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)
+
+
+def fit_source(
+    members: list[Member],
+    source,
+    cache: ProbCache,
+    tta: str,
+    settings: FitSettings,
+    gray_to_rgb: bool = False,
+    on_total: Callable[[int, str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> tuple[EnsembleSpec, FitResult]:
+    """The fit of `members` on the labelled images of `source` (an npz's or a folder's validation
+    split, or arrays), their probabilities read through `cache`: the ensemble spec and the result."""
+    check_source(members, source, gray_to_rgb)
+    check_settings(settings, source.n_images)
+    truth = source.truth_parts(members[0].n_classes)
+    check_labelled(truth)
+    views = get_views(tta)
     if on_total:
         on_total(len(members) * len(views) * source.n_images, "member probabilities")
     probs = [merged_parts(cache, member, views, on_batch=on_batch) for member in members]
     parts = [([member[g] for member in probs], truth[g]) for g in range(len(truth))]
-    result = fit_parts(parts, request.settings, on_step)
-    evidence = {"data_sha256": request.data.sha256, "split": source.description, "n_images": source.n_images}
-    spec = build_spec(members, request.tta, request.settings, result, evidence)
-    path = write_spec(out, spec)
-    return FitOutcome(spec, path, result, members, source.n_images, source.description, request.store)
+    result = fit_parts(parts, settings, on_step)
+    evidence = {"data_sha256": source.data.sha256, "split": source.description, "n_images": source.n_images}
+    return build_spec(members, tta, settings, result, evidence), result
 
 
 def check_source(members: list[Member], source, gray_to_rgb: bool) -> None:

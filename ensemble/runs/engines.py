@@ -21,7 +21,7 @@ def open_ensemble(
     *,
     source: Source | None = None,
     ensemble_file: Path | None = None,
-    graph: GraphChoice | str = GraphChoice.pipeline,
+    graph: GraphChoice | str = GraphChoice.auto,
     want_scores: bool = False,
     on_note: Callable[[str], None] | None = None,
 ) -> Engine:

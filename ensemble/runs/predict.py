@@ -19,16 +19,15 @@ from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
-from ensemble.inference.cleanup import parse_min_area
-from ensemble.inference.fusion import parse_class_gain, parse_weights
 from ensemble.inference.loop import PredictResult
 from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
-from ensemble.inference.options import PredictOptions, resolve_options
+from ensemble.inference.options import PredictOptions
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
 from ensemble.runs.assemble import assemble, assemble_probs
 from ensemble.runs.engines import Engine, open_ensemble
+from ensemble.runs.options import checked_options
 from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encoder, open_run
 from ensemble.runs.rundir import remove_run_dir
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
@@ -82,16 +81,15 @@ def request_options(
     request: PredictRequest, members: list[Member], spec: EnsembleSpec | None
 ) -> PredictOptions:
     """The command line's text options parsed, then resolved against the ensemble file."""
-    n_classes = members[0].n_classes
-    parsed = {
-        "weights": None
-        if request.weights is None
-        else parse_weights(request.weights, [m.name for m in members]),
-        "min_area": None if request.min_area is None else parse_min_area(request.min_area, n_classes),
-        "class_gain": None if request.class_gain is None else parse_class_gain(request.class_gain, n_classes),
-    }
-    return resolve_options(
-        members, spec, request.options, tta=request.tta, connectivity=request.connectivity, **parsed
+    return checked_options(
+        members,
+        spec,
+        request.options,
+        tta=request.tta,
+        weights=request.weights,
+        class_gain=request.class_gain,
+        min_area=request.min_area,
+        connectivity=request.connectivity,
     )
 
 

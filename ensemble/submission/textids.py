@@ -18,6 +18,7 @@ import numpy as np
 
 from ensemble.data.folder import id_problem, integer_ids, open_folder
 from ensemble.data.sizes import describe_sizes, size_groups
+from ensemble.errors import EnsError
 from ensemble.submission.problems import Problems
 from ensemble.submission.rle import unflatten
 
@@ -55,6 +56,17 @@ def check_text_ids(ids: Sequence[str]) -> str | None:
         if problem:
             return f"id {text!r} {problem}"
     return None
+
+
+def refuse_flat_text_ids(ids: Sequence[str]) -> None:
+    """The flat format numbers images with integers: refuse text ids that are not plain
+    non-negative integers (a stem like 007 or img_1 has to be renamed, or written as rle)."""
+    bad = next((text for text in ids if not integer_ids([text])), None)
+    if bad is not None:
+        raise EnsError(
+            f"the flat format numbers images with integers, but image id {bad!r} is not a plain "
+            "non-negative integer; name the image files 0.png, 1.png, ... or write --format rle"
+        )
 
 
 def encode_text_ids(encode: Callable, ids: Sequence[str], labels: np.ndarray, n_classes: int) -> bytes:
