@@ -25,10 +25,11 @@ import numpy as np
 from jobs import ROOT, log, machine, read_test_images
 
 from ensemble.compiled.compiler import compile_ensemble, describe
-from ensemble.compiled.engine import CompiledEnsemble
+from ensemble.compiled.scorer import open_compiled
 from ensemble.inference.fusion import decode
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
+from ensemble.inference.scorer import final_labels
 from ensemble.members.ensemblefile import resolve_ensemble
 
 
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     base = PredictOptions(batch_size=args.batch_size, threads=args.threads, device="cpu")
     options = resolve_options(members, spec, base)
     engines = {
-        "pipeline": Ensemble(members, options),
-        "compiled": CompiledEnsemble(members, options, graph=graph),
+        "pipeline": open_pipeline(members, options),
+        "compiled": open_compiled(members, options, graph),
     }
     images = read_test_images(args.data)
     if args.n_images:
@@ -84,15 +85,15 @@ def main(argv: list[str] | None = None) -> None:
                 batch = images[start : start + args.batch_size]
                 ids = np.arange(start, start + len(batch))
                 tic = time.perf_counter()
-                out = engine.probabilities(ids, batch)
+                out = engine.score(ids, batch, engine.timings)
                 elapsed += time.perf_counter() - tic
                 if name == "pipeline":  # untimed: the pipeline's labels before cleanup, and its scores
-                    raw[name].append(decode(out, options.allow_background))
-                    scores.append(out)
+                    raw[name].append(decode(out.scores, options.allow_background))
+                    scores.append(out.scores)
                 else:
                     raw[name].append(out.labels.copy())
                 tic = time.perf_counter()
-                final[name].append(engine.labels(out))
+                final[name].append(final_labels(engine.description, out, engine.timings))
                 elapsed += time.perf_counter() - tic
             chunk_seconds[name] = elapsed
             seconds[name] += elapsed

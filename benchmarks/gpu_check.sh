@@ -39,8 +39,9 @@ import onnxruntime as ort
 
 from ensemble.data.datafile import open_data
 from ensemble.inference.batchpool import ordered_batches
+from ensemble.inference.loop import label_batches
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
 from ensemble.members.ensemblefile import resolve_ensemble
 from ensemble.members.session import CUDA, TENSORRT
 
@@ -53,7 +54,7 @@ members, spec, _ = resolve_ensemble(None, Path("models/ensemble.json"), Path("mo
 def labels_on(device: str, runtime: str = "ort") -> tuple[np.ndarray, float, float, str]:
     """Labels, img/s (after one warm-up batch), device-to-host bytes per image, provider used."""
     options = resolve_options(members, spec, PredictOptions(device=device, runtime=runtime))
-    ensemble = Ensemble(members, options)
+    ensemble = open_pipeline(members, options)
     used = ensemble.runners[0].report.used[0]
     copied = [0]
     for runner in ensemble.runners:
@@ -67,12 +68,15 @@ def labels_on(device: str, runtime: str = "ort") -> tuple[np.ndarray, float, flo
         runner.run = counted
     step = ensemble.worker_batch
     batches = lambda: ((np.arange(i, min(i + step, n)), images[i : i + step]) for i in range(0, n, step))
-    next(ordered_batches(ensemble, batches()))  # warm-up: cuDNN algorithm search, TensorRT engines
+    next(ordered_batches(ensemble.score, batches(), ensemble.workers, ensemble.timings))  # warm-up: cuDNN algorithm search, TensorRT engines
     copied[0] = 0
     labels = np.empty(images.shape, np.uint8)
     start = time.perf_counter()
-    for ids, scores in ordered_batches(ensemble, batches()):
-        labels[ids] = ensemble.labels(scores)
+
+    def sink(ids, batch_labels, _probs):
+        labels[ids] = batch_labels
+
+    label_batches(ensemble, batches(), sink)
     seconds = time.perf_counter() - start
     return labels, n / seconds, copied[0] / n, used
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from ensemble.data.datasets import open_dataset
 from ensemble.data.sources import make_source
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
 from ensemble.members.channels import to_pixels
 from ensemble.members.store import resolve_members
-from ensemble.runtimes.choice import choose_runtimes, folded_session
+from ensemble.runtimes.choice import folded_session
 from ensemble.runtimes.folding import folded_model
 from ensemble.runtimes.measurements import member_input
 from ensemble.runtimes.openvino import MAX_BATCH, OPENVINO_CONFIG, OpenVinoSession, openvino_version
@@ -50,12 +50,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     members = resolve_members(args.members, args.models_dir)
-    ensemble = Ensemble(members, PredictOptions(batch_size=args.batch_size, device="cpu", tta="flip"))
+    options = PredictOptions(batch_size=args.batch_size, device="cpu", tta="flip")
     source = make_source(open_dataset(args.data), "test")
     if args.prime:
-        choose_runtimes(ensemble, source, "auto", min_images=0)
-        print(json.dumps({m.name: c.to_json() for m, c in zip(members, ensemble.choices, strict=True)}))
+        primed = open_pipeline(members, options, source, runtime="auto", min_images=0)
+        print(json.dumps({m.name: c.to_json() for m, c in zip(members, primed.choices, strict=True)}))
         return
+    ensemble = open_pipeline(members, options)
     workers, per = ensemble.workers, ensemble.worker_batch
     engines = {(m.name, "ort"): r for m, r in zip(members, ensemble.ort_runners, strict=True)}
     for member, runner in zip(members, ensemble.ort_runners, strict=True):

@@ -25,7 +25,8 @@ import numpy as np
 from ensemble.data.datafile import open_data
 from ensemble.inference.cleanup import parse_min_area
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import PipelineScorer, open_pipeline
+from ensemble.inference.scorer import Scored, final_labels
 from ensemble.members.store import resolve_members
 from ensemble.submission.io import SubmissionWriter
 from ensemble.timing import Timings
@@ -42,24 +43,24 @@ def batches(data, n_images: int, batch_size: int):
     ]
 
 
-def post(ensemble: Ensemble, writer: SubmissionWriter, ids: np.ndarray, probs: np.ndarray) -> None:
-    labels = ensemble.labels(probs)
+def post(ensemble: PipelineScorer, writer: SubmissionWriter, ids: np.ndarray, scored: Scored) -> None:
+    labels = final_labels(ensemble.description, scored, ensemble.timings)
     with ensemble.timings("write"):
         writer.write(ids, labels)
 
 
-def run(ensemble: Ensemble, work, csv: Path, overlap: bool) -> float:
+def run(ensemble: PipelineScorer, work, csv: Path, overlap: bool) -> float:
     """Seconds to predict and write all batches, serially or with post-processing overlapped."""
     start = time.perf_counter()
     with SubmissionWriter(csv, "rle", work[0][1].shape[1:], ensemble.n_classes) as writer:
         if not overlap:
             for ids, images in work:
-                post(ensemble, writer, ids, ensemble.probabilities(ids, images))
+                post(ensemble, writer, ids, ensemble.score(ids, images, ensemble.timings))
         else:
             with ThreadPoolExecutor(max_workers=1) as pool:
                 pending: Future | None = None
                 for ids, images in work:
-                    probs = ensemble.probabilities(ids, images)
+                    probs = ensemble.score(ids, images, ensemble.timings)
                     if pending is not None:
                         pending.result()  # keeps CSV rows in order and at most one batch waiting
                     pending = pool.submit(post, ensemble, writer, ids, probs)
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
 
     members = resolve_members(args.members, args.models_dir)
     min_area = parse_min_area(args.min_area, members[0].n_classes)
-    ensemble = Ensemble(members, PredictOptions(tta="flip", min_area=min_area, batch_size=args.batch_size))
+    options = PredictOptions(tta="flip", min_area=min_area, batch_size=args.batch_size)
+    ensemble = open_pipeline(members, options)
     work = batches(open_data(args.data), args.n_images, args.batch_size)
     seconds: dict[str, list[float]] = {"serial": [], "overlap": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ensemble.data.datafile import open_data
-from ensemble.inference.batchpool import ordered_batches
+from ensemble.inference.loop import label_batches
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
 from ensemble.machine import physical_cores
 from ensemble.members.ensemblefile import resolve_ensemble
 
@@ -43,7 +43,7 @@ def main() -> None:
             batch_size=args.batch_size, device="cpu", threads=cores
         ),
     }
-    ensembles = {name: Ensemble(members, resolve_options(members, spec, o)) for name, o in sides.items()}
+    ensembles = {name: open_pipeline(members, resolve_options(members, spec, o)) for name, o in sides.items()}
     seconds = dict.fromkeys(sides, 0.0)
     equal = True
     for turn, start in enumerate(range(0, len(images), args.chunk)):
@@ -58,7 +58,10 @@ def main() -> None:
                 for i in range(0, len(chunk), step)
             )
             begin = time.perf_counter()
-            outputs[name] = [ensemble.labels(scores) for _, scores in ordered_batches(ensemble, batches)]
+            outputs[name] = []
+            label_batches(
+                ensemble, batches, lambda _ids, labels, _probs, out=outputs[name]: out.append(labels)
+            )
             seconds[name] += time.perf_counter() - begin
         first, second = (np.concatenate(outputs[n]) for n in sides)
         equal &= bool(np.array_equal(first, second))

@@ -33,14 +33,14 @@ from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.fitting.cache import ProbCache
 from ensemble.fitting.job import fit_source
 from ensemble.fitting.settings import FitSettings
-from ensemble.inference.batchpool import ordered_batches
+from ensemble.inference.loop import label_batches
 from ensemble.inference.options import DEFAULT_BATCH, PredictOptions
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member, load_member
 from ensemble.members.store import check_compatible, check_distinct, resolve_members
 from ensemble.optionvalues import check_n_classes, check_path
+from ensemble.runs.engines import open_ensemble
 from ensemble.runs.options import checked_options, flag, graph_arg, run_options, tta_arg
-from ensemble.runs.predict import open_ensemble
 from ensemble.runtimes.kinds import RuntimeChoice
 
 MemberList = Sequence[Member | str | os.PathLike] | str | None
@@ -220,12 +220,16 @@ def predict(ensemble: LoadedEnsemble, images: np.ndarray, probabilities: bool = 
         return Prediction(np.zeros((0, *source.image_shape), np.uint8), empty if probabilities else None)
     engine = ensemble._engine_for(source, probabilities)
     labels = np.empty(source.images.shape[:3], np.uint8)
-    shape = (source.n_images, engine.n_classes, *source.image_shape)
+    shape = (source.n_images, ensemble.n_classes, *source.image_shape)
     probs = np.empty(shape, np.float32) if probabilities else None
-    for ids, scores in ordered_batches(engine, source.batches(engine.worker_batch, engine.channels)):
+
+    def sink(ids: np.ndarray, batch_labels: np.ndarray, batch_probs: np.ndarray | None) -> None:
+        labels[ids] = batch_labels
         if probs is not None:
-            probs[ids] = engine.unscaled(scores)
-        labels[ids] = engine.labels(scores)
+            probs[ids] = batch_probs
+
+    batches = source.batches(engine.worker_batch, engine.description.channels)
+    label_batches(engine, batches, sink, probs=probabilities)
     return Prediction(labels, probs)
 
 

@@ -19,7 +19,7 @@ from onnx_members import make_member
 from test_fuzz import EDITS, FUZZ, JSON, _mutate
 
 from ensemble.compiled.compiler import compile_ensemble
-from ensemble.compiled.engine import CompiledEnsemble
+from ensemble.compiled.scorer import open_compiled
 from ensemble.compiled.stamp import graph_path, read_stamp, wanted_stamp
 from ensemble.data.datafile import open_data
 from ensemble.data.datasets import open_dataset
@@ -29,11 +29,10 @@ from ensemble.demo.synthetic import DemoSpec, write_demo
 from ensemble.errors import EnsError
 from ensemble.fitting.cache import ProbCache
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import PipelineScorer, open_pipeline
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, write_spec
 from ensemble.members.member import load_member
 from ensemble.members.store import get_member, resolve_members
-from ensemble.runtimes.choice import choose_runtimes
 from ensemble.runtimes.measurements import cached_seconds, read_cache
 
 STAMP_KEY, SEAL_KEY = "ens.compiled", "ens.compiled.sha256"
@@ -104,7 +103,7 @@ def test_a_graph_changed_after_compile_is_refused_or_passed_over(tmp_path, compi
     members = resolve_members(["a", "b"], store)
     options = resolve_options(members, read_spec(store / "ensemble.json"), PredictOptions(device="cpu"))
     with pytest.raises(EnsError, match="changed after `ens compile`"):  # the API opens no tampered graph
-        CompiledEnsemble(members, options, graph=graph)
+        open_compiled(members, options, graph)
 
 
 def test_an_untouched_graph_still_runs_and_gives_the_pipeline_csv(tmp_path, compiled):
@@ -263,16 +262,18 @@ def timed(tmp_path):
     return store, make_source(open_dataset(path), "test")
 
 
-def ensemble_of(store) -> Ensemble:
+def ensemble_of(store, source, cache) -> PipelineScorer:
+    """Members a and b, their runtimes chosen (timed, with `cache`) on `source`."""
     members = [load_member(store / f"{name}.onnx") for name in "ab"]
-    return Ensemble(members, PredictOptions(batch_size=8, device="cpu", workers=2))
+    options = PredictOptions(batch_size=8, device="cpu", workers=2)
+    return open_pipeline(members, options, source, runtime="auto", cache=cache, min_images=0)
 
 
 @pytest.mark.parametrize("damage", ["nested", "huge seconds"])
 def test_a_damaged_runtimes_json_is_measured_again(tmp_path, timed, damage):
     store, source = timed
     cache = tmp_path / "runtimes.json"
-    choose_runtimes(ensemble_of(store), source, "auto", cache=cache, min_images=0)
+    ensemble_of(store, source, cache)
     entries = json.loads(cache.read_text())
     if damage == "nested":
         cache.write_text("[" * 200_000 + "]" * 200_000)
@@ -282,8 +283,7 @@ def test_a_damaged_runtimes_json_is_measured_again(tmp_path, timed, damage):
             for key, e in entries.items()
         }
         cache.write_text(json.dumps(huge).replace(": 0", ": 1" + "0" * 400))
-    again = ensemble_of(store)
-    choose_runtimes(again, source, "auto", cache=cache, min_images=0)
+    again = ensemble_of(store, source, cache)
     assert [c.how for c in again.choices] == ["measured"] * 2
     assert json.loads(cache.read_text()).keys() == entries.keys()
 

@@ -19,10 +19,11 @@ from onnx_members import make_member
 from tiny_nets import TinyNet, keras_net, trained_like
 
 from ensemble.compiled.compiler import compile_ensemble
-from ensemble.compiled.engine import CompiledEnsemble
+from ensemble.compiled.scorer import open_compiled
 from ensemble.compiled.stamp import graph_path, read_stamp
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
+from ensemble.inference.scorer import Scored, final_labels
 from ensemble.members.ensemblefile import EnsembleSpec, read_spec, write_spec
 from ensemble.members.store import resolve_members
 
@@ -96,11 +97,16 @@ def test_mixed_torch_keras_graph_gives_the_pipeline_csv(mixed, tmp_path):
     options = replace(options, min_area=np.zeros(5, np.int64))
     images = np.load(data)["test_set"].astype(np.uint8)
     ids = np.arange(len(images))
-    reference = Ensemble(members, options)
-    engine = CompiledEnsemble(members, options, graph=graph, want_scores=True)
-    scores, output = reference.probabilities(ids, images), engine.probabilities(ids, images)
-    np.testing.assert_array_equal(output.scores, scores)
-    np.testing.assert_array_equal(output.labels, reference.labels(scores))
+    reference = open_pipeline(members, options)
+    engine = open_compiled(members, options, graph, want_scores=True)
+    scored, output = (
+        reference.score(ids, images, reference.timings),
+        engine.score(ids, images, engine.timings),
+    )
+    np.testing.assert_array_equal(output.scores, scored.scores)
+    np.testing.assert_array_equal(
+        output.labels, final_labels(reference.description, scored, reference.timings)
+    )
     assert len(np.unique(output.labels)) > 1
 
 
@@ -220,7 +226,9 @@ def test_members_needing_padding_fall_back_and_rgb_members_compile(tmp_path, tin
     options = resolve_options(members, read_spec(rgb / "ensemble.json"))
     images = np.random.default_rng(0).integers(0, 256, (5, 20, 28, 3), dtype=np.uint8)
     ids = np.arange(5)
-    reference = Ensemble(members, options)
-    engine = CompiledEnsemble(members, options, graph=compiled.path)
-    labels = engine.labels(engine.probabilities(ids, images))
-    np.testing.assert_array_equal(labels, reference.labels(reference.probabilities(ids, images)))
+    reference = open_pipeline(members, options)
+    engine = open_compiled(members, options, compiled.path)
+    labels = final_labels(engine.description, engine.score(ids, images, engine.timings), engine.timings)
+    expected = reference.score(ids, images, reference.timings)
+    assert expected.labels is None and isinstance(expected, Scored)
+    np.testing.assert_array_equal(labels, final_labels(reference.description, expected, reference.timings))

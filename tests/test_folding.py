@@ -17,10 +17,10 @@ from onnx_members import make_member
 from ensemble.data.datasets import open_dataset
 from ensemble.data.sources import make_source
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
 from ensemble.members.contract import INPUT_NAME
 from ensemble.members.member import load_member
-from ensemble.runtimes.choice import FOLDED, ORT, choose_runtimes
+from ensemble.runtimes.choice import FOLDED, ORT
 from ensemble.runtimes.folding import fold_affine, folded_model
 from ensemble.submission.io import read_submission
 
@@ -194,8 +194,9 @@ def test_auto_runs_the_folded_graph_when_it_is_the_fastest(tmp_path, monkeypatch
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("ENS_CACHE", str(cache_dir))
     members = [load_member(store / f"{name}.onnx") for name in "ab"]
-    ensemble = Ensemble(members, PredictOptions(batch_size=8, device="cpu", tta="flip", workers=2))
-    choose_runtimes(ensemble, make_source(open_dataset(data), "test"), "auto", min_images=0)
+    options = PredictOptions(batch_size=8, device="cpu", tta="flip", workers=2)
+    source = make_source(open_dataset(data), "test")
+    ensemble = open_pipeline(members, options, source, runtime="auto", min_images=0)
     assert all(c.how == "measured" and FOLDED in c.seconds for c in ensemble.choices)
     # as measured on a machine where the folded graph is the faster: the cached times decide
     cache = cache_dir / "runtimes.json"

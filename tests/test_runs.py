@@ -15,7 +15,7 @@ from test_folders import write_folder
 
 from ensemble.data.datafile import open_data
 from ensemble.data.folder import open_folder
-from ensemble.inference.pipeline import run
+from ensemble.inference.loop import run
 from ensemble.runs.predict import PredictRequest, predict, prepare
 from ensemble.runs.resumable import RunOptions
 from ensemble.submission.convention import RleConvention

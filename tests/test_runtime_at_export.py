@@ -15,10 +15,10 @@ from onnx_members import make_member
 from ensemble.data.datafile import open_data
 from ensemble.inference.memberbench import bench_member
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
 from ensemble.members.member import load_member
 from ensemble.runs.rayengine import ShardPredictor
-from ensemble.runtimes.choice import OPENVINO, choose_runtimes
+from ensemble.runtimes.choice import OPENVINO
 from ensemble.runtimes.openvino import OpenVinoSession
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -113,11 +113,10 @@ def test_a_ray_actor_runs_the_drivers_runtimes(store, data):
     pytest.importorskip("openvino")
     members = [load_member(store / f"{name}.onnx") for name in "ab"]
     options = PredictOptions(batch_size=4, device="cpu", workers=2)
-    driver = Ensemble(members, options)
     source = open_data(data)
     from ensemble.data.sources import make_source
 
-    choose_runtimes(driver, make_source(source, "test"), "openvino")
+    driver = open_pipeline(members, options, make_source(source, "test"), runtime="openvino")
     actor = ShardPredictor(
         members, options, make_source(source, "test"), None, os.getcwd(), choices=driver.choices
     )
@@ -125,6 +124,7 @@ def test_a_ray_actor_runs_the_drivers_runtimes(store, data):
     assert [c.runtime for c in actor.ensemble.choices] == [OPENVINO, OPENVINO]
     pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 24)).astype(np.uint8)
     ids = np.arange(2)
-    assert np.array_equal(actor.ensemble.probabilities(ids, pixels), driver.probabilities(ids, pixels))
+    actor_scores = actor.ensemble.score(ids, pixels, actor.ensemble.timings).scores
+    assert np.array_equal(actor_scores, driver.score(ids, pixels, driver.timings).scores)
     plain = ShardPredictor(members, options, make_source(source, "test"), None, os.getcwd())
     assert [c.runtime for c in plain.ensemble.choices] == ["onnxruntime"] * 2

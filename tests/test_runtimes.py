@@ -16,10 +16,9 @@ from onnx_members import make_member
 from ensemble.data.datasets import open_dataset
 from ensemble.data.sources import make_source
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import PipelineScorer, open_pipeline
 from ensemble.members.member import load_member
 from ensemble.runtimes import openvino as ov_runtime
-from ensemble.runtimes.choice import choose_runtimes
 from ensemble.submission.io import read_submission
 
 N_TEST = 37  # not a multiple of any batch below: the last batch is partial
@@ -50,9 +49,11 @@ def predict(tmp_path, store, data, name, *args):
     return out, json.loads(out.with_name(f"{name}.manifest.json").read_text())
 
 
-def ensemble_of(store, members="abc", **options) -> Ensemble:
+def ensemble_of(store, members="abc", source=None, runtime=None, choosing=None, **options) -> PipelineScorer:
+    """The pipeline of `members`, on the runtimes `runtime` chooses on `source` (ONNX Runtime without)."""
     found = [load_member(store / f"{name}.onnx") for name in members]
-    return Ensemble(found, PredictOptions(batch_size=8, device="cpu", **options))
+    options = PredictOptions(batch_size=8, device="cpu", **options)
+    return open_pipeline(found, options, source, runtime=runtime, **(choosing or {}))
 
 
 def test_workers_keep_the_csv_byte_identical(tmp_path, store, data):
@@ -78,11 +79,11 @@ def test_the_pool_returns_batches_in_order(store, data):
     ensemble = ensemble_of(store, workers=3)
     source = make_source(open_dataset(data), "test")
     reference = ensemble_of(store, workers=1)
-    got = list(ordered_batches(ensemble, source.batches(3)))
-    want = list(ordered_batches(reference, source.batches(3)))
+    got = list(ordered_batches(ensemble.score, source.batches(3), ensemble.workers, ensemble.timings))
+    want = list(ordered_batches(reference.score, source.batches(3), 1, reference.timings))
     assert [ids.tolist() for ids, _ in got] == [ids.tolist() for ids, _ in want]
     for (_, probs), (_, expected) in zip(got, want, strict=True):
-        assert np.array_equal(probs, expected)
+        assert np.array_equal(probs.scores, expected.scores)
     assert ensemble.timings.seconds["inference"] > 0  # the workers' timings are added up
 
 
@@ -97,8 +98,8 @@ def test_runtime_openvino_without_the_package_is_one_line_error(tmp_path, store,
         )  # fmt: skip
         one_line_error(result, "openvino", "pip install ens[openvino]")
         assert_unchanged(before, tmp_path)
-        ensemble = ensemble_of(store)
-        choose_runtimes(ensemble, make_source(open_dataset(data), "test"), "auto", min_images=0)
+        source = make_source(open_dataset(data), "test")
+        ensemble = ensemble_of(store, source=source, runtime="auto", choosing=dict(min_images=0))
         assert all(c.runtime == "onnxruntime" and "not installed" in c.note for c in ensemble.choices)
     finally:
         ov_runtime.core.cache_clear()
@@ -133,12 +134,12 @@ def test_openvino_members_match_onnx_runtime(tmp_path, store, data):
 def test_openvino_parity_failure_falls_back_to_onnx_runtime(store, data):
     pytest.importorskip("openvino")
     source = make_source(open_dataset(data), "test")
-    ensemble = ensemble_of(store, workers=2)
-    choose_runtimes(ensemble, source, "openvino")
+    ensemble = ensemble_of(store, workers=2, source=source, runtime="openvino")
     assert [c.runtime for c in ensemble.choices] == ["openvino"] * 3
     assert not ensemble.warnings
-    strict = ensemble_of(store, workers=2)
-    choose_runtimes(strict, source, "openvino", tolerance=-1.0)  # no difference passes
+    strict = ensemble_of(
+        store, workers=2, source=source, runtime="openvino", choosing=dict(tolerance=-1.0)
+    )  # no difference passes
     assert [c.runtime for c in strict.choices] == ["onnxruntime"] * 3
     assert all(r is o for r, o in zip(strict.runners, strict.ort_runners, strict=True))
     assert len(strict.warnings) == 3 and all("differs from ONNX Runtime" in w for w in strict.warnings)
@@ -149,12 +150,19 @@ def test_auto_measures_once_then_reuses_the_cache(tmp_path, store, data):
     pytest.importorskip("openvino")
     source = make_source(open_dataset(data), "test")
     cache = tmp_path / "cache" / "runtimes.json"
-    few = ensemble_of(store, workers=2)
-    choose_runtimes(few, source, "auto", cache=cache)  # 37 images: too few to time
+    few = ensemble_of(
+        store, workers=2, source=source, runtime="auto", choosing=dict(cache=cache)
+    )  # 37 images: too few to time
     assert [c.how for c in few.choices] == ["default"] * 3 and not cache.exists()
 
-    first, notes = ensemble_of(store, workers=2), []
-    choose_runtimes(first, source, "auto", cache=cache, min_images=0, on_timing=notes.append)
+    notes = []
+    first = ensemble_of(
+        store,
+        workers=2,
+        source=source,
+        runtime="auto",
+        choosing=dict(cache=cache, min_images=0, on_timing=notes.append),
+    )
     assert [c.how for c in first.choices] == ["measured"] * 3
     assert len(notes) == 3 and all("timing member" in n and str(cache) in n for n in notes)
     assert all(c.seconds is not None and min(c.seconds.values()) > 0 for c in first.choices)
@@ -162,23 +170,32 @@ def test_auto_measures_once_then_reuses_the_cache(tmp_path, store, data):
     assert len(entries) == 3
     written = cache.read_bytes()
 
-    again = ensemble_of(store, workers=2)
-    choose_runtimes(again, source, "auto", cache=cache, min_images=0, on_timing=notes.append)
+    again = ensemble_of(
+        store,
+        workers=2,
+        source=source,
+        runtime="auto",
+        choosing=dict(cache=cache, min_images=0, on_timing=notes.append),
+    )
     assert [c.how for c in again.choices] == ["cached"] * 3 and len(notes) == 3  # nothing timed
     assert [c.runtime for c in again.choices] == [c.runtime for c in first.choices]
     assert [c.seconds for c in again.choices] == [c.seconds for c in first.choices]
     assert cache.read_bytes() == written
 
     # the key changes with the workers, the batch shape and the member's bytes
-    other_workers = ensemble_of(store, workers=1)
-    choose_runtimes(other_workers, source, "auto", cache=cache, min_images=0)
+    other_workers = ensemble_of(
+        store, workers=1, source=source, runtime="auto", choosing=dict(cache=cache, min_images=0)
+    )
     assert [c.how for c in other_workers.choices] == ["measured"] * 3
-    other_batch = Ensemble(other_workers.members, PredictOptions(batch_size=4, device="cpu", workers=2))
-    choose_runtimes(other_batch, source, "auto", cache=cache, min_images=0)
+    other_batch = open_pipeline(
+        other_workers.members, PredictOptions(batch_size=4, device="cpu", workers=2), source,
+        runtime="auto", cache=cache, min_images=0,
+    )  # fmt: skip
     assert [c.how for c in other_batch.choices] == ["measured"] * 3
     make_member(store / "a.onnx", seed=9)
-    changed = ensemble_of(store, workers=2)
-    choose_runtimes(changed, source, "auto", cache=cache, min_images=0)
+    changed = ensemble_of(
+        store, workers=2, source=source, runtime="auto", choosing=dict(cache=cache, min_images=0)
+    )
     assert [c.how for c in changed.choices] == ["measured", "cached", "cached"]
     assert len(json.loads(cache.read_text())) == 10
 
@@ -208,8 +225,8 @@ def test_the_default_is_auto_and_reads_the_cache_dir_of_the_run(tmp_path, store,
     assert [m["runtime"]["how"] for m in manifest["members"]] == ["default"] * 3
     assert default_csv.read_bytes() == ort_csv.read_bytes()
 
-    ensemble = ensemble_of(store, workers=2)
-    choose_runtimes(ensemble, make_source(open_dataset(data), "test"), "auto", min_images=0)
+    source = make_source(open_dataset(data), "test")
+    ensemble = ensemble_of(store, workers=2, source=source, runtime="auto", choosing=dict(min_images=0))
     assert (tmp_path / "own-cache" / "runtimes.json").exists()
     _, cached = predict(tmp_path, store, data, "cached", "--workers", "2")
     assert [m["runtime"]["how"] for m in cached["members"]] == ["cached"] * 3
@@ -233,10 +250,11 @@ def test_a_damaged_runtime_cache_entry_is_measured_again(tmp_path, store, data, 
     pytest.importorskip("openvino")
     source = make_source(open_dataset(data), "test")
     cache = tmp_path / "runtimes.json"
-    choose_runtimes(ensemble_of(store, workers=2), source, "auto", cache=cache, min_images=0)
+    ensemble_of(store, workers=2, source=source, runtime="auto", choosing=dict(cache=cache, min_images=0))
     cache.write_text(json.dumps({key: damage for key in json.loads(cache.read_text())}))
-    again = ensemble_of(store, workers=2)
-    choose_runtimes(again, source, "auto", cache=cache, min_images=0)
+    again = ensemble_of(
+        store, workers=2, source=source, runtime="auto", choosing=dict(cache=cache, min_images=0)
+    )
     assert [c.how for c in again.choices] == ["measured"] * 3
     assert all(min(c.seconds.values()) > 0 for c in again.choices)
     assert all(isinstance(e["seconds"], dict) for e in json.loads(cache.read_text()).values())

@@ -63,7 +63,11 @@ def assert_one_line(result, code: int, words: str) -> None:
         (signal.SIGINT, 130, "interrupted"),
     ],  # fmt: skip
 )
-def test_signal_mid_predict_leaves_no_temp_and_keeps_old_outputs(workdir, signum, code, words):
+def test_signal_mid_predict_leaves_no_temp_and_keeps_old_outputs(
+    workdir, signum, code, words, tmp_path_factory, monkeypatch
+):
+    cache = tmp_path_factory.mktemp("cache")  # the run's shards are kept there, outside the workdir
+    monkeypatch.setenv("ENS_CACHE", str(cache))
     (workdir / "s.csv").write_text("old submission\n")
     (workdir / "s.manifest.json").write_text("{}\n")
     (workdir / "probs").mkdir()
@@ -71,13 +75,15 @@ def test_signal_mid_predict_leaves_no_temp_and_keeps_old_outputs(workdir, signum
     (workdir / "probs" / "ids.npy").write_bytes(b"old ids")
     before = snapshot(workdir)
 
-    def writing() -> bool:
-        return any(workdir.glob(".s.csv.*.tmp")) and any((workdir / "probs").glob(".probs.npy.*.tmp"))
+    def writing() -> bool:  # the run's shard (probabilities included) being computed, or assembled
+        assembling = any(workdir.glob(".s.csv.*.tmp")) and any((workdir / "probs").glob(".probs.npy.*.tmp"))
+        return assembling or any(cache.glob("runs/*/run.json"))
 
     args = ["predict", "--data", "d.npz", "--members", "a", "--batch-size", 1, "--out", "s.csv"]
     result = stop_when([*args, "--save-probs", "probs"], workdir, writing, signum)
     assert_one_line(result, code, words)
     assert_unchanged(before, workdir)
+    assert not any(cache.glob("runs/*/*")), "a run stopped before its first shard keeps no directory"
 
 
 def test_sigterm_mid_fit_leaves_no_cache_temp_and_keeps_the_ensemble_file(workdir):

@@ -265,23 +265,19 @@ def _predict_with_progress(request: PredictRequest) -> PredictOutcome:
 
 def _summary(outcome: PredictOutcome) -> None:
     result, ensemble = outcome.result, outcome.ensemble
+    how = ensemble.described_as
     used = dict.fromkeys(r.report.used[0].replace("ExecutionProvider", "") for r in ensemble.runners)
     device = "+".join(used)
     fitted = f"weights and min_area of {outcome.ensemble_file}, " if outcome.ensemble_file else ""
     reused = f", {outcome.reused_shards} shards reused" if outcome.reused_shards else ""
     console.print(
         f"wrote {outcome.csv} ({outcome.source.n_images} images, {ensemble.options.tta} TTA, {fitted}"
-        f"{len(ensemble.members)} members on {device}, {_how(ensemble)}{reused}) in {result.seconds:.1f} s "
+        f"{len(ensemble.members)} members on {device}, {how}{reused}) in {result.seconds:.1f} s "
         f"({result.n_images / max(result.seconds, 1e-9):,.0f} img/s); manifest {outcome.manifest}",
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    untimed = untimed_note(ensemble, outcome.source.n_images)
+    untimed = untimed_note(ensemble.members, ensemble.choices, outcome.source.n_images)
     if untimed:
         console.print(f"note: {untimed}", markup=False, highlight=False, soft_wrap=True)
-
-
-def _how(ensemble) -> str:
-    """What computed the labels, for the summary line."""
-    return "compiled graph" if ensemble.engine == "compiled" else "pipeline"

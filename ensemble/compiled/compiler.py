@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.compiled.engine import CompiledEnsemble
 from ensemble.compiled.graph import build_graph
+from ensemble.compiled.scorer import open_compiled
 from ensemble.compiled.stamp import GraphStamp, graph_path, stamp_model, wanted_stamp
 from ensemble.course import IMAGE_SHAPE
 from ensemble.data.tta import get_views
@@ -18,7 +18,7 @@ from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
 from ensemble.inference.fusion import decode, scaled_weights
 from ensemble.inference.options import PredictOptions, resolve_options
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import open_pipeline
 from ensemble.members.ensemblefile import resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
 from ensemble.members.padding import padded_size
@@ -94,10 +94,10 @@ def check_against_pipeline(members: list[Member], options: PredictOptions, graph
     size = (CHECK_IMAGES, *shape) if members[0].channels == 1 else (CHECK_IMAGES, *shape, 3)
     images = rng.integers(0, 256, size, dtype=np.uint8)
     ids = np.arange(CHECK_IMAGES)
-    pipeline = Ensemble(members, cpu)
-    scores = pipeline.probabilities(ids, images)
-    compiled = CompiledEnsemble(members, cpu, graph=graph, want_scores=True)
-    out = compiled.probabilities(ids, images)
+    pipeline = open_pipeline(members, cpu)
+    scores = pipeline.score(ids, images, pipeline.timings).scores
+    compiled = open_compiled(members, cpu, graph, want_scores=True)
+    out = compiled.score(ids, images, compiled.timings)
     diff = float(np.abs(out.scores - scores).max())
     labels = decode(scores, options.allow_background)
     if diff > SCORE_TOLERANCE or not np.array_equal(out.labels, labels):

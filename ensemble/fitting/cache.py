@@ -26,10 +26,11 @@ from ensemble.files.cachedir import cache_root
 from ensemble.files.hashing import bytes_sha256, file_sha256, json_sha256
 from ensemble.files.jsonfile import JsonProblem, read_json_object
 from ensemble.files.npyfile import READ_ERRORS, remove_quietly, temp_memmap
-from ensemble.inference.runner import check_finite, member_probs
+from ensemble.inference.runner import checked_probs
 from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member
 from ensemble.members.session import MemberSession, build_session
+from ensemble.timing import Timings
 
 CACHE_FORMAT = "3"  # 2: every entry passed the run-time contract check; 3: its sha256 is kept beside it
 SCAN_IMAGES = 256
@@ -125,8 +126,7 @@ class ProbCache:
         try:
             start = 0
             for ids, images in self.source.group_batches(group, self.batch_size, member.channels):
-                probs = member_probs(runner, to_pixels(images, member.channels), (view,))
-                check_finite(probs, member.name, ids)
+                probs = checked_probs(runner, ids, to_pixels(images, member.channels), (view,), Timings())
                 array[start : start + len(ids)] = probs
                 start += len(ids)
                 if on_batch is not None:

@@ -4,8 +4,8 @@ single-threaded sessions shared by all workers, and the results come back in bat
 Independent single-thread runs do not synchronise per operator the way one session's intra-op
 pool does, so on a CPU they keep every core busy (benchmarks/README.md, "Batch parallelism").
 ONNX Runtime and OpenVINO release the GIL while they compute and a session takes concurrent runs.
-Each worker owns its fusion buffer and stage timings; decoding, cleanup (Numba, not re-entrant)
-and writing stay with the caller, in the main thread.
+Each worker owns its stage timings (and the scorer its fusion buffer per thread); decoding,
+cleanup (Numba, not re-entrant) and writing stay with the caller, in the main thread.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from ensemble.errors import EnsError
-from ensemble.inference.fusion import WeightedMerger
 from ensemble.machine import physical_cores
 from ensemble.members.session import CPU, requested_providers
 from ensemble.timing import Timings
@@ -29,24 +29,28 @@ if TYPE_CHECKING:
     from ensemble.inference.options import PredictOptions
 
 Batch = tuple[np.ndarray, np.ndarray]
+T = TypeVar("T")
 
 
-class BatchScorer(Protocol):
-    """What `ordered_batches` needs of an ensemble: its worker count, timings and fusion weights, and
-    the fused scores of one batch (into a worker's own merger and timings)."""
+@dataclass(frozen=True)
+class WorkerLayout:
+    """How a run spreads its batches: `workers` threads, `worker_batch` images each, `threads`
+    intra-op threads per session (None: the physical cores), and a note when --workers was capped."""
 
     workers: int
-    timings: Timings
-    merge_weights: np.ndarray
+    worker_batch: int
+    threads: int | None
+    note: str | None = None
 
-    def probabilities(
-        self,
-        ids: np.ndarray,
-        images: np.ndarray,
-        *,
-        merger: WeightedMerger | None = ...,
-        timings: Timings | None = ...,
-    ) -> np.ndarray: ...
+
+def worker_layout(options: PredictOptions) -> WorkerLayout:
+    """The worker layout of `options` (see `worker_count` and `session_threads`)."""
+    if options.batch_size < 1:
+        raise EnsError(f"--batch-size {options.batch_size} must be >= 1")
+    workers, note = worker_count(options)
+    return WorkerLayout(
+        workers, worker_batch(options.batch_size, workers), session_threads(options, workers), note
+    )
 
 
 def worker_count(options: PredictOptions) -> tuple[int, str | None]:
@@ -81,37 +85,41 @@ def worker_batch(batch_size: int, workers: int) -> int:
     return max(1, math.ceil(batch_size / workers))
 
 
-def ordered_batches(ensemble: BatchScorer, batches: Iterator[Batch]) -> Iterator[Batch]:
-    """(ids, fused scores) of every batch of `batches`, in their order.
+def ordered_batches(
+    score: Callable[[np.ndarray, np.ndarray, Timings], T],
+    batches: Iterator[Batch],
+    workers: int,
+    timings: Timings,
+) -> Iterator[tuple[np.ndarray, T]]:
+    """(ids, `score(ids, images, worker_timings)`) of every batch of `batches`, in their order.
 
-    With one worker everything runs in the calling thread, as a plain loop. With K workers at most
-    K + 1 batches are in flight: K being computed and one handed to the caller. Batches are read
+    With one worker everything runs in the calling thread, as a plain loop, timed into `timings`.
+    With K workers at most K + 1 batches are in flight: K being computed and one handed to the
+    caller; each worker thread has its own timings, added to `timings` at the end. Batches are read
     in the calling thread. Close the iterator (`contextlib.closing`) to stop early.
     """
-    timings = ensemble.timings
-    if ensemble.workers == 1:
+    if workers == 1:
         while True:
             with timings("load"):
                 batch = next(batches, None)
             if batch is None:
                 return
             ids, images = batch
-            yield ids, ensemble.probabilities(ids, images)
+            yield ids, score(ids, images, timings)
     local = threading.local()
     worker_timings: list[Timings] = []
     lock = threading.Lock()
 
-    def work(ids: np.ndarray, images: np.ndarray) -> Batch:
-        state = getattr(local, "state", None)
-        if state is None:
-            state = local.state = (WeightedMerger(ensemble.merge_weights), Timings())
+    def work(ids: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, T]:
+        own = getattr(local, "timings", None)
+        if own is None:
+            own = local.timings = Timings()
             with lock:
-                worker_timings.append(state[1])
-        merger, own = state
-        return ids, ensemble.probabilities(ids, images, merger=merger, timings=own)
+                worker_timings.append(own)
+        return ids, score(ids, images, own)
 
-    pending: deque[Future[Batch]] = deque()
-    executor = ThreadPoolExecutor(ensemble.workers, thread_name_prefix="ens-worker")
+    pending: deque[Future[tuple[np.ndarray, T]]] = deque()
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="ens-worker")
     try:
         done = False
         while not done:
@@ -120,7 +128,7 @@ def ordered_batches(ensemble: BatchScorer, batches: Iterator[Batch]) -> Iterator
             done = batch is None
             if batch is not None:
                 pending.append(executor.submit(work, *batch))
-            while pending and (done or len(pending) > ensemble.workers):
+            while pending and (done or len(pending) > workers):
                 yield pending.popleft().result()
     finally:
         for future in pending:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ensemble.data.sources import ImageSource, Source
 from ensemble.files.hashing import file_sha256
-from ensemble.inference.pipeline import Ensemble, PredictResult
+from ensemble.inference.loop import PredictResult
+from ensemble.inference.scorer import Scorer
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 
 _PACKAGES = ("ens", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numba", "pandas")
@@ -33,7 +34,7 @@ def package_versions() -> dict[str, str]:
 
 
 def build_manifest(
-    ensemble: Ensemble,
+    ensemble: Scorer,
     source: Source,
     result: PredictResult,
     csv_path: Path,
@@ -46,8 +47,9 @@ def build_manifest(
     `written` is the file holding the CSV bytes when they are not at `csv_path` yet (its temp file
     before the CSV and the manifest are committed together); `rle` the convention of an rle CSV.
     """
-    options = ensemble.options
-    names = [m.name for m in ensemble.members]
+    described = ensemble.description
+    options = described.options
+    names = [m.name for m in described.members]
     inference = result.timings.get("inference", 0.0) / ensemble.workers  # worker-seconds summed
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -81,19 +83,20 @@ def build_manifest(
             }
             for r, choice in zip(ensemble.runners, ensemble.choices, strict=True)
         ],
-        "classes": list(ensemble.members[0].info.class_names),
+        "classes": list(described.members[0].info.class_names),
         "weights": {
-            name: [round(float(w), 6) for w in row] for name, row in zip(names, ensemble.weights, strict=True)
+            name: [round(float(w), 6) for w in row]
+            for name, row in zip(names, described.weights, strict=True)
         },
         "tta": options.tta,
         "decode": {
             "allow_background": options.allow_background,
-            "class_gain": [round(float(g), 6) for g in ensemble.class_gain],
+            "class_gain": [round(float(g), 6) for g in described.class_gain],
         },
-        "cleanup": {"min_area": ensemble.min_area.tolist(), "connectivity": options.connectivity},
+        "cleanup": {"min_area": described.min_area.tolist(), "connectivity": options.connectivity},
         "runtime": {
             "device": options.device,
-            "threads": ensemble.ort_runners[0].report.threads,
+            "threads": ensemble.threads,
             "batch_size": options.batch_size,
             "workers": ensemble.workers,
             "worker_batch": ensemble.worker_batch,

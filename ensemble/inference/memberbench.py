@@ -17,9 +17,8 @@ from ensemble.data.sources import Source, make_source
 from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import PipelineScorer, open_pipeline
 from ensemble.members.member import Member
-from ensemble.runtimes.choice import choose_runtimes
 from ensemble.runtimes.kinds import Runtime, RuntimeChoice
 
 
@@ -54,13 +53,13 @@ def bench_ensemble(
     options: PredictOptions | None = None,
     cache: Path | None = None,
     on_timing: Callable[[str], None] | None = None,
-) -> Ensemble:
+) -> PipelineScorer:
     """`member` alone, ready to predict, on the runtime `bench_member` chooses."""
     source = timing_source(dataset, spec)
-    ensemble = Ensemble([member], options or PredictOptions())
-    ensemble.check_source(source)
-    choose_runtimes(ensemble, source, Runtime.auto, cache=cache, min_images=0, on_timing=on_timing)
-    return ensemble
+    options = options or PredictOptions()
+    return open_pipeline(
+        [member], options, source, runtime=Runtime.auto, cache=cache, min_images=0, on_timing=on_timing
+    )
 
 
 def describe_choice(choice: RuntimeChoice) -> str:

@@ -45,6 +45,17 @@ def member_probs(
         return merge(crop(out, size), views, overwrite=True)  # `out` is this call's own ORT output
 
 
+def checked_probs(
+    runner: MemberSession, ids: np.ndarray, pixels: np.ndarray, views: tuple[View, ...], timings: Timings
+) -> np.ndarray:
+    """`member_probs` of the images `ids`, refused when NaN/inf (naming the member and the image): the
+    member probabilities of a batch, for the pipeline's fusion and the fitting cache alike."""
+    probs = member_probs(runner, pixels, views, timings)
+    with timings("checks"):
+        check_finite(probs, runner.member.name, ids)
+    return probs
+
+
 def check_finite(probs: np.ndarray, member: str, ids: np.ndarray) -> None:
     """Refuse NaN or infinite probabilities, naming the member and the first image affected."""
     finite = np.isfinite(probs.reshape(len(probs), -1)).all(axis=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ensemble.compiled.engine import GraphChoice, engine_manifest, open_engine
+from ensemble.compiled.engine import GraphChoice
 from ensemble.compiled.stamp import graph_path
 from ensemble.data.datasets import Dataset
 from ensemble.data.folder import integer_ids
@@ -19,17 +19,17 @@ from ensemble.data.split import SplitSpec
 from ensemble.errors import EnsError
 from ensemble.files.atomic import atomic_files
 from ensemble.files.outputs import refuse_overwrite, run_inputs
+from ensemble.inference.loop import PredictResult
 from ensemble.inference.manifest import build_manifest, manifest_json, manifest_path
 from ensemble.inference.options import PredictOptions
-from ensemble.inference.pipeline import Ensemble, PredictResult, run
 from ensemble.inference.probstore import probs_files
 from ensemble.members.ensemblefile import EnsembleSpec, resolve_ensemble
 from ensemble.members.member import DEFAULT_STORE, Member
-from ensemble.runs.assemble import assemble
+from ensemble.runs.assemble import assemble, assemble_probs
+from ensemble.runs.engines import Engine, open_ensemble
 from ensemble.runs.options import checked_options
 from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encoder, open_run
 from ensemble.runs.rundir import remove_run_dir
-from ensemble.runtimes.choice import choose_runtimes
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
 
@@ -65,7 +65,7 @@ class PredictOutcome:
     csv: Path
     manifest: Path
     result: PredictResult
-    ensemble: Ensemble
+    ensemble: Engine
     source: Source
     ensemble_file: Path | None = None
     reused_shards: int = 0
@@ -113,7 +113,7 @@ def input_paths(request: PredictRequest, members: list[Member], spec_path: Path 
 
 def prepare(
     request: PredictRequest, out: Path | None = None, on_note: Callable[[str], None] | None = None
-) -> tuple[Ensemble, Source, Path | None, EnsembleSpec | None]:
+) -> tuple[Engine, Source, Path | None, EnsembleSpec | None]:
     """Load and check members, options and the image source; builds the sessions once.
 
     With `out`, the run's outputs are first checked against its inputs (nothing may overwrite the
@@ -140,26 +140,6 @@ def prepare(
     return ensemble, source, spec_path, spec
 
 
-def open_ensemble(
-    members: list[Member],
-    options: PredictOptions,
-    *,
-    source: Source,
-    ensemble_file: Path | None = None,
-    graph: GraphChoice | str = GraphChoice.auto,
-    want_scores: bool = False,
-    on_note: Callable[[str], None] | None = None,
-) -> Ensemble:
-    """The engine `--graph` asks for, checked against the images of `source`, with each member on
-    the runtime `options.runtime` picks for them (`auto`: the choice cached on this machine for
-    this batch shape, else timed now on a source of `MIN_IMAGES` images or more, else ONNX Runtime
-    as exported). `on_note` hears when a member's runtimes are timed."""
-    ensemble = open_engine(graph, members, options, ensemble_file, source, want_scores=want_scores)
-    ensemble.check_source(source)
-    choose_runtimes(ensemble, source, options.runtime, on_timing=on_note)
-    return ensemble
-
-
 def check_layout(source: Source, fmt: str, save_probs: Path | None) -> None:
     """Outputs that need one image size, or integer ids, refuse sources without them up front."""
     if source.image_shape is None and (fmt == "flat" or save_probs is not None):
@@ -181,28 +161,24 @@ def check_layout(source: Source, fmt: str, save_probs: Path | None) -> None:
 
 def predict(
     request: PredictRequest,
-    on_start: Callable[[Ensemble, Source], None] | None = None,
+    on_start: Callable[[Engine, Source], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> PredictOutcome:
     """Predict the requested split and write the CSV and its manifest; nothing partial on failure.
 
     The work is kept as shards in a run directory (`ensemble.runs`), so an interrupted run resumes
-    where it stopped; the CSV is assembled from them. With `save_probs` the run is one piece.
-    The CSV and the manifest are committed together: either both are replaced or neither.
+    where it stopped; the CSV (and with `save_probs` the probabilities, kept in the shards) is
+    assembled from them. The CSV and the manifest are committed together: either both are replaced
+    or neither.
     `on_note` receives one-line notes (timing the runtimes, resuming, damaged shards, shards kept
     after a failure).
     """
     out = request.out or default_out()
     ensemble, source, spec_path, spec = prepare(request, out, on_note)
-    if request.save_probs is not None:
-        if request.run.resume or request.run.engine != "local":
-            raise EnsError(
-                "--save-probs writes one probability file in a single pass, so it cannot be combined with "
-                "--resume or --engine ray; drop --save-probs (or predict its probabilities separately)"
-            )
-        return _predict_whole(request, out, ensemble, source, spec_path, spec, on_start, on_batch)
-    with open_run(ensemble, source, request.fmt, request.rle, spec_path, request.run, on_note) as state:
+    probs = request.save_probs is not None
+    run_args = (ensemble, source, request.fmt, request.rle, spec_path, request.run, on_note)
+    with open_run(*run_args, probs=probs) as state:
         if on_start:
             on_start(ensemble, source)
         if on_batch and state.done:
@@ -219,6 +195,8 @@ def predict(
         with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
             header = encoder(source, request.fmt, ensemble.n_classes, request.rle).header()
             confusion = assemble(csv_tmp, header, state.directory, state.expected)
+            if request.save_probs is not None:
+                assemble_probs(request.save_probs, state.directory, state.expected)
             result = replace(result, confusion=confusion)
             manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
             manifest["run"] = {**state.describe(), "engine": request.run.engine}
@@ -231,7 +209,7 @@ def predict(
 def _compute(
     state: ShardedRun,
     request: PredictRequest,
-    ensemble: Ensemble,
+    ensemble: Engine,
     source: Source,
     on_batch: Callable[[int], None] | None,
 ) -> PredictResult:
@@ -247,7 +225,7 @@ def _manifest(request, out, written, ensemble, source, result, spec_path, spec) 
     manifest = build_manifest(ensemble, source, result, out, request.fmt, written=written, rle=request.rle)
     manifest["ensemble_file"] = None if spec_path is None else str(spec_path)
     manifest["dropped_members"] = [] if spec is None else list(spec.dropped)
-    manifest["graph"] = engine_manifest(ensemble)
+    manifest["graph"] = ensemble.manifest()
     if spec is not None:
         manifest["ensemble_evidence"] = {
             "metric": spec.metric,
@@ -257,17 +235,3 @@ def _manifest(request, out, written, ensemble, source, result, spec_path, spec) 
     if result.confusion is not None:
         manifest["val_confusion"] = np.asarray(result.confusion).tolist()
     return manifest
-
-
-def _predict_whole(request, out, ensemble, source, spec_path, spec, on_start, on_batch) -> PredictOutcome:
-    """One pass writing the CSV directly (used with --save-probs)."""
-    if on_start:
-        on_start(ensemble, source)
-    truth = source.truth_lookup(ensemble.n_classes) if source.split == "val" else None
-    with atomic_files(out, manifest_path(out)) as (csv_tmp, manifest_tmp):
-        result = run(
-            ensemble, source, csv_tmp, request.fmt, request.save_probs, truth, on_batch, rle=request.rle
-        )
-        manifest = _manifest(request, out, csv_tmp, ensemble, source, result, spec_path, spec)
-        manifest_tmp.write_text(manifest_json(manifest), encoding="utf-8")
-    return PredictOutcome(out, manifest_path(out), result, ensemble, source, spec_path)

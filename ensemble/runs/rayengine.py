@@ -19,17 +19,17 @@ from collections.abc import Callable
 import numpy as np
 
 from ensemble.capture import native_stderr
-from ensemble.compiled.engine import CompiledEnsemble
+from ensemble.compiled.scorer import CompiledScorer, open_compiled
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError, error_data, raised_error
-from ensemble.inference.batchpool import ordered_batches
-from ensemble.inference.pipeline import Ensemble, PredictResult
+from ensemble.inference.loop import PredictResult, label_batches
+from ensemble.inference.pipeline import open_pipeline
+from ensemble.inference.scorer import Scorer
 from ensemble.runs.plan import ShardPlan
 from ensemble.runs.raycluster import connect, make_room
 from ensemble.runs.resumable import RunOptions, ShardedRun, encoder
 from ensemble.runs.shards import ShardWriter
 from ensemble.runs.view import shard_batches
-from ensemble.runtimes.carried import apply_choices
 from ensemble.submission.convention import RleConvention
 
 INSTALL_HINT = "pip install 'ens[ray]'"
@@ -52,24 +52,33 @@ class ShardPredictor:
     """A Ray Data actor: the members' sessions, built once, and the image source it reads from.
 
     Called with a batch of shard indices, it returns one row per image of those shards: `shard`,
-    `id`, `height`, `width` and `labels` (the uint8 label map's bytes, row-major), with empty `error`
-    and `error_type`. A user's mistake (an EnsError: a damaged image, say) comes back as data instead,
+    `id`, `height`, `width`, `labels` (the uint8 label map's bytes, row-major) and `probs` (with
+    `probs`, the float16 (C, H, W) probabilities' bytes; else empty), with empty `error` and
+    `error_type`. A user's mistake (an EnsError: a damaged image, say) comes back as data instead,
     one row holding its message and type, so the driver never reads it out of Ray's exception text.
     """
 
     def __init__(
-        self, members, options, source: Source, plan: ShardPlan, cwd: str, graph=None, choices=None
+        self,
+        members,
+        options,
+        source: Source,
+        plan: ShardPlan,
+        cwd: str,
+        graph=None,
+        choices=None,
+        probs: bool = False,
     ) -> None:
         if os.path.isdir(cwd):
             os.chdir(cwd)  # the driver's relative paths (members, data) mean the same here
-        if graph is None:
-            self.ensemble = Ensemble(members, options)
-            if choices is not None:  # the driver's runtime per member (OpenVINO, folded graphs)
-                apply_choices(self.ensemble, choices)
+        self.ensemble: Scorer
+        if graph is None:  # the driver's runtime per member (OpenVINO, folded graphs)
+            self.ensemble = open_pipeline(members, options, carried=choices)
         else:  # the driver chose the compiled graph: the actor runs the same one
-            self.ensemble = CompiledEnsemble(members, options, graph=graph)
+            self.ensemble = open_compiled(members, options, graph, want_scores=probs)
         self.source = source
         self.plan = plan
+        self.probs = probs
 
     def __call__(self, batch: dict) -> dict:
         try:
@@ -80,31 +89,34 @@ class ShardPredictor:
                 **{key: np.asarray([value]) for key, value in (("shard", -1), ("height", 0), ("width", 0))},
                 "id": np.asarray([""]),
                 "labels": np.asarray([b""], dtype=object),
+                "probs": np.asarray([b""], dtype=object),
                 "error": np.asarray([error["message"]], dtype=object),
                 "error_type": np.asarray([error["type"]], dtype=object),
             }
 
     def _rows(self, shard_indices: list[int]) -> dict:
-        shards, ids, heights, widths, labels = [], [], [], [], []
+        shards, ids, heights, widths, labels, probs = [], [], [], [], [], []
         for shard in shard_indices:
-            batches = shard_batches(
-                self.source, self.plan, [shard], self.ensemble.worker_batch, self.ensemble.channels
-            )
-            with contextlib.closing(ordered_batches(self.ensemble, batches)) as scored:  # the local pool
-                for batch_ids, probs in scored:
-                    cleaned = self.ensemble.labels(probs)
-                    for one_id, one in zip(batch_ids.tolist(), cleaned, strict=True):
-                        shards.append(shard)
-                        ids.append(one_id)
-                        heights.append(one.shape[0])
-                        widths.append(one.shape[1])
-                        labels.append(one.tobytes())
+
+            def sink(batch_ids: np.ndarray, cleaned: np.ndarray, fused, shard: int = shard) -> None:
+                for index, (one_id, one) in enumerate(zip(batch_ids.tolist(), cleaned, strict=True)):
+                    shards.append(shard)
+                    ids.append(one_id)
+                    heights.append(one.shape[0])
+                    widths.append(one.shape[1])
+                    labels.append(one.tobytes())
+                    probs.append(b"" if fused is None else fused[index].astype(np.float16).tobytes())
+
+            channels = self.ensemble.description.channels
+            batches = shard_batches(self.source, self.plan, [shard], self.ensemble.worker_batch, channels)
+            label_batches(self.ensemble, batches, sink, probs=self.probs)  # the local engine's loop
         return {
             "shard": np.asarray(shards, np.int64),
             "id": np.asarray(ids),
             "height": np.asarray(heights, np.int64),
             "width": np.asarray(widths, np.int64),
             "labels": np.asarray(labels, dtype=object),
+            "probs": np.asarray(probs, dtype=object),
             "error": np.asarray([""] * len(ids), dtype=object),
             "error_type": np.asarray([""] * len(ids), dtype=object),
         }
@@ -129,7 +141,7 @@ def gpus_per_worker(ray, options: RunOptions) -> float:
 
 def compute_ray(
     state: ShardedRun,
-    ensemble: Ensemble,
+    ensemble: Scorer,
     source: Source,
     fmt: str,
     rle: RleConvention,
@@ -158,22 +170,24 @@ def compute_ray(
 
 
 def _predict_shards(
-    ray, state: ShardedRun, ensemble: Ensemble, source: Source, options: RunOptions, collector
+    ray, state: ShardedRun, ensemble: Scorer, source: Source, options: RunOptions, collector
 ) -> None:
     """Run the shards left on a pool of `options.workers` actors; the collector writes them."""
     gpus = gpus_per_worker(ray, options)
     make_room(ray, gpus, options.workers, options.ray_address)
+    graph = ensemble.graph if isinstance(ensemble, CompiledScorer) else None
     dataset = ray.data.from_items([{"shard": k} for k in state.todo], override_num_blocks=len(state.todo))
     labelled = dataset.map_batches(
         ShardPredictor,
         fn_constructor_kwargs={
-            "members": ensemble.members,
-            "options": ensemble.options,
+            "members": list(ensemble.description.members),
+            "options": ensemble.description.options,
             "source": source,
             "plan": state.plan,
             "cwd": os.getcwd(),
-            "graph": getattr(ensemble, "graph", None),
-            "choices": None if getattr(ensemble, "graph", None) is not None else ensemble.choices,
+            "graph": graph,
+            "choices": None if graph is not None else ensemble.choices,
+            "probs": state.expected.probs is not None,
         },
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=options.workers),
@@ -194,30 +208,37 @@ class _Collector:
     """Gathers the actors' rows by shard (blocks arrive in any order) and commits each complete shard;
     an image arriving twice, or for a shard already written, is an error rather than a duplicate row."""
 
-    def __init__(self, state: ShardedRun, ensemble: Ensemble, source: Source, fmt, rle, on_batch) -> None:
+    def __init__(self, state: ShardedRun, ensemble: Scorer, source: Source, fmt, rle, on_batch) -> None:
         self.state = state
-        self.n_classes = ensemble.n_classes
+        self.n_classes = ensemble.description.n_classes
         self.source, self.fmt, self.rle = source, fmt, rle
-        self.truth = source.truth_lookup(ensemble.n_classes) if state.labelled else None
+        self.truth = source.truth_lookup(self.n_classes) if state.labelled else None
         self.on_batch = on_batch
         self.pending: dict[int, dict] = {k: {} for k in state.todo}
+        self.probs: dict[
+            object, np.ndarray
+        ] = {}  # with --save-probs: each image's, until its shard is written
 
     def add(self, batch: dict) -> None:
         for message, kind in zip(batch["error"].tolist(), batch["error_type"].tolist(), strict=True):
             if message or kind:
                 raise EnsError(raised_error({"type": kind, "message": message}, "a Ray worker"))
-        for shard, one_id, height, width, labels in zip(
+        kept = self.state.expected.probs
+        for shard, one_id, height, width, labels, probs in zip(
             batch["shard"].tolist(),
             batch["id"].tolist(),
             batch["height"].tolist(),
             batch["width"].tolist(),
             batch["labels"],
+            batch["probs"],
             strict=True,
         ):
             images = self.pending.get(shard)
             if images is None or one_id in images:
                 raise EnsError(f"image {one_id!r} of shard {shard} arrived twice from the Ray workers")
             images[one_id] = np.frombuffer(labels, np.uint8).reshape(height, width)
+            if kept is not None:
+                self.probs[one_id] = np.frombuffer(probs, np.float16).reshape(kept)
             begin, end = self.state.plan.bounds(shard)
             if len(images) == end - begin:
                 self.commit(shard)
@@ -237,7 +258,10 @@ class _Collector:
         )
         with writer:
             for run_ids, run_labels in _same_size_runs(expected, images):
-                writer.write(run_ids, run_labels)
+                kept = None
+                if self.state.expected.probs is not None:
+                    kept = np.stack([self.probs.pop(i) for i in run_ids.tolist()])
+                writer.write(run_ids, run_labels, kept)
         if self.on_batch:
             self.on_batch(end - begin)
 

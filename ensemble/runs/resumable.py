@@ -11,7 +11,8 @@ import numpy as np
 
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError
-from ensemble.inference.pipeline import Ensemble, PredictResult, run
+from ensemble.inference.loop import PredictResult, run
+from ensemble.inference.scorer import Scorer
 from ensemble.runs.plan import DEFAULT_SHARD_SIZE, ShardPlan, ordered_ids, ordered_pixels
 from ensemble.runs.rundir import (
     RunLock,
@@ -110,25 +111,31 @@ class ShardedRun:
 
 
 def open_run(
-    ensemble: Ensemble,
+    ensemble: Scorer,
     source: Source,
     fmt: str,
     rle: RleConvention,
     ensemble_file: Path | None,
     options: RunOptions,
     on_note: Callable[[str], None] | None = None,
+    probs: bool = False,
 ) -> ShardedRun:
     """Find and lock the run directory of these settings and check the shards already in it; the
-    caller closes the returned run (`with`) to release the lock."""
+    caller closes the returned run (`with`) to release the lock. With `probs` the shards also keep
+    the images' fused probabilities (`--save-probs`, a run of one image size)."""
     note = on_note or (lambda line: None)
     plan = ShardPlan(source.n_images, options.shard_size)
     ids = ordered_ids(source)
-    fields = key_fields(ensemble, source, ids, plan, fmt, rle, ensemble_file)
+    fields = key_fields(ensemble, source, ids, plan, fmt, rle, ensemble_file, probs=probs)
     key = run_key(fields)
     directory = run_dir(key, options.root)
     labelled = source.split == "val"
     expected = RunShards(
-        plan, ids, ensemble.n_classes if labelled else None, ordered_pixels(source) if labelled else None
+        plan,
+        ids,
+        ensemble.description.n_classes if labelled else None,
+        ordered_pixels(source) if labelled else None,
+        (ensemble.description.n_classes, *source.image_shape) if probs else None,
     )
     state = ShardedRun(directory, plan, ids, labelled, key, [], [], expected, lock_run_dir(directory))
     try:
@@ -161,22 +168,24 @@ def encoder(source: Source, fmt: str, n_classes: int, rle: RleConvention) -> Sub
 
 def compute_local(
     state: ShardedRun,
-    ensemble: Ensemble,
+    ensemble: Scorer,
     source: Source,
     fmt: str,
     rle: RleConvention,
     on_batch: Callable[[int], None] | None = None,
 ) -> PredictResult:
     """Predict the shards left in this process, committing each as it completes."""
-    truth = source.truth_lookup(ensemble.n_classes) if state.labelled else None
+    n_classes = ensemble.description.n_classes
+    truth = source.truth_lookup(n_classes) if state.labelled else None
     writer = ShardWriter(
         state.directory,
         state.plan,
         state.todo,
         state.ids,
-        encoder(source, fmt, ensemble.n_classes, rle),
+        encoder(source, fmt, n_classes, rle),
         truth,
         on_shard=state.written.append,
     )
     view = ShardView(source, state.plan, tuple(state.todo))
-    return run(ensemble, view, state.directory, fmt, on_batch=on_batch, rle=rle, writer=writer)
+    probs = state.expected.probs is not None
+    return run(ensemble, view, state.directory, fmt, on_batch=on_batch, rle=rle, writer=writer, probs=probs)

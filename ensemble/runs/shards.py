@@ -2,7 +2,8 @@
 read back only when they still match what the run expects.
 
 A shard is `shard-000007.npz` in the run directory: `ids`, `rows` (the CSV rows as bytes),
-for a labelled split `confusion`, and `sha256`, a hash of the run key with all of them, so a shard
+for a labelled split `confusion`, with `--save-probs` `probs` (the images' float16 fused
+probabilities), and `sha256`, a hash of the run key with all of them, so a shard
 edited (even with a recomputed checksum), copied or linked from another run does not match. The
 run key is the run directory's name (`rundir.run_dir`). A missing shard is simply to do; a
 truncated, corrupt, foreign or linked one, or one whose confusion matrix cannot be this shard's,
@@ -36,18 +37,21 @@ class Shard:
     ids: np.ndarray
     rows: bytes
     confusion: np.ndarray | None
+    probs: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class RunShards:
-    """What a run expects of its shards: the ids of each (`plan` over `ids`, in source order) and,
-    on a labelled split, a `n_classes` x `n_classes` confusion matrix counting every pixel of the
-    shard's images (`pixels`: each image's pixel count, in source order)."""
+    """What a run expects of its shards: the ids of each (`plan` over `ids`, in source order), on a
+    labelled split a `n_classes` x `n_classes` confusion matrix counting every pixel of the shard's
+    images (`pixels`: each image's pixel count, in source order) and, with `probs` (the (C, H, W)
+    of one image), each image's float16 probabilities."""
 
     plan: ShardPlan
     ids: np.ndarray
     n_classes: int | None = None
     pixels: np.ndarray | None = None
+    probs: tuple[int, int, int] | None = None
 
     @property
     def labelled(self) -> bool:
@@ -66,8 +70,11 @@ def shard_path(run_dir: Path, index: int) -> Path:
     return Path(run_dir) / f"shard-{index:06d}.npz"
 
 
-def _digest(key: str, ids: np.ndarray, rows: bytes, confusion: np.ndarray | None) -> str:
-    """sha256 of the run key, the ids, the rows and the confusion matrix, each with its length."""
+def _digest(
+    key: str, ids: np.ndarray, rows: bytes, confusion: np.ndarray | None, probs: np.ndarray | None = None
+) -> str:
+    """sha256 of the run key, the ids, the rows, the confusion matrix and the probabilities (when
+    kept), each with its length."""
     digest = hashlib.sha256()
     parts = [
         f"ens shard\0{key}".encode(),
@@ -75,6 +82,8 @@ def _digest(key: str, ids: np.ndarray, rows: bytes, confusion: np.ndarray | None
         rows,
         b"" if confusion is None else f"{confusion.shape}".encode() + confusion.astype("<i8").tobytes(),
     ]
+    if probs is not None:
+        parts.append(f"{probs.shape}".encode() + np.ascontiguousarray(probs, "<f2").tobytes())
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
@@ -82,18 +91,26 @@ def _digest(key: str, ids: np.ndarray, rows: bytes, confusion: np.ndarray | None
 
 
 def write_shard(
-    run_dir: Path, index: int, ids: np.ndarray, rows: bytes, confusion: np.ndarray | None
+    run_dir: Path,
+    index: int,
+    ids: np.ndarray,
+    rows: bytes,
+    confusion: np.ndarray | None,
+    probs: np.ndarray | None = None,
 ) -> None:
     """Commit one shard atomically: a stop signal mid-write leaves no file."""
     ids = np.asarray(ids)
     confusion = None if confusion is None else np.asarray(confusion, np.int64)
+    probs = None if probs is None else np.asarray(probs, "<f2")
     arrays = {
         "ids": ids,
         "rows": np.frombuffer(rows, np.uint8),
-        "sha256": np.array(_digest(Path(run_dir).name, ids, rows, confusion)),
+        "sha256": np.array(_digest(Path(run_dir).name, ids, rows, confusion, probs)),
     }
     if confusion is not None:
         arrays["confusion"] = confusion
+    if probs is not None:
+        arrays["probs"] = probs
     with atomic_write(shard_path(run_dir, index)) as handle:
         np.savez(handle, **arrays)
 
@@ -108,6 +125,7 @@ def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
             ids, rows = stored["ids"], stored["rows"].tobytes()
             digest = str(stored["sha256"])
             confusion = stored["confusion"] if "confusion" in stored.files else None
+            probs = stored["probs"] if "probs" in stored.files else None
     except READ_ERRORS as exc:
         raise EnsError(f"{name} cannot be read ({first_line(exc)})") from exc
     if ids.dtype.kind not in "iuU" or ids.ndim != 1:
@@ -117,7 +135,9 @@ def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
             f"{name} holds a confusion matrix of shape {confusion.shape} and type {confusion.dtype}, "
             "not a C x C matrix of integer counts"
         )
-    if digest != _digest(Path(run_dir).name, ids, rows, confusion):
+    if probs is not None and probs.dtype != np.float16:
+        raise EnsError(f"{name} holds probabilities of type {probs.dtype}, not float16")
+    if digest != _digest(Path(run_dir).name, ids, rows, confusion, probs):
         raise EnsError(
             f"{name} is corrupt or belongs to another run (its checksum does not match this run's key, "
             "its ids, rows and confusion matrix)"
@@ -129,7 +149,11 @@ def read_shard(run_dir: Path, index: int, expected: RunShards) -> Shard:
         raise EnsError(f"{name} was written for another split")
     if confusion is not None:
         _check_confusion(name, confusion, expected.n_classes, expected.pixels_of(index))
-    return Shard(index, ids, rows, confusion)
+    want_probs = None if expected.probs is None else (len(want), *expected.probs)
+    if (None if probs is None else probs.shape) != want_probs:
+        have = "no probabilities" if probs is None else f"probabilities of shape {probs.shape}"
+        raise EnsError(f"{name} holds {have}, expected {want_probs or 'none'}")
+    return Shard(index, ids, rows, confusion, probs)
 
 
 def _check_confusion(name: str, confusion: np.ndarray, n_classes: int, pixels: int) -> None:
@@ -165,8 +189,8 @@ def complete_shards(run_dir: Path, expected: RunShards) -> tuple[list[int], list
 
 
 class ShardWriter:
-    """Takes the (ids, labels) batches of the shards `todo`, in order, and commits each shard as soon
-    as its last image arrives; only one shard's rows are ever held in memory.
+    """Takes the (ids, labels[, probs]) batches of the shards `todo`, in order, and commits each shard
+    as soon as its last image arrives; only one shard's rows (and probabilities) are held in memory.
 
     `encoder` checks and encodes the rows (a SubmissionWriter used outside its `with` block);
     `truth` (ids -> true masks) adds each shard's confusion matrix.
@@ -195,6 +219,7 @@ class ShardWriter:
     def _reset(self) -> None:
         self._rows: list[bytes] = []
         self._ids: list[np.ndarray] = []
+        self._probs: list[np.ndarray] = []
         self._held = 0
         self._confusion = ConfusionAccumulator(self.encoder.n_classes) if self.truth is not None else None
 
@@ -207,23 +232,26 @@ class ShardWriter:
             raise EnsError(f"the images of shard {missing} never arrived; the run is incomplete")
         self._reset()
 
-    def write(self, ids, labels: np.ndarray) -> None:
-        """Add one batch; it may end a shard or span several."""
+    def write(self, ids, labels: np.ndarray, probs: np.ndarray | None = None) -> None:
+        """Add one batch (with its probabilities, kept as float16); it may end a shard or span several."""
         ids = np.asarray(ids)
         while len(ids):
             if len(self.written) == len(self.todo):
                 raise EnsError(f"{len(ids)} more images arrived after the last shard of the run")
             start, stop = self.plan.bounds(self.todo[len(self.written)])
             take = min(len(ids), stop - start - self._held)
-            self.add(ids[:take], labels[:take])
+            self.add(ids[:take], labels[:take], None if probs is None else probs[:take])
             ids, labels = ids[take:], labels[take:]
+            probs = None if probs is None else probs[take:]
 
-    def add(self, ids: np.ndarray, labels: np.ndarray) -> None:
+    def add(self, ids: np.ndarray, labels: np.ndarray, probs: np.ndarray | None = None) -> None:
         """Add images of the current shard; commit it when it is full."""
         index = self.todo[len(self.written)]
         start, stop = self.plan.bounds(index)
         self._rows.append(self.encoder.encode(ids, labels))
         self._ids.append(ids)
+        if probs is not None:
+            self._probs.append(np.asarray(probs, np.float16))
         if self._confusion is not None:
             self._confusion.update(self.truth(ids), labels)
         self._held += len(ids)
@@ -238,7 +266,8 @@ class ShardWriter:
                 f"shard {index} received images {got[:3].tolist()}... instead of {expected[:3].tolist()}..."
             )
         confusion = None if self._confusion is None else self._confusion.matrix
-        write_shard(self.run_dir, index, expected, b"".join(self._rows), confusion)
+        probs = np.concatenate(self._probs) if self._probs else None
+        write_shard(self.run_dir, index, expected, b"".join(self._rows), confusion, probs)
         self.written.append(index)
         self._reset()
         if self.on_shard:

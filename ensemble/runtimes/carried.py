@@ -9,11 +9,12 @@ from ensemble.errors import EnsError
 from ensemble.files.cachedir import cache_root
 from ensemble.members.member import Member
 from ensemble.members.session import CPU
-from ensemble.runtimes.choice import OPENVINO, RUNTIME_CACHE, Rewired, folded_session
+from ensemble.runtimes.choice import OPENVINO, RUNTIME_CACHE, ChoiceInputs, folded_session
 from ensemble.runtimes.folding import folded_model
 from ensemble.runtimes.kinds import RuntimeChoice, ort_choice
 from ensemble.runtimes.measurements import choice_key, read_cache, write_cache
 from ensemble.runtimes.openvino import OpenVinoSession
+from ensemble.runtimes.runner import Runner
 
 
 def carry_choice(old: Member, new: Member, cache: Path | None = None) -> None:
@@ -31,22 +32,27 @@ def carry_choice(old: Member, new: Member, cache: Path | None = None) -> None:
         write_cache(cache, {**entries, **added})
 
 
-def apply_choices(ensemble: Rewired, choices: list[RuntimeChoice]) -> None:
-    """Run each member of `ensemble` on the runtime `choices` name, as made by `choose_runtimes` in
-    another process with the same members and options (a Ray actor takes the driver's), untimed."""
+def carried_choices(
+    ensemble: ChoiceInputs, choices: list[RuntimeChoice]
+) -> list[tuple[RuntimeChoice, Runner | None]]:
+    """Each member's choice and runner (None: its ONNX Runtime session) for the runtimes `choices`
+    name, as `runtime_choices` made them in another process with the same members and options (a
+    Ray actor takes the driver's), untimed; on a GPU the members stay on ONNX Runtime."""
     if ensemble.ort_runners and ensemble.ort_runners[0].report.used[0] != CPU:  # a GPU actor
-        ensemble.choices = [ort_choice("default", note="members run on a GPU") for _ in choices]
-        return
+        return [(ort_choice("default", note="members run on a GPU"), None) for _ in choices]
+    chosen: list[tuple[RuntimeChoice, Runner | None]] = []
     for index, choice in enumerate(choices):
         member, ort_runner = ensemble.members[index], ensemble.ort_runners[index]
+        runner: Runner | None = None
         if choice.runtime == OPENVINO:
             batch = ensemble.worker_batch * len(ensemble.views)
-            ensemble.runners[index] = OpenVinoSession(member, batch, ensemble.workers)
+            runner = OpenVinoSession(member, batch, ensemble.workers)
         elif choice.folded:
             folded = folded_model(member.path)
             if folded is None:
                 raise EnsError(
                     f"member {member.name!r} has no affine operations to fold here, unlike on the driver"
                 )
-            ensemble.runners[index] = folded_session(member, folded[0], ort_runner)
-    ensemble.choices = list(choices)
+            runner = folded_session(member, folded[0], ort_runner)
+        chosen.append((choice, runner))
+    return chosen

@@ -59,49 +59,20 @@ ORT, FOLDED, OPENVINO = "ort", "ort-folded", "openvino"
 DESCRIBED = {FOLDED: "ONNX Runtime with its affine operations folded", OPENVINO: "OpenVINO"}
 
 
-class Rewired(Protocol):
-    """What `choose_runtimes` reads of an ensemble (its members, views, worker layout and the ONNX
-    Runtime session of each member) and sets (each member's runner and choice)."""
+class ChoiceInputs(Protocol):
+    """What `runtime_choices` reads of the opened members: the members, the TTA views and worker
+    layout they run in, and the ONNX Runtime session of each member (timed and kept as reference)."""
 
-    engine: str
-    members: list[Member]
+    members: list[Member] | tuple[Member, ...]
     views: tuple[View, ...]
     channels: int
     workers: int
     worker_batch: int
     ort_runners: list[Runner]
-    runners: list[Runner]
-    choices: list[RuntimeChoice]
-
-
-def choose_runtimes(
-    ensemble: Rewired,
-    source: Source,
-    runtime: Runtime | str = Runtime.auto,
-    *,
-    cache: Path | None = None,
-    tolerance: float = PARITY_TOLERANCE,
-    min_images: int = MIN_IMAGES,
-    on_timing: Callable[[str], None] | None = None,
-) -> None:
-    """Set each member's runner and choice on `ensemble` as `runtime_choices` makes them."""
-    chosen = runtime_choices(
-        ensemble,
-        source,
-        runtime,
-        cache=cache,
-        tolerance=tolerance,
-        min_images=min_images,
-        on_timing=on_timing,
-    )
-    for index, (_, runner) in enumerate(chosen):
-        if runner is not None:
-            ensemble.runners[index] = runner
-    ensemble.choices = [choice for choice, _ in chosen]
 
 
 def runtime_choices(
-    ensemble: Rewired,
+    ensemble: ChoiceInputs,
     source: Source,
     runtime: Runtime | str = Runtime.auto,
     *,
@@ -111,7 +82,7 @@ def runtime_choices(
     on_timing: Callable[[str], None] | None = None,
 ) -> list[tuple[RuntimeChoice, Runner | None]]:
     """Each member's choice for `runtime` (see the module docstring) and the runner to use instead of
-    its ONNX Runtime session (None: keep it); `ensemble` is left as it is. `cache` defaults to
+    its ONNX Runtime session (None: keep it); nothing is changed in place. `cache` defaults to
     runtimes.json in the cache dir (new measurements are added to it); `on_timing` hears of each
     member timed."""
     runtime = Runtime(runtime)
@@ -136,14 +107,12 @@ def runtime_choices(
     return chosen
 
 
-def _fixed_choices(ensemble: Rewired, runtime: Runtime) -> list[RuntimeChoice] | None:
-    """The choices when there is nothing to choose (ONNX Runtime asked for, the compiled graph, members
-    on a GPU); None when each member is to be looked at."""
+def _fixed_choices(ensemble: ChoiceInputs, runtime: Runtime) -> list[RuntimeChoice] | None:
+    """The choices when there is nothing to choose (ONNX Runtime asked for, members on a GPU); None
+    when each member is to be looked at."""
     count = len(ensemble.members)
     if runtime is Runtime.ort:
         return [ort_choice("requested") for _ in range(count)]
-    if ensemble.engine != "pipeline":
-        return [ort_choice("default", note="the compiled graph runs on ONNX Runtime")] * count
     used = ensemble.ort_runners[0].report.used[0]
     if used != CPU:
         if runtime is Runtime.openvino:
@@ -160,7 +129,7 @@ class _Plan:
     """What the choice of every member shares: the run's options, its first batch as pixels, the
     cached measurements (`changed` once one is added)."""
 
-    ensemble: Rewired
+    ensemble: ChoiceInputs
     runtime: Runtime
     cache: Path
     tolerance: float
@@ -278,10 +247,10 @@ def _checked_choice(
     return RuntimeChoice(OPENVINO, openvino_version() or "", how, error, seconds), runner
 
 
-def untimed_note(ensemble: Rewired, n_images: int) -> str | None:
+def untimed_note(members: list[Member], choices: list[RuntimeChoice], n_images: int) -> str | None:
     """One line for a run whose members `auto` left on ONNX Runtime untimed (too few images, nothing
     cached), naming them and how to time them; None when there are none."""
-    names = [m.name for m, c in zip(ensemble.members, ensemble.choices, strict=True) if c.untimed]
+    names = [m.name for m, c in zip(members, choices, strict=True) if c.untimed]
     if not names:
         return None
     return (

@@ -29,7 +29,7 @@ from ensemble.files.atomic import write_bytes
 from ensemble.inference.batchpool import ordered_batches
 from ensemble.inference.fusion import decode
 from ensemble.inference.memberbench import bench_ensemble, timing_source
-from ensemble.inference.pipeline import Ensemble
+from ensemble.inference.pipeline import PipelineScorer
 from ensemble.inference.runner import member_probs
 from ensemble.members.channels import to_pixels
 from ensemble.members.member import Member, load_member
@@ -184,7 +184,9 @@ def compare_on_val(runners: list[Runner], val: Source) -> tuple[float, float, fl
     return course_miou(confusions[0].matrix), course_miou(confusions[1].matrix), error
 
 
-def pipeline_seconds(ensembles: list[Ensemble], dataset: Dataset, spec: SplitSpec) -> tuple[float, float]:
+def pipeline_seconds(
+    ensembles: list[PipelineScorer], dataset: Dataset, spec: SplitSpec
+) -> tuple[float, float]:
     """Median seconds of a pipeline pass of each of two ensembles (default `ens predict` options, one
     member each on its fastest runtime, chosen and cached as at export) over the same images, passes
     alternated."""
@@ -197,7 +199,8 @@ def pipeline_seconds(ensembles: list[Ensemble], dataset: Dataset, spec: SplitSpe
         order = (0, 1) if round_index % 2 else (1, 0)
         for index in order:
             start = time.perf_counter()
-            for _ in ordered_batches(ensembles[index], iter(batches)):
+            scorer = ensembles[index]
+            for _ in ordered_batches(scorer.score, iter(batches), scorer.workers, scorer.timings):
                 pass
             if round_index:
                 passes[index].append(time.perf_counter() - start)
