@@ -18,7 +18,18 @@ BLOCKED = ("torch", "keras", "tensorflow", "tf2onnx")
 # Bottom to top; a module imports from its own layer or a lower one. Keys are the first name under
 # `ensemble` (a subpackage or a top-level module); `ensemble` is the package's own __init__.
 LAYERS = (
-    ("ensemble", "errors", "files", "course", "bounds", "optionvalues", "machine", "capture", "timing"),
+    (
+        "ensemble",
+        "errors",
+        "files",
+        "course",
+        "bounds",
+        "optionvalues",
+        "extras",
+        "machine",
+        "capture",
+        "timing",
+    ),
     ("data", "members", "demo", "submission"),
     ("runtimes",),
     ("inference",),

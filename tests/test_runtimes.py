@@ -96,7 +96,7 @@ def test_runtime_openvino_without_the_package_is_one_line_error(tmp_path, store,
             "predict", "--members", "a,b,c", "--models-dir", store, "--data", data, "--runtime", "openvino",
             "--out", tmp_path / "x.csv",
         )  # fmt: skip
-        one_line_error(result, "openvino", "pip install ens[openvino]")
+        one_line_error(result, "openvino", "pip install 'ens[openvino]'")
         assert_unchanged(before, tmp_path)
         source = make_source(open_dataset(data), "test")
         ensemble = ensemble_of(store, source=source, runtime="auto", choosing=dict(min_images=0))

@@ -52,18 +52,13 @@ from ensemble.cli.members_cmd import bench_members, format_size
 from ensemble.cli.quantize_cmd import check_quantize, quantize_and_report
 from ensemble.data.split import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from ensemble.errors import EnsError
+from ensemble.extras import optional_import
 from ensemble.members.member import DEFAULT_STORE
 
 
 def _exporters():
     """Import the exporters lazily: they are the only part of ens that needs torch or keras."""
-    try:
-        import exporters
-    except ImportError as exc:
-        raise EnsError(
-            f"the exporters need {exc.name}, which is not installed; pip install 'ens[torch]'"
-        ) from None
-    return exporters
+    return optional_import("exporters", needed_by="ens export", extra="torch")
 
 
 @app.command("export")

@@ -22,6 +22,7 @@ from ensemble.capture import native_stderr
 from ensemble.compiled.scorer import CompiledScorer, open_compiled
 from ensemble.data.sources import Source
 from ensemble.errors import EnsError, error_data, raised_error
+from ensemble.extras import optional_import
 from ensemble.inference.loop import PredictResult, label_batches
 from ensemble.inference.pipeline import open_pipeline
 from ensemble.inference.scorer import Scorer
@@ -32,20 +33,11 @@ from ensemble.runs.shards import ShardWriter
 from ensemble.runs.view import shard_batches
 from ensemble.submission.convention import RleConvention
 
-INSTALL_HINT = "pip install 'ens[ray]'"
-
 
 def import_ray():
     """The `ray` module with Ray Data, or a one-line EnsError with the install hint."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError as exc:
-        raise EnsError(
-            f"--engine ray needs Ray Data, which is not installed ({exc}); {INSTALL_HINT}, "
-            "or use --engine local"
-        ) from exc
-    return ray
+    optional_import("ray.data", needed_by="--engine ray", extra="ray", instead="use --engine local")
+    return optional_import("ray", needed_by="--engine ray", extra="ray")
 
 
 class ShardPredictor:

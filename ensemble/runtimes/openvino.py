@@ -17,12 +17,13 @@ from importlib import metadata
 import numpy as np
 
 from ensemble.errors import EnsError, first_line
+from ensemble.extras import optional_import
 from ensemble.members.contract import INPUT_NAME
 from ensemble.members.member import Member
 from ensemble.members.session import SessionReport
 
 OPENVINO = "OpenVINO"
-INSTALL_HINT = "pip install ens[openvino]"
+INSTALL_HINT = "pip install 'ens[openvino]'"
 # Each stream keeps every activation of a batch: 16 inputs of 64x128 held three members at 0.8 GB
 # peak RSS against 1.5 GB at 64, at the same speed (benchmarks/README.md, "OpenVINO").
 MAX_BATCH = 16
@@ -49,13 +50,9 @@ def core():
     Its bindings set up their numpy bridge on first use; two threads doing that at once can
     deadlock on the GIL, so it is done here, in one thread, before any worker runs a member.
     """
-    try:
-        import openvino
-    except ImportError as exc:
-        raise EnsError(
-            f"--runtime openvino needs the openvino package, which is not installed; {INSTALL_HINT}, "
-            "or use --runtime ort"
-        ) from exc
+    openvino = optional_import(
+        "openvino", needed_by="--runtime openvino", extra="openvino", instead="use --runtime ort"
+    )
     _ = openvino.Tensor(np.zeros(1, np.float32)).data
     return openvino.Core()
 
