@@ -12,7 +12,6 @@ import numpy as np
 from ensemble.compiled.engine import GraphChoice
 from ensemble.compiled.stamp import graph_path
 from ensemble.data.datasets import Dataset
-from ensemble.data.folder import integer_ids
 from ensemble.data.sizes import describe_sizes
 from ensemble.data.sources import Source, make_source
 from ensemble.data.split import SplitSpec
@@ -32,6 +31,7 @@ from ensemble.runs.resumable import RunOptions, ShardedRun, compute_local, encod
 from ensemble.runs.rundir import remove_run_dir
 from ensemble.submission.convention import DEFAULT_RLE, RleConvention
 from ensemble.submission.formats import get_format
+from ensemble.submission.textids import refuse_flat_text_ids
 
 SUBMISSIONS = Path("submissions")
 
@@ -151,12 +151,8 @@ def check_layout(source: Source, fmt: str, save_probs: Path | None) -> None:
             + ("write --format rle" if fmt == "flat" else "drop --save-probs, or predict one size at a time")
         )
     ids = source.ids()
-    if fmt == "flat" and ids.dtype.kind == "U" and not integer_ids(ids.tolist()):
-        bad = next(i for i in ids.tolist() if not integer_ids([i]))
-        raise EnsError(
-            f"the flat format numbers images with integers, but image id {bad!r} is not a plain "
-            "non-negative integer; name the image files 0.png, 1.png, ... or write --format rle"
-        )
+    if fmt == "flat" and ids.dtype.kind == "U":
+        refuse_flat_text_ids(ids.tolist())
 
 
 def predict(
