@@ -26,13 +26,17 @@ def argmax_counts(fused, scale, coded_truth, n_cells):  # pragma: no cover - com
 @numba.njit(cache=True, nogil=True)
 def moved_counts(fused, member, delta, scale, coded_truth, n_cells):  # pragma: no cover - compiled
     """`argmax_counts` of `(fused[c] + delta[c] * member[c]) * scale[c]`: the fused scores after one
-    member's weights moved by `delta` and the columns were renormalised by `scale`."""
+    member's weights moved by `delta` and the columns were renormalised by `scale`. A row with
+    delta 0 and scale 1 is `fused[c]` itself (scores are finite and >= 0), read without `member[c]`:
+    these loops are bound by memory traffic."""
     n_rows, n_pixels = fused.shape
+    still = (delta == 0) & (scale == 1)
     counts = np.zeros(n_cells, np.int64)
     for p in range(n_pixels):
-        best, row = (fused[0, p] + delta[0] * member[0, p]) * scale[0], 0
+        best = fused[0, p] if still[0] else (fused[0, p] + delta[0] * member[0, p]) * scale[0]
+        row = 0
         for c in range(1, n_rows):
-            value = (fused[c, p] + delta[c] * member[c, p]) * scale[c]
+            value = fused[c, p] if still[c] else (fused[c, p] + delta[c] * member[c, p]) * scale[c]
             if value > best:
                 best, row = value, c
         counts[coded_truth[p] + row] += 1

@@ -227,10 +227,10 @@ class _CoordinateSearch:
     ) -> None:
         self.pixels, self.scores = pixels, pixels.scores[:, first_class:]
         self.n_classes, self.first_class = pixels.n_classes, first_class
-        self.coded_truth = pixels.truth * pixels.n_classes + first_class
+        coded = pixels.truth * pixels.n_classes + first_class  # the narrowest integers: less to read
+        self.coded_truth = coded.astype(np.min_scalar_type(pixels.n_classes**2))
         self.reduce = get_metric(metric).reduce
-        self.per_class, self.max_evaluations = per_class, max_evaluations
-        self.evaluations = 0
+        self.per_class, self.max_evaluations, self.evaluations = per_class, max_evaluations, 0
 
     def _fused(self, weights: np.ndarray) -> np.ndarray:
         return class_scores(weights, self.pixels.scores, self.first_class)
