@@ -5,7 +5,8 @@ Six members: the three demo members of models/ and a copy of each with its weigh
 with outliers kept: 523 images. The probability cache is filled first (by this checkout, at
 `--folds 0`), so each timed `ens fit` is the fit itself; the timed runs of the checkouts run at the
 same time, so a change in the load from other processes hits both alike. Prints wall and CPU
-seconds per checkout and their ratios.
+seconds per checkout, their ratios, and the machine's 1-minute load average during the run (mean
+and max of a sample every 5 s): on a shared machine wall times depend on it.
 
     .venv/bin/python benchmarks/fit_pool.py --work /tmp/fit_pool --other /tmp/main_base
 """
@@ -17,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,6 +76,26 @@ def run_together(commands: dict[str, tuple[list[str], Path]]) -> dict[str, tuple
     return results
 
 
+class LoadSampler:
+    """The 1-minute load average every `every` seconds, on a thread, until stopped."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.samples: list[float] = [os.getloadavg()[0]]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        self.thread.start()
+
+    def _run(self, every: float) -> None:
+        while not self.stop.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> str:
+        self.stop.set()
+        self.thread.join()
+        mean = sum(self.samples) / len(self.samples)
+        return f"load average (1 min) during the run: mean {mean:.1f}, max {max(self.samples):.1f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -93,8 +115,10 @@ def main() -> None:
     if args.other is not None:
         other = ens_command(*fit_args(work, args.folds, work / "other.json"))
         commands["other checkout"] = (other, args.other.resolve())
+    load = LoadSampler()
     results = run_together(commands)
     print(f"ens fit, 6 members, 523 validation images, --folds {args.folds}, cache warm")
+    print(f"- {load.summary()}")
     for label, (wall, cpu) in results.items():
         print(f"- {label}: {wall:.1f} s wall, {cpu:.1f} s CPU")
     if "other checkout" in results:

@@ -37,7 +37,7 @@ from exporters.keras_model import (
     run_model,
 )
 from exporters.request import ExportRequest
-from exporters.source import LoadedSource
+from exporters.source import LoadedSource, has_batchnorm
 
 BACKEND = "tensorflow"
 WHERE = "on Keras' TensorFlow backend (subprocess)"
@@ -71,6 +71,7 @@ def load_on_tensorflow(request: ExportRequest, why: str) -> LoadedSource:
         channels=facts["channels"],
         output_names=tuple(facts["output_names"]),
         notes=[f"{why}: exported on the TensorFlow backend in a subprocess"],
+        batchnorm=bool(facts.get("batchnorm")),
     )
     weakref.finalize(source, worker.close)
     return source
@@ -175,6 +176,7 @@ class _Model:
             "versions": versions,
             "builtin": builtin_preprocessing(self.model),
             "output_names": list(output_names(self.model)),
+            "batchnorm": has_batchnorm(self.model),
         }
 
     def run(self) -> dict:

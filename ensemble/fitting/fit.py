@@ -11,30 +11,60 @@ stage's estimated gain is inflated by having been chosen on the images it is sco
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ensemble.fitting.settings import FitResult, FitSettings, Stages, check_labelled, check_settings
 from ensemble.fitting.stages import Part, Pool, fit_once, reduced_stages, stage_confusions
 
 DEFAULT_SETTINGS = FitSettings()
+PARALLEL_PIXELS = 50_000
+"""Fewer sampled labelled pixels than this are fitted on one thread (threads would cost more)."""
 
 Progress = Callable[[str, int, int], None]
-"""on_step(what, done, total): the fit is about to do `what`, `done` of its `total` fits made."""
+"""on_step(what, done, total): the fit is about to do `what`, `done` of its `total` fits begun;
+called one at a time, from the thread that begins the fit."""
 
 
 class _Steps:
-    """Counts the fits made and tells `on_step` what comes next."""
+    """Runs the fits on `workers` threads (or in the caller's), in the order they are submitted,
+    and tells `on_step` about each as it begins."""
 
-    def __init__(self, on_step: Progress | None, total: int) -> None:
+    def __init__(self, on_step: Progress | None, total: int, workers: int) -> None:
         self.on_step, self.total, self.done = on_step, total, 0
+        self.lock = threading.Lock()
+        self.executor = None
+        if workers > 1:  # each worker's parallel kernels on one thread: the workers use the CPUs
+            self.executor = ThreadPoolExecutor(workers, initializer=numba.set_num_threads, initargs=(1,))
 
     def __call__(self, what: str) -> None:
-        if self.on_step:
-            self.on_step(what, self.done, self.total)
-        self.done += 1
+        with self.lock:
+            if self.on_step:
+                self.on_step(what, self.done, self.total)
+            self.done += 1
+
+    def submit(self, what: str, work: Callable, *args) -> Future:
+        """`work(*args)` after telling `on_step` of `what`: on a worker thread, or at once here."""
+
+        def task():
+            self(what)
+            return work(*args)
+
+        if self.executor is not None:
+            return self.executor.submit(task)
+        future: Future = Future()
+        future.set_result(task())
+        return future
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(cancel_futures=True)
 
 
 def fit_ensemble(
@@ -51,10 +81,14 @@ def fit_ensemble(
 
 
 def fit_parts(
-    parts: list[Part], settings: FitSettings = DEFAULT_SETTINGS, on_step: Progress | None = None
+    parts: list[Part],
+    settings: FitSettings = DEFAULT_SETTINGS,
+    on_step: Progress | None = None,
+    workers: int | None = None,
 ) -> FitResult:
     """`fit_ensemble` on images of several sizes, one (member probabilities, truth) part per size;
-    images are numbered across the parts for the folds."""
+    images are numbered across the parts for the folds. The fits run on `workers` threads (by
+    default one per CPU for a large pool); the result does not depend on how many."""
     n_images = sum(len(truth) for _, truth in parts)
     folds = check_settings(settings, n_images)
     check_labelled([truth for _, truth in parts])
@@ -63,26 +97,53 @@ def fit_parts(
     outer = _fold_of(everything, folds, settings.seed)
     held_out = [np.flatnonzero(outer == k) for k in range(folds)] if folds >= 2 else []
     trains = [np.setdiff1d(everything, held) for held in held_out]
-    steps = _Steps(on_step, sum(_fits_needed(len(t), settings) for t in [everything, *trains]))
-    choice = _choose(pool, everything, steps, "")
-    steps("final fit on all images")
-    fitted = fit_once(pool, everything, choice.per, choice.use)
-    in_sample = reduced_stages(pool, stage_confusions(pool, everything, fitted))
-    cv = None
-    if held_out:
-        totals = [np.zeros((pool.n_classes,) * 2, np.int64) for _ in range(4)]
+    total = sum(_fits_needed(len(t), settings) for t in [everything, *trains])
+    steps = _Steps(on_step, total, _workers(pool, workers))
+    try:
+        choice = _choose(pool, everything, steps, "")
+        final = steps.submit("final fit on all images", fit_once, pool, everything, choice.per, choice.use)
+        estimates = []
         for k, (train, held) in enumerate(zip(trains, held_out, strict=True)):
             where = f"outer fold {k + 1}/{folds}: "
             inner = _choose(pool, train, steps, where)
-            steps(f"{where}fit on the other folds")
-            fold_fit = fit_once(pool, train, inner.per, inner.use)
-            totals = [t + m for t, m in zip(totals, stage_confusions(pool, held, fold_fit), strict=True)]
-        cv = reduced_stages(pool, totals)
+            what = f"{where}fit on the other folds"
+            estimates.append(steps.submit(what, _held_out, pool, train, held, inner.per, inner.use))
+        fitted = final.result()
+        in_sample = reduced_stages(pool, stage_confusions(pool, everything, fitted))
+        cv = reduced_stages(pool, _summed([e.result() for e in estimates])) if estimates else None
+    finally:
+        steps.close()
     scores = {per: stages.cleaned for per, stages in choice.by.items()}
     return FitResult(
         fitted, in_sample, cv, choice.use, choice.notes, choice.per, scores, choice.folds,
         choice.by.get(choice.per),
     )  # fmt: skip
+
+
+def _workers(pool: Pool, asked: int | None) -> int:
+    """Threads for the fits: as asked, else one per CPU this process may use, or one for a small
+    pool; one where Numba's threading layer is `workqueue`, which aborts on concurrent calls."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run yet; the pool's has, so this is not expected
+        layer = "workqueue"
+    if layer == "workqueue":
+        return 1
+    if asked is not None:
+        return max(1, int(asked))
+    if len(pool.pixels.truth) < PARALLEL_PIXELS:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _held_out(pool: Pool, train: np.ndarray, held: np.ndarray, per: str, use=(True, True, True)):
+    """Confusion matrices of the stages on images `held` of a fit on images `train`."""
+    return stage_confusions(pool, held, fit_once(pool, train, per, use))
+
+
+def _summed(confusions: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Stage by stage sums of the confusion matrices of several sets of images."""
+    return [np.sum(stage, axis=0) for stage in zip(*confusions, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -125,7 +186,15 @@ def _choose(pool: Pool, index: np.ndarray, steps: _Steps, where: str) -> _Choice
             notes.append("no cross-validation (--folds < 2): one weight per member, the simpler choice")
         return _Choice(chosen, (True, True, True), {}, notes, 0)
     fold_of = _fold_of(index, folds, settings.seed)
-    by = {per: _cross_validate(pool, index, fold_of, per, steps, where) for per in candidates}
+    submitted = {
+        per: [
+            steps.submit(f"{where}fold {fold + 1}/{folds}, weights per {per}", _held_out, pool,
+                         index[fold_of != fold], index[fold_of == fold], per)
+            for fold in range(folds)
+        ]
+        for per in candidates
+    }  # fmt: skip
+    by = {per: reduced_stages(pool, _summed([f.result() for f in submitted[per]])) for per in candidates}
     chosen = max(candidates, key=lambda per: by[per].cleaned)  # ties keep "member", the simpler
     if len(candidates) > 1:
         scores = ", ".join(f"per {per} {by[per].cleaned:.4f}" for per in candidates)
@@ -137,15 +206,3 @@ def _choose(pool: Pool, index: np.ndarray, steps: _Steps, where: str) -> _Choice
         if not used:
             notes.append(f"{what} did not help in {folds}-fold CV; using {fallback}")
     return _Choice(chosen, use, by, notes, folds)
-
-
-def _cross_validate(pool: Pool, index, fold_of: np.ndarray, per: str, steps: _Steps, where: str) -> Stages:
-    """Pooled held-out confusion of each stage over the folds of images `index`, reduced to scores."""
-    folds = int(fold_of.max()) + 1
-    totals = [np.zeros((pool.n_classes,) * 2, np.int64) for _ in range(4)]
-    for fold in range(folds):
-        steps(f"{where}fold {fold + 1}/{folds}, weights per {per}")
-        train, held = index[fold_of != fold], index[fold_of == fold]
-        fitted = fit_once(pool, train, per)
-        totals = [t + m for t, m in zip(totals, stage_confusions(pool, held, fitted), strict=True)]
-    return reduced_stages(pool, totals)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.data.metrics import confusion_matrix, get_metric
+from ensemble.fitting.kernels import image_confusions
 from ensemble.inference.cleanup import NO_TARGET, small_components
 
 
@@ -76,7 +77,7 @@ def fit_min_area(
     per-class, per-area changes without running the cleanup again."""
     reduce = get_metric(metric).reduce
     pairs = list(zip(labels, truth, strict=True)) if isinstance(labels, list) else [(labels, truth)]
-    base = sum(confusion_matrix(true, found, n_classes) for found, true in pairs)
+    base = sum(confusion_of(true, found, n_classes) for found, true in pairs)
     change = _area_changes(pairs, n_classes, connectivity, grid)
 
     def score(areas: np.ndarray) -> float:
@@ -117,3 +118,24 @@ def fit_gains(
     grid = grid if grid is not None else (0.5, 0.7, 1.0, 1.4, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
     gains, _, best = class_grid_search(score, np.ones(n_classes), grid, first_class, sweeps)
     return gains, best
+
+
+def image_confusions_of(truth: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """int64 (N, C, C) confusion matrix of each of N label maps, as `confusion_matrix` counts them
+    (by a compiled loop over uint8 maps whose classes are in range; it raises for the others)."""
+    truth, labels = np.asarray(truth), np.asarray(labels)
+    if labels.shape != truth.shape or truth.ndim != 3 or not _small_labels(truth, labels, n_classes):
+        return np.stack([confusion_matrix(t, p, n_classes) for t, p in zip(truth, labels, strict=True)])
+    return image_confusions(truth, labels, n_classes)
+
+
+def confusion_of(truth: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """`confusion_matrix(truth, labels, n_classes)`, by a compiled loop for (N, H, W) uint8 maps."""
+    truth, labels = np.asarray(truth), np.asarray(labels)
+    if labels.shape != truth.shape or truth.ndim != 3 or not _small_labels(truth, labels, n_classes):
+        return confusion_matrix(truth, labels, n_classes)
+    return image_confusions(truth, labels, n_classes).sum(axis=0)
+
+
+def _small_labels(truth: np.ndarray, labels: np.ndarray, n_classes: int) -> bool:
+    return all(a.dtype == np.uint8 and int(a.max(initial=0)) < n_classes for a in (truth, labels))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ensemble.data.metrics import get_metric
-from ensemble.fitting.kernels import argmax_counts, mixture_step, moved_counts
+from ensemble.fitting.kernels import argmax_counts, fused_scores, mixture_step, moved_counts
 from ensemble.inference.fusion import normalise_weights
 
 MAX_PIXELS = 300_000
@@ -45,9 +45,11 @@ class PixelSet:
         return self.scores.shape[1]
 
     def of_images(self, index: np.ndarray) -> PixelSet:
-        """The pixels of images `index` (numbered as `image`)."""
+        """The pixels of images `index` (numbered as `image`), scores C-contiguous for the kernels."""
         keep = np.isin(self.image, index)
-        return PixelSet(self.scores[:, :, keep], self.truth[keep], self.image[keep], self.row_scale)
+        return PixelSet(
+            self.scores.compress(keep, axis=2), self.truth[keep], self.image[keep], self.row_scale
+        )
 
 
 def pixel_set(
@@ -109,13 +111,9 @@ def _balanced_sample(flat_truths, n_classes: int, max_pixels: int, seed: int):
     return index, row_scale
 
 
-def class_scores(weights: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """float32 (C, P) fused scores sum_m weights[m, c] * scores[m, c], member by member."""
-    weights = np.asarray(weights, np.float32)
-    fused = scores[0] * weights[0][:, None]
-    for member, column in zip(scores[1:], weights[1:], strict=True):
-        fused += member * column[:, None]
-    return fused
+def class_scores(weights: np.ndarray, scores: np.ndarray, first: int = 0) -> np.ndarray:
+    """float32 (C - first, P) fused scores sum_m weights[m, c] * scores[m, c], member by member."""
+    return fused_scores(np.asarray(weights, np.float32), np.ascontiguousarray(scores, np.float32), first)
 
 
 def pixel_score(
@@ -123,7 +121,7 @@ def pixel_score(
 ) -> float:
     """The metric of the fused, decoded pixels."""
     first, n = 0 if allow_background else 1, pixels.n_classes
-    fused = class_scores(weights[:, first:], pixels.scores[:, first:])
+    fused = class_scores(weights, pixels.scores, first)
     counts = argmax_counts(fused, np.ones(n - first, fused.dtype), pixels.truth * n + first, n * n)
     return get_metric(metric).reduce(pixels.confusion(counts))
 
@@ -132,7 +130,7 @@ def gain_scorer(pixels: PixelSet, weights: np.ndarray, metric: str = "course"):
     """score(gains): the metric of the pixels fused under normalised `weights` with each class score
     times its gain (as `scaled_weights` folds them); the fused scores are computed once, so each
     call only rescales them."""
-    fused = class_scores(weights[:, 1:], pixels.scores[:, 1:])
+    fused = class_scores(weights, pixels.scores, 1)
     n, reduce = pixels.n_classes, get_metric(metric).reduce
     coded_truth = pixels.truth * n + 1
 
@@ -160,11 +158,10 @@ def nll_weights(pixels: PixelSet, iterations: int = 200, tol: float = 1e-7) -> n
         return np.full(pixels.n_members, 1.0 / pixels.n_members)
     step = -(-len(pixels.truth) // NLL_PIXELS)  # a starting point: evenly spaced pixels will do
     index = np.arange(0, len(pixels.truth), step)
-    true_probs = pixels.scores[:, pixels.truth[index], index].T.astype(np.float64)  # (P, M)
-    true_probs = np.maximum(true_probs, 1e-6)
+    true_probs = np.ascontiguousarray(pixels.scores[:, pixels.truth[index], index].T)  # (P, M)
     weights = np.full(pixels.n_members, 1.0 / pixels.n_members)
     for _ in range(iterations):
-        updated = mixture_step(true_probs, weights)
+        updated = mixture_step(true_probs, weights, 1e-6)  # each probability at least 1e-6
         updated /= updated.sum()
         if np.abs(updated - weights).max() < tol:
             return updated
@@ -190,16 +187,17 @@ def fit_weights(
     metric: str = "course",
     allow_background: bool = False,
     max_evaluations: int = 400,
+    nll: np.ndarray | None = None,
 ) -> WeightFit:
-    """NLL weights, then a coordinate search over the simplex (per member, or per member x class)
-    that accepts only steps raising the metric; never ends below the better of equal and NLL."""
+    """NLL weights (`nll` if given), then a coordinate search over the simplex (per member or per
+    member x class) accepting only steps that raise the metric; never below equal and NLL weights."""
     n_members, n_classes = pixels.n_members, pixels.n_classes
 
     def score(w: np.ndarray) -> float:
         return pixel_score(pixels, w, metric, allow_background)
 
     equal = normalise_weights(np.ones(n_members), n_members, n_classes)
-    nll = nll_weights(pixels)
+    nll = nll_weights(pixels) if nll is None else nll
     start = normalise_weights(nll, n_members, n_classes)
     equal_score, nll_score = score(equal), score(start)
     best, best_score = (start, nll_score) if nll_score >= equal_score else (equal, equal_score)
@@ -229,13 +227,13 @@ class _CoordinateSearch:
     ) -> None:
         self.pixels, self.scores = pixels, pixels.scores[:, first_class:]
         self.n_classes, self.first_class = pixels.n_classes, first_class
-        self.coded_truth = pixels.truth * pixels.n_classes + first_class
+        coded = pixels.truth * pixels.n_classes + first_class  # the narrowest integers: less to read
+        self.coded_truth = coded.astype(np.min_scalar_type(pixels.n_classes**2))
         self.reduce = get_metric(metric).reduce
-        self.per_class, self.max_evaluations = per_class, max_evaluations
-        self.evaluations = 0
+        self.per_class, self.max_evaluations, self.evaluations = per_class, max_evaluations, 0
 
     def _fused(self, weights: np.ndarray) -> np.ndarray:
-        return class_scores(weights[:, self.first_class :], self.scores)
+        return class_scores(weights, self.pixels.scores, self.first_class)
 
     def _score(self, counts: np.ndarray) -> float:
         return self.reduce(self.pixels.confusion(counts))
