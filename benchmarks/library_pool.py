@@ -79,7 +79,7 @@ def train_all(work: Path, data, args) -> dict[str, float]:
         if (sources / net.source).exists():
             log(f"{net.name}: {sources / net.source} exists, reused")
             continue
-        training = Training(epochs=args.epochs, seed=args.seed + k)
+        training = Training(epochs=args.epochs * net.epochs_factor, seed=args.seed + k)
         start = time.perf_counter()
         if net.name == "keras_attn":
             model = train_keras(images, masks, training, log)
