@@ -47,6 +47,7 @@ from ensemble.data.split import SplitSpec  # noqa: E402
 from zoo.batches import load_training_data, validation_miou  # noqa: E402
 
 TOLERANCE = 0.005
+STAGES = ("equal", "learned", "learned+gains", "learned+gains+cleanup")  # the fit's stage keys
 
 
 def prepare_data(work: Path, args) -> tuple[Path, Path, object]:
@@ -153,9 +154,10 @@ def main() -> None:
     export_all(work, data, val_ids, args.force)
     ensemble = work / "models" / "ensemble.json"
     ensemble.unlink(missing_ok=True)
-    run_job(
+    job = run_job(
         ens_command("fit", *common(work, data, val_ids), "--folds", str(args.folds), "--out", str(ensemble))
     )
+    log(f"ens fit: {job.seconds:.0f} s wall, {job.cpu_seconds:.0f} s CPU (member probabilities included)")
     fit = json.loads(ensemble.read_text())["fit"]
     members = {}
     for net in NETS:
@@ -181,12 +183,28 @@ def main() -> None:
         fit,
         json.loads(csv_json.read_text())["miou"],
         trivial_baseline(data),
+        heldout_spread(data, csv, (len(training.val_images), args.n_test)),
     )
     log(f"total {time.perf_counter() - started:.0f} s")
 
 
-def report(args, members, val_scores, equal, stages, fit, csv_score, baseline) -> None:
-    """The markdown table and the two checks."""
+def heldout_spread(data: Path, csv: Path, sizes: tuple[int, ...], draws: int = 400) -> dict[int, float]:
+    """Standard deviation of the course mIoU of the ensemble's CSV over sets of `size` held-out images
+    drawn with replacement: how far a score on that many images moves by the draw of images alone."""
+    from ensemble.submission.io import read_submission
+
+    masks = np.load(data)["test_masks"]
+    ids, labels, _ = read_submission(csv, masks.shape[1:], N_CLASSES)
+    per_image = np.stack([confusion_matrix(masks[i], labels[k], N_CLASSES) for k, i in enumerate(ids)])
+    rng = np.random.default_rng(0)
+    return {
+        size: float(np.std([course_miou(per_image[rng.choice(len(ids), size)].sum(0)) for _ in range(draws)]))
+        for size in sizes
+    }
+
+
+def report(args, members, val_scores, equal, stages, fit, csv_score, baseline, spread) -> None:
+    """The markdown tables and the two checks."""
     print(f"\n{len(members)} members, held-out: {args.n_test} demo test images with masks; course mIoU")
     print(f"trivial baseline (most common class everywhere): {baseline:.4f}\n")
     print("| member | validation (training script) | held-out, no TTA | held-out, flip TTA |")
@@ -196,23 +214,37 @@ def report(args, members, val_scores, equal, stages, fit, csv_score, baseline) -
         print(f"| {name} | {'—' if val is None else f'{val:.4f}'} | {plain:.4f} | {flip:.4f} |")
     best_name, (best_plain, best_flip) = max(members.items(), key=lambda item: item[1][1])
     best = max(best_plain, best_flip)
-    print("\n| stage | in-sample | nested CV | held-out |")
-    print("|---|---:|---:|---:|")
-    keys = ("equal", "learned", "learned+gains", "learned+gains+cleanup")
     by_name = {row["name"]: row["miou"] for row in stages}
     learned = by_name.get("+ TTA flip", by_name.get("learned fusion"))
-    held_rows = [equal, learned, by_name.get("+ class gains", learned), stages[-1]["miou"]]
-    for key, held in zip(keys, held_rows, strict=True):
-        cv = fit["cv"][key] if fit.get("cv") else None
-        cells = [f"{fit['in_sample'][key]:.4f}", "—" if cv is None else f"{cv:.4f}",
-                 "—" if held is None else f"{held:.4f}"]  # fmt: skip
-        print(f"| {key} | {' | '.join(cells)} |")
+    scores = (equal, learned, by_name.get("+ class gains", learned), stages[-1]["miou"])
+    held = dict(zip(STAGES, scores, strict=True))
+    stage_table(fit, held)
     final, cv = stages[-1]["miou"], fit["cv"]["learned+gains+cleanup"]
     print(f"\nfitted ensemble, held-out: {final:.4f} (ens predict + ens score CSV: {csv_score:.4f}); "
           f"members kept: {', '.join(stages[-1]['members'])}")  # fmt: skip
     print(f"- held-out >= best single member ({best_name} {best:.4f}): {final >= best} ({final - best:+.4f})")
     print(f"- |nested CV - held-out| <= {TOLERANCE}: {abs(cv - final) <= TOLERANCE} ({cv - final:+.4f})")
+    gain_cv, gain_held = cv - fit["cv"]["equal"], final - equal
+    print(f"- gain over equal weights, nested CV {gain_cv:+.4f} vs held-out {gain_held:+.4f} "
+          f"(difference {gain_cv - gain_held:+.4f})")  # fmt: skip
+    spreads = ", ".join(f"{s:.4f} on {n} images" for n, s in spread.items())
+    print(f"- spread of the held-out score by the draw of images alone (bootstrap std): {spreads}")
     print(f"- fit notes: {'; '.join(fit.get('notes', []))}")
+
+
+def stage_table(fit: dict, held: dict[str, float]) -> None:
+    """Each stage's score in-sample, by nested CV and held-out, and its gain over the stage before."""
+    print("\n| stage (flip TTA) | in-sample | nested CV | held-out | CV gain | held-out gain |")
+    print("|---|---:|---:|---:|---:|---:|")
+    previous = None
+    for key in STAGES:
+        cv = fit["cv"][key]
+        gains = (
+            ["", ""] if previous is None else [f"{cv - previous[0]:+.4f}", f"{held[key] - previous[1]:+.4f}"]
+        )
+        cells = [f"{fit['in_sample'][key]:.4f}", f"{cv:.4f}", f"{held[key]:.4f}", *gains]
+        print(f"| {key} | {' | '.join(cells)} |")
+        previous = (cv, held[key])
 
 
 if __name__ == "__main__":
