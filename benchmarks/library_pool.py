@@ -14,7 +14,12 @@ least as good as its best member on images the fit never saw, and does the neste
 4. a table: every member's held-out score, the ensemble's, the nested CV estimate, the in-sample
    score, and the two checks (held-out >= best single member, |CV - held-out| <= 0.005).
 
-Trained sources in `--work` are reused by a rerun (delete them to retrain).
+The defaults (60% of the labelled images for validation: 1,492 after outliers; 4,000 held-out images;
+800 training images per net) keep the draw of images from hiding the check: the course mIoU of one
+ensemble moves by 0.0067 (std) between sets of 737 images and by 0.0043 between sets of 1,500, so a
+0.005 tolerance needs both sets large. The trained nets depend on the seed and `--val-fraction`
+only, not on `--n-test`. Trained sources and exported members in `--work` are reused by a rerun
+(delete them to retrain).
 
     PYTHONPATH=. .venv/bin/python benchmarks/library_pool.py --work /tmp/library_pool
 """
@@ -135,8 +140,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/library_pool"))
-    parser.add_argument("--n-test", type=int, default=1500, help="held-out test images (with masks)")
-    parser.add_argument("--val-fraction", type=float, default=0.3)
+    parser.add_argument("--n-test", type=int, default=4000, help="held-out test images (with masks)")
+    parser.add_argument("--val-fraction", type=float, default=0.6)
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--train-images", type=int, default=800, help="training images each net sees")
     parser.add_argument("--epochs", type=int, default=3)
