@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -51,23 +51,26 @@ def _file_in_the_way(directory: Path) -> Path | None:
     return None
 
 
-def _temp_beside(path: Path) -> Path:
-    """Create an empty temp file in the folder of `path` (readable like a normal new file)."""
+def _temp_beside(path: Path, temps: list[Path]) -> None:
+    """Create an empty temp file in the folder of `path` (readable like a normal new file), listed in
+    `temps` before it exists, so a stop signal at any instant leaves nothing that is not listed."""
     check_target(path)
     directory = ensure_dir(path.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as exc:
-        raise EnsError(
-            f"cannot write {str(path)!r}: {exc.strerror or exc}; choose a writable location"
-        ) from exc
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return Path(tmp)
+    while True:
+        tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        temps.append(tmp)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except FileExistsError:  # another file of that name: not ours, never removed
+            temps.pop()
+            continue
+        except OSError as exc:
+            temps.pop()
+            raise EnsError(
+                f"cannot write {str(path)!r}: {exc.strerror or exc}; choose a writable location"
+            ) from exc
+        os.close(fd)
+        return
 
 
 @contextlib.contextmanager
@@ -92,7 +95,7 @@ def atomic_files(*paths: str | os.PathLike) -> Iterator[tuple[Path, ...]]:
     temps: list[Path] = []
     try:
         for target in targets:
-            temps.append(_temp_beside(target))
+            _temp_beside(target, temps)
         yield tuple(temps)
         replace_all(zip(temps, targets, strict=True))
     except BaseException:
@@ -120,12 +123,6 @@ def replace_all(pairs: Iterable[tuple[Path, Path]]) -> None:
             raise EnsError(
                 f"cannot write {str(target)!r}: {exc.strerror or exc}; choose a writable location"
             ) from exc
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
