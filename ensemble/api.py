@@ -29,7 +29,7 @@ from ensemble.data.datafile import as_array, as_labels
 from ensemble.data.metrics import confusion_matrix, get_metric, iou_per_class
 from ensemble.errors import EnsError
 from ensemble.files.atomic import write_text
-from ensemble.files.outputs import refuse_overwrite, run_inputs
+from ensemble.files.outputs import refuse_cache_folder, refuse_overwrite, run_inputs
 from ensemble.fitting.cache import ProbCache
 from ensemble.fitting.job import fit_source
 from ensemble.fitting.settings import FitSettings
@@ -257,13 +257,15 @@ def fit(
     run = run_options(device=device, batch_size=batch_size, gray_to_rgb=gray_to_rgb)
     tta = tta_arg(tta, "flip")
     found = load_members(members, store)
-    refuse_overwrite({"out=": out}, run_inputs(None, found))
+    inputs = run_inputs(None, found)
+    refuse_overwrite({"out=": out}, inputs)
     pixels = as_images(images)
     truth = as_labels(as_array(masks, "masks"), "masks", found[0].n_classes)
     if truth.shape != pixels.shape[:3]:
         raise EnsError(f"masks have shape {truth.shape} but images {pixels.shape}; give one mask per image")
     source = array_source(pixels, truth, split="val")
     cache = ProbCache(source, cache_dir, run.device, None, run.batch_size)
+    refuse_cache_folder("cache_dir=", cache.directory, inputs)
     spec, _ = fit_source(found, source, cache, tta, settings, run.gray_to_rgb)
     if out is not None:
         write_text(out, spec.to_json())

@@ -11,3 +11,6 @@ def cache_root() -> Path:
     """$ENS_CACHE as it is now, else .cache/ens: read at every call, so setting ENS_CACHE after
     import moves every cache alike."""
     return Path(os.environ.get("ENS_CACHE", DEFAULT_ROOT))
+
+
+CACHE_LABEL = "--cache-dir"  # how errors name the cache folder: the option, its default, or $ENS_CACHE

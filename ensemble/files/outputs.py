@@ -51,6 +51,22 @@ def refuse_overwrite(outputs: Named, inputs: Named) -> None:
         check_target(out)
 
 
+def refuse_cache_folder(label: str, folder: Path, inputs: Named) -> None:
+    """Raise EnsError when a folder the run writes into (a cache) is an input folder, lies inside one,
+    or holds an input: its entries would land among the files the run reads."""
+    ins = list(_flatten(inputs))
+    _refuse_inside(label, folder, [(name, path) for name, path in ins if path.is_dir()])
+    if not folder.is_dir():
+        return
+    real = Path(os.path.realpath(folder))
+    for in_label, path in ins:
+        if real in Path(os.path.realpath(path)).parents:
+            raise EnsError(
+                f"{label} {str(folder)!r} holds {in_label} {str(path)!r}, a file the run reads; cache "
+                f"entries would be written among the inputs; choose a folder of its own for {label}"
+            )
+
+
 def _refuse_inside(out_label: str, out: Path, folders: list[tuple[str, Path]]) -> None:
     """An output that is an input folder, or lies under one (through symlinks too), would change it."""
     if not folders:

@@ -10,7 +10,8 @@ from ensemble.data.datasets import Dataset
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
 from ensemble.data.tta import get_views
-from ensemble.files.outputs import refuse_overwrite, run_inputs
+from ensemble.files.cachedir import CACHE_LABEL
+from ensemble.files.outputs import refuse_cache_folder, refuse_overwrite, run_inputs
 from ensemble.fitting.cache import ProbCache, merged_parts
 from ensemble.fitting.fit import fit_parts
 from ensemble.fitting.settings import FitResult, FitSettings, check_labelled, check_settings
@@ -60,11 +61,13 @@ def fit(
     `on_warning` hears of damaged probability cache entries (recomputed)."""
     members = resolve_members(request.members, request.store)
     out = request.out or default_path(request.store)
-    refuse_overwrite({"--out": out}, run_inputs(request.data, members, None, request.split_spec))
+    inputs = run_inputs(request.data, members, None, request.split_spec)
+    refuse_overwrite({"--out": out}, inputs)
     source = make_source(request.data, "val", request.split_spec)
     cache = ProbCache(
         source, request.cache_dir, request.device, request.threads, request.batch_size, on_warning
     )
+    refuse_cache_folder(CACHE_LABEL, cache.directory, inputs)
     settings, tta = request.settings, request.tta
     spec, result = fit_source(
         members, source, cache, tta, settings, request.gray_to_rgb, on_total, on_batch, on_step

@@ -10,7 +10,8 @@ from ensemble.data.datasets import Dataset
 from ensemble.data.sources import make_source
 from ensemble.data.split import SplitSpec
 from ensemble.data.tta import get_views
-from ensemble.files.outputs import Named, refuse_overwrite, run_inputs
+from ensemble.files.cachedir import CACHE_LABEL
+from ensemble.files.outputs import Named, refuse_cache_folder, refuse_overwrite, run_inputs
 from ensemble.fitting.cache import ProbCache
 from ensemble.fitting.job import check_source
 from ensemble.inference.cleanup import parse_min_area
@@ -55,7 +56,8 @@ def score_stages(
 
     `on_warning` hears of damaged probability cache entries (recomputed)."""
     members, spec, spec_path = resolve_ensemble(request.members, request.ensemble, request.store)
-    refuse_overwrite(request.outputs, run_inputs(request.data, members, spec_path, request.split_spec))
+    inputs = run_inputs(request.data, members, spec_path, request.split_spec)
+    refuse_overwrite(request.outputs, inputs)
     n_classes = members[0].n_classes
     source = make_source(request.data, request.split, request.split_spec)
     check_source(members, source, request.gray_to_rgb)
@@ -64,6 +66,7 @@ def score_stages(
     min_area = parse_min_area(request.min_area, n_classes) if request.min_area is not None else None
     rows = build_rows(len(members), n_classes, spec, tta, [m.name for m in members], min_area)
     cache = ProbCache(source, request.cache_dir, request.device, None, request.batch_size, on_warning)
+    refuse_cache_folder(CACHE_LABEL, cache.directory, inputs)
     views = {view for name in {row.tta for row in rows} for view in get_views(name)}
     if on_total:
         on_total(len(members) * len(views) * source.n_images, "member probabilities")
