@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import importlib.util  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -29,6 +30,16 @@ def own_cache(tmp_path_factory, monkeypatch):
     """Each test keeps the shards of its runs in its own $ENS_CACHE (outside its tmp_path), so no run
     resumes another test's shards."""
     monkeypatch.setenv("ENS_CACHE", str(tmp_path_factory.mktemp("ens-cache")))
+
+
+@pytest.fixture(scope="module")
+def tensorflow():
+    """TensorFlow must be installed (make test installs it); outside CI its absence skips."""
+    missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(f"{missing} not installed; make test installs them with the tensorflow extra")
+        pytest.skip(f"needs {missing}: pip install 'ens[tensorflow]'")
 
 
 @pytest.fixture

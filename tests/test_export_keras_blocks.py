@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -66,16 +65,6 @@ NETS = {"layernorm": layernorm_net, "attention": attention_unet}
 @pytest.fixture
 def data(tmp_path):
     return images_npz(tmp_path / "tiny.npz", HW)
-
-
-@pytest.fixture(scope="module")
-def tensorflow():
-    """TensorFlow must be installed (make test installs it); outside CI its absence skips."""
-    missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} not installed; make test installs them with the tensorflow extra")
-        pytest.skip(f"needs {missing}: pip install 'ens[tensorflow]'")
 
 
 def keras_probs(model, pixels):

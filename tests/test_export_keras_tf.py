@@ -7,7 +7,6 @@ torch, where those layers fail: the export must notice that and move to the Tens
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -97,16 +96,6 @@ def run_on_tensorflow(script: str, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
-
-
-@pytest.fixture(scope="module")
-def tensorflow():
-    """TensorFlow must be installed (make test installs it); outside CI its absence skips."""
-    missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} not installed; make test installs them with the tensorflow extra")
-        pytest.skip(f"needs {missing}: pip install 'ens[tensorflow]'")
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,6 @@ torch nets and Keras nets exported on the torch backend."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
@@ -17,16 +14,6 @@ from conftest import ens, one_line_error
 from export_checks import images_npz
 
 HW = (16, 24)
-
-
-@pytest.fixture(scope="module")
-def tensorflow():
-    """TensorFlow must be installed (make test installs it); outside CI its absence skips."""
-    missing = [name for name in ("tensorflow", "tf2onnx") if importlib.util.find_spec(name) is None]
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"{missing} not installed; make test installs them with the tensorflow extra")
-        pytest.skip(f"needs {missing}: pip install 'ens[tensorflow]'")
 
 
 def one_class_net(batchnorm: bool):
