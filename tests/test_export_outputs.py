@@ -20,7 +20,7 @@ from export_checks import (
     sample_pixels,
     softmax,
 )
-from test_export_keras_tf import LAYERS_SEPARATE_IMPORTS, run_on_tensorflow, tensorflow  # noqa: F401
+from test_export_keras_tf import LAYERS_SEPARATE_IMPORTS, run_on_tensorflow
 from tiny_nets import TinyNet, keras_net, trained_like
 from torch import nn
 
